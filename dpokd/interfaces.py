@@ -1,0 +1,145 @@
+"""Base classes for plugin authors: Options, Task, Teacher, Student, Judge, and the run Context."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationInfo
+
+from .records import Completion, Example, PreferencePair, Score
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from .cache import ResponseCache
+
+
+class Options(BaseModel):
+    """A plugin's options: one spec table minus its ``plugin`` key. Unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+
+def spec_path(value: str | Path | None, info: ValidationInfo) -> Path | None:
+    """Resolve a path the user wrote relative to the spec file (use with ``AfterValidator``)."""
+    if value is None:
+        return None
+    path = Path(os.path.expanduser(str(value)))
+    base = (info.context or {}).get("spec_dir")
+    if not path.is_absolute() and base is not None:
+        path = Path(base) / path
+    return path
+
+
+@dataclass
+class Context:
+    """What a plugin may use of the run it is part of."""
+
+    cache_dir: Path = Path("cache")
+    run_dir: Path | None = None
+    offline: bool = False
+    seed: int = 0
+    console: "Console | None" = None
+    _cache: "ResponseCache | None" = field(default=None, repr=False)
+
+    @property
+    def cache(self) -> "ResponseCache":
+        if self._cache is None:
+            from .cache import ResponseCache
+
+            self._cache = ResponseCache(self.cache_dir)
+        return self._cache
+
+    def log(self, message: str) -> None:
+        """A line for the user and, within a run, for ``run.log``."""
+        if self.console is not None:
+            self.console.print(message, highlight=False)
+        if self.run_dir is not None:
+            with open(self.run_dir / "run.log", "a", encoding="utf-8") as fh:
+                fh.write(message + "\n")
+
+
+class Plugin:
+    """Common shape of every plugin: a ``name``, an ``Options`` model and a ``Context``."""
+
+    name: ClassVar[str]
+    kind: ClassVar[str]
+    Options: ClassVar[type[Options]] = Options
+
+    def __init__(self, options: Options | None = None, context: Context | None = None):
+        self.options = options if options is not None else self.Options()
+        self.context = context if context is not None else Context()
+
+    def preflight(self) -> None:
+        """Fail fast, before any paid call, on what can be checked cheaply (keys, files)."""
+
+
+class Task(Plugin):
+    """Supplies the prompts: ``examples("train")`` to distil on, ``examples("eval")`` to judge on."""
+
+    kind = "task"
+
+    def examples(self, split: str) -> list[Example]:
+        raise NotImplementedError
+
+
+class Teacher(Plugin):
+    """Answers prompts; its answers are the chosen side of every pair."""
+
+    kind = "teacher"
+
+    def answer(self, examples: list[Example]) -> list[Completion]:
+        raise NotImplementedError
+
+    def usage(self) -> dict[str, float]:
+        """Tokens and dollars spent so far in this process."""
+        return {}
+
+
+class Student(Plugin):
+    """The model being trained; its answers are the rejected side."""
+
+    kind = "student"
+
+    def generate(self, examples: list[Example]) -> list[Completion]:
+        raise NotImplementedError
+
+    def train_dpo(self, pairs: list[PreferencePair], output_dir: Path) -> dict[str, Any]:
+        """Train on the pairs, save the adapter under ``output_dir``, return summary metrics."""
+        raise NotImplementedError
+
+    def logprob(self, examples: list[Example], texts: list[str]) -> list[float]:
+        """Mean per-token negative log-likelihood of each text as the answer to its example."""
+        raise NotImplementedError
+
+    def fingerprint(self) -> str:
+        """Identifies the current weights and generation settings (part of the cache key)."""
+        raise NotImplementedError
+
+    def save(self, directory: Path) -> None:
+        raise NotImplementedError
+
+    def load(self, directory: Path | None) -> None:
+        """Load the adapter saved in ``directory``; ``None`` returns to the base model."""
+        raise NotImplementedError
+
+
+@dataclass
+class System:
+    """Something a judge can evaluate: the teacher, or the student at one checkpoint."""
+
+    name: str
+    answer: Callable[[list[Example]], list[Completion]]
+    logprob: Callable[[list[Example], list[str]], list[float]] | None = None
+
+
+class Judge(Plugin):
+    """Scores systems; may bring its own eval set (HumanEval) or use the task's."""
+
+    kind = "judge"
+
+    def evaluate(self, systems: dict[str, System], task: Task) -> list[Score]:
+        raise NotImplementedError

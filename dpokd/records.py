@@ -1,0 +1,92 @@
+"""The plain records that flow between stages and are written to disk.
+
+Each carries ``schema_version``: a file written by a newer dpokd is refused with a clear
+message instead of being misread.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .errors import DpokdError
+
+SCHEMA_VERSION = 1
+
+
+class Record(BaseModel):
+    """Base of every on-disk record."""
+
+    model_config = ConfigDict(extra="forbid")
+    schema_version: int = SCHEMA_VERSION
+    kind: ClassVar[str] = "record"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _check_version(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("schema_version", SCHEMA_VERSION) > SCHEMA_VERSION:
+            raise DpokdError(
+                f"this {cls.__name__} was written by a newer dpokd (schema "
+                f"{data['schema_version']}, this one reads {SCHEMA_VERSION}); upgrade dpokd"
+            )
+        return data
+
+
+class Example(Record):
+    """One prompt of a task; code tasks carry hidden tests run by the sandbox."""
+
+    id: str
+    prompt: str
+    reference: str | None = None
+    input: str | None = Field(None, description="the task input a judge should see (e.g. the code to summarize)")
+    tests: str | None = Field(None, description="Python test code defining check(candidate)")
+    entry_point: str | None = None
+    code_prompt: str | None = Field(None, description="the code prefix tests are appended to (HumanEval's prompt)")
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+
+class Completion(Record):
+    """An answer to one Example; ``ok`` is False for a failed answer, with ``error`` saying why."""
+
+    example_id: str
+    text: str = ""
+    ok: bool = True
+    error: str | None = None
+    finish_reason: str | None = None
+    model: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    cached: bool = False
+
+    @classmethod
+    def of(cls, example: Example, text: str, **fields: Any) -> "Completion":
+        return cls(example_id=example.id, text=text, **fields)
+
+    @classmethod
+    def failed(cls, example: Example, error: str, **fields: Any) -> "Completion":
+        return cls(example_id=example.id, ok=False, error=error, **fields)
+
+
+class PreferencePair(Record):
+    """One DPO pair in TRL's preference format, with where it came from."""
+
+    example_id: str
+    prompt: str
+    chosen: str
+    rejected: str
+    iteration: int = 0
+
+
+class Score(Record):
+    """One metric of one system from one judge: what the leaderboard reads."""
+
+    judge: str
+    system: str
+    metric: str
+    value: float
+    ci: tuple[float, float] | None = None
+    n: int | None = None
+    higher_is_better: bool = True
+    details: dict[str, Any] = Field(default_factory=dict)
