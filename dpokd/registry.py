@@ -18,6 +18,7 @@ KINDS = ("task", "teacher", "student", "judge")
 DEFAULT_PLUGINS = (
     "dpokd.plugins.tasks.synthetic",
     "dpokd.plugins.teachers.reference",
+    "dpokd.plugins.teachers.litellm",
 )
 
 

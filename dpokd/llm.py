@@ -1,0 +1,332 @@
+"""The shared LLM client: every plugin that calls an API (teachers, the LLM judge) goes through it.
+
+It gives bounded concurrency, rpm/tpm limits, retries with exponential backoff and jitter that
+honour Retry-After, the response cache (each answer stored the moment it arrives), offline
+replay, failure accounting, token and dollar accounting, and a hard ``max_usd`` budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlparse
+
+from pydantic import Field
+
+from .cache import chat_request, request_key
+from .errors import BudgetExceeded, ConfigError, OfflineCacheMiss, StageFailed
+from .interfaces import Context, Options
+from .records import Completion, Example
+
+# Env vars of the common providers; others fall back to PROVIDER_API_KEY.
+KEY_ENV = {
+    "openai": "OPENAI_API_KEY",
+    "gemini": "GEMINI_API_KEY",
+    "anthropic": "ANTHROPIC_API_KEY",
+    "azure": "AZURE_API_KEY",
+    "mistral": "MISTRAL_API_KEY",
+    "groq": "GROQ_API_KEY",
+    "together_ai": "TOGETHERAI_API_KEY",
+    "cohere": "COHERE_API_KEY",
+    "deepseek": "DEEPSEEK_API_KEY",
+    "openrouter": "OPENROUTER_API_KEY",
+}
+FAILED_FINISH_REASONS = {"content_filter", "safety", "recitation", "blocked"}
+RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504, 529}
+FATAL_STATUS = {401, 403}
+
+
+class LLMOptions(Options):
+    """Options of every plugin that calls a model through litellm."""
+
+    model: str = Field("gemini/gemini-1.0-pro", description="any litellm model string, e.g. gemini/gemini-1.0-pro, openai/gpt-4o")
+    api_base: str | None = Field(None, description="base URL of an OpenAI-compatible server (vLLM, Ollama, a proxy)")
+    api_key_env: str | None = Field(None, description="environment variable holding the key; default: the provider's usual one")
+    temperature: float = Field(0.0, ge=0, le=2, description="sampling temperature; 0 is greedy")
+    max_tokens: int | None = Field(None, ge=1, description="most tokens per answer")
+    top_p: float | None = Field(None, gt=0, le=1, description="nucleus sampling mass")
+    seed: int | None = Field(None, description="provider-side sampling seed, where supported")
+    stop: list[str] | None = Field(None, description="stop sequences")
+    system_prompt: str | None = Field(None, description="system message put before every prompt")
+    max_concurrency: int = Field(16, ge=1, description="requests in flight at once")
+    rpm: int | None = Field(None, ge=1, description="most requests started per minute")
+    tpm: int | None = Field(None, ge=1, description="most tokens (estimated before, counted after) per minute")
+    max_retries: int = Field(6, ge=0, description="retries of a 429, 5xx, timeout or connection error")
+    timeout: float = Field(120.0, gt=0, description="seconds before one request is abandoned and retried")
+    max_usd: float | None = Field(None, gt=0, description="hard budget in US dollars for one invocation; reaching it stops the stage")
+    max_failure_share: float = Field(0.1, ge=0, le=1, description="share of failed answers above which the stage stops")
+    usd_per_million_input: float | None = Field(None, ge=0, description="price override, for models litellm has no price for")
+    usd_per_million_output: float | None = Field(None, ge=0, description="price override, for models litellm has no price for")
+
+
+def import_litellm():
+    """litellm, imported with its remote price-map download switched off (it would hang offline)."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+
+    litellm.suppress_debug_info = True
+    litellm.telemetry = False
+    return litellm
+
+
+def is_local(api_base: str | None) -> bool:
+    host = urlparse(api_base).hostname if api_base else None
+    return host in {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
+
+
+def provider_of(model: str) -> str:
+    return model.split("/", 1)[0] if "/" in model else "openai"
+
+
+def key_env(options: LLMOptions) -> str:
+    provider = provider_of(options.model)
+    return options.api_key_env or KEY_ENV.get(provider, f"{provider.upper()}_API_KEY")
+
+
+def check_key(options: LLMOptions, field: str, offline: bool) -> None:
+    """Fail before any work when no key is set, unless offline or talking to a local server."""
+    if offline or is_local(options.api_base) or os.environ.get(key_env(options)):
+        return
+    if options.api_key_env is None:
+        litellm = import_litellm()
+        if litellm.validate_environment(options.model).get("keys_in_environment"):
+            return
+    raise ConfigError(
+        f"{field}.model: {options.model!r} needs an API key: set the environment variable {key_env(options)}. "
+        "To replay cached answers without a key, run with --offline; to try dpokd with no key at all, "
+        "run `dpokd run specs/quickstart.toml`."
+    )
+
+
+@dataclass
+class Usage:
+    requests: int = 0
+    cached: int = 0
+    failed: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+
+
+@dataclass
+class _Limiter:
+    """Requests-per-minute and tokens-per-minute over a sliding 60 s window."""
+
+    rpm: int | None
+    tpm: int | None
+    starts: deque = field(default_factory=deque)
+    tokens: deque = field(default_factory=deque)
+
+    async def acquire(self, estimate: int) -> None:
+        while True:
+            now = time.monotonic()
+            for q in (self.starts, self.tokens):
+                while q and now - q[0][0] >= 60:
+                    q.popleft()
+            waits = []
+            if self.rpm and len(self.starts) >= self.rpm:
+                waits.append(60 - (now - self.starts[0][0]))
+            if self.tpm and self.tokens and sum(t for _, t in self.tokens) + estimate > self.tpm:
+                waits.append(60 - (now - self.tokens[0][0]))
+            if not waits:
+                self.starts.append((now, 1))
+                self.tokens.append((now, estimate))
+                return
+            await asyncio.sleep(max(0.01, min(waits)))
+
+
+class LLMClient:
+    """Answers prompts through litellm for one plugin (``field`` names it in messages)."""
+
+    def __init__(self, options: LLMOptions, context: Context, field: str = "teacher"):
+        self.options = options
+        self.context = context
+        self.field = field
+        self.usage = Usage()
+
+    # -- public ----------------------------------------------------------------------------------
+    def messages(self, prompt: str) -> list[dict[str, str]]:
+        system = [{"role": "system", "content": self.options.system_prompt}] if self.options.system_prompt else []
+        return system + [{"role": "user", "content": prompt}]
+
+    def request(self, prompt: str) -> dict[str, Any]:
+        o = self.options
+        return chat_request(o.model, o.api_base, self.messages(prompt), temperature=o.temperature, top_p=o.top_p,
+                            max_tokens=o.max_tokens, stop=o.stop, seed=o.seed)
+
+    def complete(self, examples: list[Example], prompts: list[str] | None = None, *, label: str | None = None,
+                 validate=None) -> list[Completion]:
+        """One Completion per example, in order: cached where possible, else asked for.
+
+        ``validate(text) -> reason | None`` can reject an answer (e.g. an unparseable verdict):
+        a rejected answer is a failure and is not cached.
+        """
+        prompts = prompts if prompts is not None else [e.prompt for e in examples]
+        cache = self.context.cache
+        keys = [request_key(self.request(p)) for p in prompts]
+        results: list[Completion | None] = [None] * len(examples)
+        todo: list[int] = []
+        for i, (example, key) in enumerate(zip(examples, keys)):
+            hit = cache.get(key)
+            if hit is not None and (validate is None or validate(hit["text"]) is None):
+                results[i] = Completion.of(example, hit["text"], finish_reason=hit.get("finish_reason"),
+                                           model=hit.get("model"), prompt_tokens=hit.get("prompt_tokens", 0),
+                                           completion_tokens=hit.get("completion_tokens", 0),
+                                           cost_usd=hit.get("cost_usd", 0.0), cached=True)
+                self.usage.cached += 1
+            else:
+                todo.append(i)
+        if todo and self.context.offline:
+            raise OfflineCacheMiss(len(todo), [examples[i].id for i in todo])
+        if todo:
+            check_key(self.options, self.field, offline=False)
+            asyncio.run(self._run(examples, prompts, keys, todo, results, label or self.field, validate))
+        done = [r for r in results if r is not None]
+        failed = [r for r in done if not r.ok]
+        if len(done) < len(results):
+            raise BudgetExceeded(
+                f"{self.field}.max_usd: budget of ${self.options.max_usd:.4f} reached after ${self.usage.cost_usd:.4f}; "
+                f"{len(done) - len(failed)} of {len(results)} answers are cached. Re-run to continue "
+                "(a new invocation has a new budget), or raise max_usd."
+            )
+        if failed and len(failed) / len(results) > self.options.max_failure_share:
+            reasons = sorted({f.error or "?" for f in failed})[:3]
+            raise StageFailed(
+                f"{self.field}: {len(failed)} of {len(results)} answers failed ({'; '.join(reasons)}), more than "
+                f"max_failure_share = {self.options.max_failure_share}; successful answers are cached, re-run to retry the rest"
+            )
+        return done
+
+    # -- the async engine ------------------------------------------------------------------------
+    async def _run(self, examples, prompts, keys, todo, results, label, validate) -> None:
+        litellm = import_litellm()
+        semaphore = asyncio.Semaphore(self.options.max_concurrency)
+        limiter = _Limiter(self.options.rpm, self.options.tpm)
+        stop = asyncio.Event()
+        progress = _Progress(self.context, label, len(todo), self.usage)
+
+        async def one(i: int) -> None:
+            async with semaphore:
+                if stop.is_set():
+                    return
+                if self.options.max_usd is not None and self.usage.cost_usd >= self.options.max_usd:
+                    stop.set()
+                    return
+                completion = await self._ask(litellm, limiter, examples[i], prompts[i], validate)
+                results[i] = completion
+                if completion.ok:
+                    self.context.cache.put(keys[i], {
+                        "text": completion.text, "finish_reason": completion.finish_reason, "model": completion.model,
+                        "prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens,
+                        "cost_usd": completion.cost_usd})
+                else:
+                    self.usage.failed += 1
+                progress.advance(completion)
+
+        with progress:
+            await asyncio.gather(*(one(i) for i in todo))
+
+    async def _ask(self, litellm, limiter: _Limiter, example: Example, prompt: str, validate) -> Completion:
+        o = self.options
+        kwargs: dict[str, Any] = {k: v for k, v in self.request(prompt).items() if k not in {"kind", "model", "api_base", "messages"}}
+        api_key = os.environ.get(key_env(o))
+        if api_key is None and is_local(o.api_base):
+            api_key = "local"  # OpenAI-compatible local servers accept any key, but the SDK wants one
+        reason = "no attempt"
+        for attempt in range(o.max_retries + 1):
+            await limiter.acquire(len(prompt) // 4 + (o.max_tokens or 256))
+            try:
+                response = await litellm.acompletion(
+                    model=o.model, messages=self.messages(prompt), api_base=o.api_base, api_key=api_key,
+                    timeout=o.timeout, num_retries=0, max_retries=0, **kwargs)
+            except Exception as exc:  # litellm maps every provider error onto openai's classes
+                status = getattr(exc, "status_code", None)
+                if status in FATAL_STATUS:
+                    raise ConfigError(
+                        f"{self.field}.model: the provider refused the key for {o.model!r} (HTTP {status}); "
+                        f"check the environment variable {key_env(o)}") from None
+                reason = f"{type(exc).__name__} (HTTP {status})" if status else type(exc).__name__
+                if status is not None and status not in RETRYABLE_STATUS:
+                    return Completion.failed(example, reason)
+                if attempt == o.max_retries:
+                    break
+                await asyncio.sleep(self._backoff(attempt, exc))
+                continue
+            self.usage.requests += 1
+            return self._account(litellm, example, response, validate)
+        return Completion.failed(example, f"{reason} after {o.max_retries + 1} attempts")
+
+    @staticmethod
+    def _backoff(attempt: int, exc: Exception) -> float:
+        response = getattr(exc, "response", None)
+        retry_after = getattr(response, "headers", {}).get("retry-after") if response is not None else None
+        try:
+            if retry_after is not None:
+                return float(retry_after)
+        except ValueError:
+            pass
+        return min(30.0, 0.5 * 2**attempt) * random.uniform(0.5, 1.5)
+
+    def _account(self, litellm, example: Example, response: Any, validate) -> Completion:
+        o = self.options
+        choice = response.choices[0]
+        text = choice.message.content or ""
+        usage = getattr(response, "usage", None)
+        prompt_tokens = getattr(usage, "prompt_tokens", 0) or 0
+        completion_tokens = getattr(usage, "completion_tokens", 0) or 0
+        if o.usd_per_million_input is not None or o.usd_per_million_output is not None:
+            cost = (prompt_tokens * (o.usd_per_million_input or 0) + completion_tokens * (o.usd_per_million_output or 0)) / 1e6
+        else:
+            try:
+                cost = float(litellm.completion_cost(completion_response=response))
+            except Exception:  # a model litellm has no price for
+                cost = 0.0
+        self.usage.prompt_tokens += prompt_tokens
+        self.usage.completion_tokens += completion_tokens
+        self.usage.cost_usd += cost
+        fields = dict(finish_reason=choice.finish_reason, model=getattr(response, "model", None),
+                      prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost_usd=cost)
+        if choice.finish_reason in FAILED_FINISH_REASONS:
+            return Completion.failed(example, f"blocked (finish_reason={choice.finish_reason})", **fields)
+        if not text.strip():
+            return Completion.failed(example, "empty answer", **fields)
+        if validate is not None and (problem := validate(text)) is not None:
+            return Completion.failed(example, problem, text=text, **fields)
+        return Completion.of(example, text, **fields)
+
+
+class _Progress:
+    """A rich progress bar (done/total, failures, spend) when the console is a terminal."""
+
+    def __init__(self, context: Context, label: str, total: int, usage: Usage):
+        self.context, self.label, self.total, self.usage = context, label, total, usage
+        self.done = 0
+        self._bar = None
+
+    def __enter__(self) -> "_Progress":
+        console = self.context.console
+        if console is not None and console.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=console)
+            self._bar.start()
+            self._task = self._bar.add_task(self.label, total=self.total, status="")
+        return self
+
+    def advance(self, completion: Completion) -> None:
+        self.done += 1
+        if self._bar is not None:
+            status = f"failed {self.usage.failed}  ${self.usage.cost_usd:.4f}"
+            self._bar.update(self._task, advance=1, status=status)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+        self.context.log(f"{self.label}: {self.done}/{self.total} asked, {self.usage.failed} failed, "
+                         f"{self.usage.cached} cached, ${self.usage.cost_usd:.4f}")
