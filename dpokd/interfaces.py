@@ -104,6 +104,9 @@ class Student(Plugin):
 
     kind = "student"
 
+    def prepare(self, examples: list[Example]) -> None:
+        """Called once with the train examples before anything else (a tiny model builds its tokenizer here)."""
+
     def generate(self, examples: list[Example]) -> list[Completion]:
         raise NotImplementedError
 

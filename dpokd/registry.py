@@ -19,6 +19,7 @@ DEFAULT_PLUGINS = (
     "dpokd.plugins.tasks.synthetic",
     "dpokd.plugins.teachers.reference",
     "dpokd.plugins.teachers.litellm",
+    "dpokd.plugins.students.hf_qlora",
 )
 
 

@@ -1,0 +1,439 @@
+"""``hf-qlora``: any Hugging Face causal LM, loaded in 4-bit NF4, trained with LoRA and TRL's DPO.
+
+The defaults are the reference experiment's: Phi-2, NF4 with double quantization, LoRA r=64,
+alpha=16, dropout 0.1, batch size 1, 3 epochs, learning rate 1e-4, AdamW. ``model = "dpokd:tiny"``
+builds a small Phi-architecture model for CPUs and loads it through the very same path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import dpokd
+from dpokd.cache import request_key
+from dpokd.records import Completion, Example, PreferencePair
+
+from .tiny import TINY_ID, tiny_model_dir
+
+PHI2_4BIT_GB = 2.0
+
+
+class HFQLoRAStudent(dpokd.Student):
+    """A causal LM in 4-bit with a LoRA adapter; DPO through ``trl.DPOTrainer``."""
+
+    name = "hf-qlora"
+
+    class Options(dpokd.Options):
+        model: str = dpokd.Field("microsoft/phi-2", description="HF hub id or local path; 'dpokd:tiny' builds a small model for CPUs")
+        revision: str | None = dpokd.Field(None, description="hub revision (branch, tag or commit)")
+        load_in_4bit: bool = dpokd.Field(True, description="load the base in 4-bit with bitsandbytes (QLoRA)")
+        quant_type: Literal["nf4", "fp4"] = dpokd.Field("nf4", description="4-bit data type")
+        double_quant: bool = dpokd.Field(True, description="quantize the quantization constants too")
+        compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = dpokd.Field(
+            "auto", description="dtype of 4-bit matmuls; auto: bf16 on a GPU that supports it, fp32 on a CPU")
+        lora_r: int = dpokd.Field(64, ge=1, description="LoRA rank")
+        lora_alpha: float = dpokd.Field(16, gt=0, description="LoRA scaling numerator")
+        lora_dropout: float = dpokd.Field(0.1, ge=0, lt=1, description="dropout on the LoRA path")
+        target_modules: str | list[str] = dpokd.Field("all-linear", description="modules to adapt: 'all-linear' or a list of names")
+        learning_rate: float = dpokd.Field(1e-4, gt=0, description="AdamW learning rate")
+        epochs: float = dpokd.Field(3, gt=0, description="passes over each iteration's pairs")
+        batch_size: int = dpokd.Field(1, ge=1, description="pairs per device per step")
+        grad_accum: int = dpokd.Field(1, ge=1, description="gradient accumulation steps")
+        beta: float = dpokd.Field(0.1, gt=0, description="DPO temperature: strength of the pull to the reference")
+        loss: list[str] = dpokd.Field(["sigmoid"], min_length=1, description="TRL loss types, e.g. ['sigmoid', 'sft']")
+        loss_weights: list[float] | None = dpokd.Field(None, description="one weight per loss type")
+        max_length: int | None = dpokd.Field(1024, ge=8, description="longest prompt+answer in tokens (truncated)")
+        gradient_checkpointing: bool = dpokd.Field(False, description="trade compute for memory in training")
+        precompute_ref_log_probs: bool = dpokd.Field(False, description="compute reference log-probs once before training")
+        max_new_tokens: int = dpokd.Field(256, ge=1, description="most tokens per generated answer")
+        temperature: float = dpokd.Field(0.0, ge=0, description="sampling temperature; 0 means greedy")
+        top_p: float = dpokd.Field(1.0, gt=0, le=1, description="nucleus sampling mass")
+        stop: list[str] = dpokd.Field([], description="stop strings: an answer ends before the first")
+        gen_batch_size: int = dpokd.Field(8, ge=1, description="prompts per generation batch")
+        seed: int = dpokd.Field(0, description="seed for generation and training")
+        tiny_hidden: int = dpokd.Field(128, ge=32, description="dpokd:tiny hidden size (a multiple of 64)")
+        tiny_layers: int = dpokd.Field(2, ge=1, description="dpokd:tiny layers")
+        tiny_vocab: int = dpokd.Field(512, ge=260, description="dpokd:tiny BPE vocabulary size")
+
+        @dpokd.field_validator("tiny_hidden")
+        @classmethod
+        def _blocks(cls, v: int) -> int:
+            if v % 64:
+                raise ValueError(f"must be a multiple of 64 (4-bit blocks), got {v}")
+            return v
+
+        @dpokd.field_validator("loss_weights")
+        @classmethod
+        def _weights(cls, v, info):
+            if v is not None and len(v) != len(info.data.get("loss", [])):
+                raise ValueError(f"needs one weight per `loss` entry ({info.data.get('loss')}), got {v}")
+            return v
+
+    def __init__(self, options=None, context=None):
+        super().__init__(options, context)
+        self.model = None
+        self.tokenizer = None
+        self.model_path: str | None = None if self.options.model == TINY_ID else self.options.model
+        self.adapter_hash: str | None = None  # None: the base model, adapter disabled
+        self.trained_steps = 0
+
+    # -- set-up ----------------------------------------------------------------------------------
+    def prepare(self, examples: list[Example]) -> None:
+        if self.options.model == TINY_ID and self.model_path is None:
+            o = self.options
+            corpus = [e.prompt for e in examples] + [e.reference or "" for e in examples]
+            self.model_path = str(tiny_model_dir(self.context.cache_dir, corpus, hidden=o.tiny_hidden,
+                                                 layers=o.tiny_layers, vocab=o.tiny_vocab, seed=o.seed))
+
+    def preflight(self) -> None:
+        """Check the model can be used before any teacher spend: config reachable, memory enough."""
+        o = self.options
+        if o.load_in_4bit:
+            try:
+                import bitsandbytes  # noqa: F401
+            except Exception as exc:
+                raise dpokd.ConfigError(f"student.load_in_4bit: bitsandbytes cannot load here ({exc}); "
+                                        "`pip install bitsandbytes`, or set load_in_4bit = false") from None
+        if o.model == TINY_ID:
+            return
+        config = self._config()
+        _warn_if_too_large(config, o, self.context)
+
+    def _config(self):
+        from transformers import AutoConfig
+
+        o = self.options
+        path = Path(o.model)
+        if (o.model.startswith((".", "/", "~")) or path.exists()) and not (path / "config.json").exists():
+            raise dpokd.ConfigError(f"student.model: {o.model!r} is a local path without a config.json; "
+                                    "point it at a directory saved with save_pretrained")
+        try:
+            return AutoConfig.from_pretrained(o.model, revision=o.revision)
+        except Exception as exc:  # OSError for unknown ids, offline hubs; ValueError for unknown architectures
+            offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+            why = "the hub is not reachable (HF_HUB_OFFLINE=1) and it is not in the local HF cache" if offline else str(exc).splitlines()[0]
+            raise dpokd.ConfigError(f"student.model: cannot load {o.model!r}: {why}. Use a local directory, "
+                                    "download it first (`huggingface-cli download`), or try model = 'dpokd:tiny'") from None
+
+    def _ensure_model(self):
+        if self.model is not None:
+            return self.model
+        import torch
+        from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+        from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+        o = self.options
+        if self.model_path is None:
+            raise dpokd.ConfigError("student.model: dpokd:tiny is built from the task's text; call prepare(examples) first")
+        if o.model != TINY_ID:
+            self._config()
+        cuda = torch.cuda.is_available()
+        dtype = _compute_dtype(o.compute_dtype, cuda)
+        kwargs: dict[str, Any] = {"revision": o.revision, "device_map": {"": 0} if cuda else "cpu"}
+        if o.load_in_4bit:
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type=o.quant_type, bnb_4bit_use_double_quant=o.double_quant,
+                bnb_4bit_compute_dtype=dtype)
+        else:
+            kwargs["dtype"] = dtype
+        model = AutoModelForCausalLM.from_pretrained(self.model_path, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(self.model_path, revision=o.revision)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        _disable_cpu_repacking(model)
+        if o.load_in_4bit:
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=o.gradient_checkpointing)
+        torch.manual_seed(o.seed)
+        lora = LoraConfig(r=o.lora_r, lora_alpha=o.lora_alpha, lora_dropout=o.lora_dropout,
+                          target_modules=o.target_modules, task_type="CAUSAL_LM")
+        self.model = get_peft_model(model, lora)
+        self.tokenizer = tokenizer
+        return self.model
+
+    # -- identity and persistence -----------------------------------------------------------------
+    def fingerprint(self) -> str:
+        o = self.options
+        gen = {k: getattr(o, k) for k in ("max_new_tokens", "temperature", "top_p", "stop", "seed")}
+        base = self.model_path if o.model == TINY_ID else o.model
+        if o.model == TINY_ID:
+            base = f"{TINY_ID}:{Path(base).name}" if base else TINY_ID
+        quant = {k: getattr(o, k) for k in ("load_in_4bit", "quant_type", "double_quant", "compute_dtype")}
+        blob = json.dumps({"model": base, "revision": o.revision, "adapter": self.adapter_hash, "gen": gen,
+                           "quant": quant}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+    def _hash_adapter(self) -> str:
+        from peft import get_peft_model_state_dict
+
+        digest = hashlib.sha256()
+        for name, tensor in sorted(get_peft_model_state_dict(self.model).items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().float().cpu().numpy().tobytes())
+        return digest.hexdigest()[:20]
+
+    def save(self, directory: Path) -> None:
+        """The adapter in standard PEFT format: ``PeftModel.from_pretrained(base, directory)`` loads it."""
+        self._ensure_model().save_pretrained(str(directory))
+        self.tokenizer.save_pretrained(str(directory))
+
+    def load(self, directory: Path | None) -> None:
+        model = self._ensure_model()
+        if directory is None:
+            self.adapter_hash = None
+            return
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        weights = load_file(str(Path(directory) / "adapter_model.safetensors"))
+        set_peft_model_state_dict(model, weights)
+        self.adapter_hash = self._hash_adapter()
+
+    def _adapter_context(self):
+        import contextlib
+
+        return self.model.disable_adapter() if self.adapter_hash is None else contextlib.nullcontext()
+
+    # -- generation -------------------------------------------------------------------------------
+    def generate(self, examples: list[Example]) -> list[Completion]:
+        cache = self.context.cache
+        keys = [request_key({"kind": "student", "fingerprint": self.fingerprint(), "prompt": e.prompt}) for e in examples]
+        results: dict[int, Completion] = {}
+        for i, key in enumerate(keys):
+            hit = cache.get(key)
+            if hit is not None:
+                results[i] = Completion.of(examples[i], hit["text"], finish_reason=hit.get("finish_reason"),
+                                           model=f"student:{self.fingerprint()}", completion_tokens=hit.get("completion_tokens", 0),
+                                           cached=True)
+        todo = [i for i in range(len(examples)) if i not in results]
+        if todo:
+            self._ensure_model()
+        size = self.options.gen_batch_size
+        # Longest prompts first: batches of similar length waste less padding.
+        todo.sort(key=lambda i: -len(examples[i].prompt))
+        with _progress(self.context, "student generates", len(todo)) as advance:
+            for start in range(0, len(todo), size):
+                batch = todo[start : start + size]
+                texts, lengths, reasons = self._generate_batch([examples[i].prompt for i in batch])
+                for i, text, n, reason in zip(batch, texts, lengths, reasons):
+                    cache.put(keys[i], {"text": text, "finish_reason": reason, "completion_tokens": n})
+                    results[i] = Completion.of(examples[i], text, finish_reason=reason, completion_tokens=n,
+                                               model=f"student:{self.fingerprint()}")
+                advance(len(batch))
+        return [results[i] for i in range(len(examples))]
+
+    def _generate_batch(self, prompts: list[str]) -> tuple[list[str], list[int], list[str]]:
+        import torch
+
+        o, model, tok = self.options, self.model, self.tokenizer
+        tok.padding_side = "left"
+        enc = tok(prompts, return_tensors="pt", padding=True).to(model.device)
+        torch.manual_seed(o.seed)
+        kwargs: dict[str, Any] = dict(max_new_tokens=o.max_new_tokens, pad_token_id=tok.pad_token_id,
+                                      eos_token_id=tok.eos_token_id)
+        if o.temperature > 0:
+            kwargs.update(do_sample=True, temperature=o.temperature, top_p=o.top_p)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if o.stop:
+            kwargs.update(stop_strings=o.stop, tokenizer=tok)
+        model.eval()
+        with torch.no_grad(), self._adapter_context():
+            out = model.generate(**enc, **kwargs)
+        new = out[:, enc["input_ids"].shape[1] :]
+        texts, lengths, reasons = [], [], []
+        for prompt, row in zip(prompts, new):
+            ids = row.tolist()
+            ended = tok.eos_token_id in ids
+            if ended:
+                ids = ids[: ids.index(tok.eos_token_id)]
+            text = tok.decode(ids, skip_special_tokens=True)
+            text, stopped = clean_generation(text, prompt, o.stop)
+            texts.append(text)
+            lengths.append(len(ids))
+            reasons.append("stop" if ended or stopped else "length")
+        return texts, lengths, reasons
+
+    # -- likelihood -------------------------------------------------------------------------------
+    def logprob(self, examples: list[Example], texts: list[str]) -> list[float]:
+        """Mean per-token NLL of each text after its prompt (EOS included, as in training)."""
+        import torch
+
+        model = self._ensure_model()
+        tok = self.tokenizer
+        out: list[float] = []
+        model.eval()
+        for start in range(0, len(examples), self.options.gen_batch_size):
+            batch = list(zip(examples, texts))[start : start + self.options.gen_batch_size]
+            rows, labels = [], []
+            for example, text in batch:
+                prompt_ids = tok(example.prompt)["input_ids"]
+                full = tok(example.prompt + text + tok.eos_token)["input_ids"]
+                cut = _common_prefix(prompt_ids, full)
+                rows.append(full)
+                labels.append([-100] * cut + full[cut:])
+            width = max(map(len, rows))
+            ids = torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in rows], device=model.device)
+            lab = torch.tensor([r + [-100] * (width - len(r)) for r in labels], device=model.device)
+            mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=model.device)
+            with torch.no_grad(), self._adapter_context():
+                logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+            target = lab[:, 1:]
+            nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target.clamp(min=0), reduction="none")
+            valid = (target != -100).float()
+            out += ((nll * valid).sum(1) / valid.sum(1).clamp(min=1)).tolist()
+        return out
+
+    # -- training ---------------------------------------------------------------------------------
+    def train_dpo(self, pairs: list[PreferencePair], output_dir: Path) -> dict[str, Any]:
+        import torch
+        from datasets import Dataset
+        from datasets.utils.logging import disable_progress_bar
+        from transformers import TrainerCallback
+        from transformers.trainer_callback import PrinterCallback
+        from trl import DPOConfig, DPOTrainer
+
+        disable_progress_bar()
+
+        o = self.options
+        model = self._ensure_model()
+        output_dir = Path(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        if self.adapter_hash is None and self.trained_steps:
+            raise RuntimeError("train_dpo after load(None) would discard the trained adapter")
+        dataset = Dataset.from_list([{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in pairs])
+        config = DPOConfig(
+            output_dir=str(output_dir / "trainer"), per_device_train_batch_size=o.batch_size,
+            gradient_accumulation_steps=o.grad_accum, learning_rate=o.learning_rate, num_train_epochs=o.epochs,
+            beta=o.beta, loss_type=list(o.loss), loss_weights=o.loss_weights, max_length=o.max_length,
+            gradient_checkpointing=o.gradient_checkpointing, precompute_ref_log_probs=o.precompute_ref_log_probs,
+            optim="adamw_torch", seed=o.seed, data_seed=o.seed, logging_steps=1, save_strategy="no", report_to=[],
+            use_cpu=not torch.cuda.is_available(), bf16=_compute_dtype(o.compute_dtype, torch.cuda.is_available()) == torch.bfloat16,
+            disable_tqdm=True, dataloader_num_workers=0,
+        )
+        log_path = output_dir / "train_log.jsonl"
+        steps: list[dict[str, float]] = []
+
+        class StepLog(TrainerCallback):
+            def on_log(self, args, state, control, logs=None, **kwargs):
+                if logs and "loss" in logs and state.is_world_process_zero:
+                    row = {"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))}}
+                    steps.append(row)
+                    with open(log_path, "a") as fh:
+                        fh.write(json.dumps(row) + "\n")
+
+        self.adapter_hash = self.adapter_hash or "training"
+        model.train()
+        trainer = DPOTrainer(model=model, args=config, train_dataset=dataset, processing_class=self.tokenizer,
+                             callbacks=[StepLog()])
+        trainer.remove_callback(PrinterCallback)  # metrics go to train_log.jsonl, not stdout
+        try:
+            result = trainer.train()
+        finally:
+            # TRL copies the adapter into a frozen "ref" adapter; a second trainer on this model needs it gone.
+            if "ref" in model.peft_config:
+                model.delete_adapter("ref")
+            model.set_adapter("default")
+        self.trained_steps += result.global_step
+        self.adapter_hash = self._hash_adapter()
+        if trainer.is_world_process_zero():
+            self.save(output_dir / "adapter")
+        return summarize(steps, result.global_step, len(pairs))
+
+
+def summarize(steps: list[dict[str, float]], global_step: int, n_pairs: int) -> dict[str, Any]:
+    def mean(key: str) -> float | None:
+        values = [s[key] for s in steps if key in s]
+        return sum(values) / len(values) if values else None
+
+    last = steps[-1] if steps else {}
+    return {"pairs": n_pairs, "steps": global_step, "loss": mean("loss"), "final_loss": last.get("loss"),
+            "rewards/margins": mean("rewards/margins"), "rewards/accuracies": mean("rewards/accuracies"),
+            "rewards/chosen": mean("rewards/chosen"), "rewards/rejected": mean("rewards/rejected")}
+
+
+def clean_generation(text: str, prompt: str, stop: list[str]) -> tuple[str, bool]:
+    """Strip an echoed prompt and cut at the first stop string."""
+    if prompt.strip() and text.lstrip().startswith(prompt.strip()):
+        text = text.lstrip()[len(prompt.strip()) :]
+    cuts = [text.index(s) for s in stop if s and s in text]
+    if cuts:
+        return text[: min(cuts)], True
+    return text, False
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _compute_dtype(name: str, cuda: bool):
+    import torch
+
+    if name == "auto":
+        return torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
+    return getattr(torch, name)
+
+
+def _disable_cpu_repacking(model) -> None:
+    """bitsandbytes repacks 4-bit weights for AVX512-BF16 inference on the first no-grad forward,
+    after which a training step fails ("a view of a leaf Variable ..."). Generate-then-train is the
+    online loop, so the repacking is switched off on every Linear4bit before any forward."""
+    try:
+        from bitsandbytes.nn import Linear4bit
+    except Exception:
+        return
+    for module in model.modules():
+        if isinstance(module, Linear4bit) and hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+
+
+def _warn_if_too_large(config, options, context) -> None:
+    import psutil
+
+    hidden = getattr(config, "hidden_size", 0)
+    layers = getattr(config, "num_hidden_layers", 0)
+    inter = getattr(config, "intermediate_size", 4 * hidden) or 4 * hidden
+    vocab = getattr(config, "vocab_size", 0)
+    params = layers * (4 * hidden * hidden + 2 * hidden * inter) + 2 * vocab * hidden
+    bytes_per = 0.55 if options.load_in_4bit else 4.0
+    need_gb = params * bytes_per / 1e9
+    free_gb = psutil.virtual_memory().available / 1e9
+    if need_gb > 0.8 * free_gb:
+        context.log(f"[yellow]warning:[/] student.model {options.model!r}: about {params / 1e9:.1f} B parameters need "
+                    f"~{need_gb:.1f} GB for weights ({'4-bit' if options.load_in_4bit else 'fp32'}; Phi-2 in 4-bit needs "
+                    f"about {PHI2_4BIT_GB:.0f} GB); this machine has {free_gb:.1f} GB free")
+
+
+class _progress:
+    """A rich progress bar on a terminal; a no-op elsewhere."""
+
+    def __init__(self, context, label: str, total: int):
+        self.context, self.label, self.total = context, label, total
+        self.bar = None
+
+    def __enter__(self):
+        console = self.context.console
+        if self.total and console is not None and console.is_terminal:
+            from rich.progress import Progress
+
+            self.bar = Progress(console=console, transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task(self.label, total=self.total)
+        return lambda n: self.bar.update(self.task, advance=n) if self.bar else None
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.stop()
+
+
+@dpokd.hookimpl
+def register_students(register):
+    register(HFQLoRAStudent)

@@ -1,0 +1,54 @@
+"""Build the ``dpokd:tiny`` model: a small Phi-architecture model and a BPE tokenizer for CPUs.
+
+Both are saved in standard Hugging Face format under ``cache_dir/models/<hash>/`` and loaded back
+through the same ``from_pretrained`` path as Phi-2, so the CPU runs exercise the real code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+EOS = "<|endoftext|>"
+TINY_ID = "dpokd:tiny"
+
+
+def tiny_model_dir(cache_dir: Path, corpus: list[str], *, hidden: int, layers: int, vocab: int, seed: int) -> Path:
+    """Build (once) and return the directory of the tiny model for this corpus and size."""
+    recipe = {"hidden": hidden, "layers": layers, "vocab": vocab, "seed": seed, "version": 1,
+              "corpus": hashlib.sha256("\x00".join(corpus).encode()).hexdigest()}
+    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+    directory = Path(cache_dir) / "models" / f"tiny-{digest}"
+    if (directory / "config.json").exists():
+        return directory
+    tmp = directory.with_name(directory.name + ".partial")
+    _build(tmp, corpus, hidden=hidden, layers=layers, vocab=vocab, seed=seed)
+    (tmp / "dpokd_recipe.json").write_text(json.dumps(recipe, indent=2))
+    tmp.rename(directory)  # atomic: a killed build never leaves a half-written model behind
+    return directory
+
+
+def _build(directory: Path, corpus: list[str], *, hidden: int, layers: int, vocab: int, seed: int) -> None:
+    import shutil
+
+    import torch
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PhiConfig, PhiForCausalLM, PreTrainedTokenizerFast
+
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(corpus or [""], vocab_size=vocab, min_frequency=2, special_tokens=[EOS], show_progress=False)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, eos_token=EOS, bos_token=EOS,
+                                        unk_token=EOS, pad_token=EOS)
+    tokenizer.save_pretrained(directory)
+
+    torch.manual_seed(seed)
+    config = PhiConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=layers,
+        num_attention_heads=max(1, hidden // 32), max_position_embeddings=1024, partial_rotary_factor=0.5,
+        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
+    )
+    PhiForCausalLM(config).save_pretrained(directory)
