@@ -20,6 +20,7 @@ DEFAULT_PLUGINS = (
     "dpokd.plugins.teachers.reference",
     "dpokd.plugins.teachers.litellm",
     "dpokd.plugins.students.hf_qlora",
+    "dpokd.plugins.judges.execution",
 )
 
 

