@@ -62,7 +62,7 @@ class Engine:
 
     def prepare(self) -> list[Example]:
         """Everything that can fail cheaply fails here, before the first paid call."""
-        for plugin in (self.task, self.teacher, self.student, *self.judges):
+        for plugin in (self.teacher, *self.judges, self.student, self.task):
             plugin.preflight()
         train = self.task.examples("train")
         if not train:

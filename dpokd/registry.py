@@ -24,6 +24,7 @@ DEFAULT_PLUGINS = (
     "dpokd.plugins.students.hf_qlora",
     "dpokd.plugins.judges.execution",
     "dpokd.plugins.judges.likelihood",
+    "dpokd.plugins.judges.pairwise",
 )
 
 

