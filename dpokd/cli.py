@@ -22,6 +22,13 @@ def cli() -> None:
     """DPO knowledge distillation: align a small model to a strong one without human labels."""
 
 
+def escape(text: str) -> str:
+    """User text may contain [brackets] (``[student]``) that rich would take for markup."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
 def _console(stderr: bool = False):
     from rich.console import Console
 
@@ -53,7 +60,7 @@ def validate(specs: tuple[Path, ...]) -> None:
             spec = load_spec(path)
         except DpokdError as exc:
             failed += 1
-            err.print(f"[red]invalid[/] {exc}")
+            err.print(f"[red]invalid[/] {escape(str(exc))}")
         else:
             out.print(f"[green]ok[/] {path} ({spec.run.mode}, {spec.teacher.plugin} -> {spec.student.plugin})")
     if failed:
@@ -167,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
         exc.show()
         code = exc.exit_code
     except DpokdError as exc:
-        err.print(f"[red]error:[/] {exc}", markup=True)
+        err.print(f"[red]error:[/] {escape(str(exc))}")
         code = exc.exit_code
     except KeyboardInterrupt:
         err.print("interrupted; re-run the same command to resume")

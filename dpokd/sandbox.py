@@ -100,7 +100,11 @@ if spec["isolate"]:
     os.setgroups([]); os.setgid(spec["uid"]); os.setuid(spec["uid"])
 if notes:
     sys.stderr.write("dpokd-sandbox: " + ", ".join(notes) + "\n")
-pid = os.fork()
+try:
+    pid = os.fork()
+except OSError as exc:
+    sys.stderr.write("dpokd-sandbox: cannot start the program: %s\n" % exc)
+    os._exit(1)
 if pid == 0:
     try:
         exec(compile(spec.pop("program"), "<sample>", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
@@ -130,7 +134,9 @@ class Sandbox:
         self.workers = max(1, workers or os.cpu_count() or 1)
         self.isolate = _can_isolate()
         self._uids: queue.Queue[int] = queue.Queue()
-        for slot in range(self.workers):
+        # More uids than workers, reused round-robin: a fork bomb's zombies still count against a
+        # uid's process cap until init reaps them, so a uid rests before it is handed out again.
+        for slot in range(max(16, 4 * self.workers)):
             self._uids.put(UID_BASE + slot)
         self._warned = False
         self._log = log or (lambda message: print(message, file=sys.stderr))
@@ -264,12 +270,15 @@ def _kill_uid(uid: int) -> None:
                 os._exit(0)
         os.waitpid(pid, 0)
         if not _has_processes(uid):
-            return
+            break
         time.sleep(0.01)
+    deadline = time.monotonic() + 1.0
+    while _has_processes(uid, zombies=True) and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
-def _has_processes(uid: int) -> bool:
-    """Whether ``uid`` has a live process (zombies awaiting their reaper do not count)."""
+def _has_processes(uid: int, zombies: bool = False) -> bool:
+    """Whether ``uid`` has a live process (or, with ``zombies``, any not yet reaped)."""
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
             try:
@@ -279,7 +288,7 @@ def _has_processes(uid: int) -> bool:
                     state = fh.read().rsplit(")", 1)[1].split()[0]
             except (OSError, IndexError):
                 continue
-            if state not in ("Z", "X"):
+            if zombies or state not in ("Z", "X"):
                 return True
     return False
 

@@ -87,8 +87,9 @@ def test_online_loop_regenerates_from_the_current_student(trained):
 
 def test_generations_are_cached_by_fingerprint(trained, task):
     student = trained["student"]
-    again = student.generate(task.examples("train")[:4])
-    assert all(c.cached for c in again)
+    first = student.generate(task.examples("eval")[:4])
+    again = student.generate(task.examples("eval")[:4])
+    assert all(c.cached for c in again) and [c.text for c in again] == [c.text for c in first]
 
 
 def test_saved_adapter_loads_in_a_fresh_process_with_identical_generations(trained, task):

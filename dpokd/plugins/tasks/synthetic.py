@@ -69,7 +69,7 @@ def _level2(rng: random.Random) -> Problem:
 
 
 def _level3(rng: random.Random) -> Problem:
-    k = rng.randint(1, 9)
+    k = rng.randint(1, 24)
     kind = rng.choice(["sum_gt", "sum_lt", "count_gt", "count_eq"])
     words = {"gt": "greater than", "lt": "less than", "eq": "equal to"}[kind.split("_")[1]]
     cmp = {"gt": ">", "lt": "<", "eq": "=="}[kind.split("_")[1]]
@@ -79,7 +79,7 @@ def _level3(rng: random.Random) -> Problem:
     else:
         statement, acc, fn = f"returns how many items of xs are {words} {k}", "1", lambda xs: sum(1 for v in xs if test(v))
     body = f"    total = 0\n    for x in xs:\n        if x {cmp} {k}:\n            total += {acc}\n    return total\n"
-    lists = tuple(tuple(rng.randint(0, 12) for _ in range(rng.randint(0, 7))) for _ in range(4))
+    lists = tuple(tuple(rng.randint(0, 30) for _ in range(rng.randint(0, 7))) for _ in range(4))
     return Problem(3, f"{kind}_{k}", "xs", statement, body, lambda xs: fn(xs), tuple(list(x) for x in lists))
 
 
