@@ -1,0 +1,59 @@
+"""Teacher throughput: dpokd's client at concurrency 16 vs a sequential loop of litellm.completion.
+
+400 prompts against the loopback server at 50 ms per answer. The sequential loop is how the
+reference experiment queried its teacher. Also the same job replayed from the cache.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+from _harness import Bench, timer  # noqa: E402
+
+from dpokd.interfaces import Context  # noqa: E402
+from dpokd.plugins.teachers.litellm import LiteLLMTeacher  # noqa: E402
+from dpokd.records import Example  # noqa: E402
+from dpokd.testing import LoopbackServer  # noqa: E402
+
+N, LATENCY, CONCURRENCY = 400, 0.05, 16
+
+
+def main() -> None:
+    import litellm
+
+    bench = Bench("teacher_throughput")
+    examples = [Example(id=f"p{i}", prompt=f"prompt {i}") for i in range(N)]
+    with LoopbackServer(latency=LATENCY) as server, tempfile.TemporaryDirectory() as tmp:
+        with timer() as t_seq:
+            for e in examples:
+                litellm.completion(model="openai/bench", api_base=server.url, api_key="x",
+                                   messages=[{"role": "user", "content": e.prompt}])
+        sequential = t_seq()
+        server.reset()
+        teacher = LiteLLMTeacher(LiteLLMTeacher.Options(model="openai/bench", api_base=server.url,
+                                                        max_concurrency=CONCURRENCY), Context(cache_dir=Path(tmp)))
+        with timer() as t_live:
+            teacher.answer(examples)
+        live = t_live()
+        server.reset()
+        with timer() as t_cached:
+            LiteLLMTeacher(teacher.options, Context(cache_dir=Path(tmp))).answer(examples)
+        cached = t_cached()
+        bench.report("sequential litellm.completion", sequential, "s")
+        bench.report("dpokd client, concurrency 16", live, "s", baseline="sequential loop",
+                     baseline_value=sequential, higher_is_better=False)
+        ideal = N * LATENCY / CONCURRENCY
+        bench.report("share of ideal N*latency/concurrency", ideal / live, "", baseline=None)
+        bench.report("cache replay", cached, "s", baseline="dpokd live run", baseline_value=live, higher_is_better=False)
+        bench.report("cache replay requests", float(len(server.requests)), "requests")
+    print(f"results: {bench.save()}")
+
+
+if __name__ == "__main__":
+    main()
