@@ -12,11 +12,12 @@ from pathlib import Path
 
 EOS = "<|endoftext|>"
 TINY_ID = "dpokd:tiny"
+LM_HEAD_SCALE = 10.0
 
 
 def tiny_model_dir(cache_dir: Path, corpus: list[str], *, hidden: int, layers: int, vocab: int, seed: int) -> Path:
     """Build (once) and return the directory of the tiny model for this corpus and size."""
-    recipe = {"hidden": hidden, "layers": layers, "vocab": vocab, "seed": seed, "version": 1,
+    recipe = {"hidden": hidden, "layers": layers, "vocab": vocab, "seed": seed, "version": 2, "lm_head_scale": LM_HEAD_SCALE,
               "corpus": hashlib.sha256("\x00".join(corpus).encode()).hexdigest()}
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
     directory = Path(cache_dir) / "models" / f"tiny-{digest}"
@@ -51,4 +52,10 @@ def _build(directory: Path, corpus: list[str], *, hidden: int, layers: int, voca
         bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id,
         tie_word_embeddings=False,
     )
-    PhiForCausalLM(config).save_pretrained(directory)
+    model = PhiForCausalLM(config)
+    # A trained model's output layer spans a wide range of logits; a random one at the usual init
+    # (std 0.02) caps the most probable token near 1/vocab whatever the frozen base is taught
+    # through LoRA. Scaling it up gives the adapter room to become confident.
+    with torch.no_grad():
+        model.lm_head.weight.mul_(LM_HEAD_SCALE)
+    model.save_pretrained(directory)
