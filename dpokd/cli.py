@@ -48,6 +48,24 @@ def run(spec: Path, offline: bool, fresh: bool) -> None:
 
 
 @cli.command()
+@click.argument("spec", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--pairs", "pairs_path", required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Preference pairs (JSONL with prompt, chosen, rejected), e.g. a run's iter_K/pairs.jsonl.")
+@click.option("--output", required=True, type=click.Path(file_okay=False, path_type=Path), help="Where the adapter and train log go.")
+@click.option("--adapter", type=click.Path(file_okay=False, exists=True, path_type=Path), help="Continue from this adapter.")
+def train(spec: Path, pairs_path: Path, output: Path, adapter: Path | None) -> None:
+    """Train SPEC's student once on PAIRS: the script to give torchrun or accelerate launch.
+
+    \b
+    torchrun --nproc_per_node 2 -m dpokd train SPEC --pairs iter_1/pairs.jsonl --output out/
+    """
+    from .engine import train_once
+    from .spec import load_spec
+
+    click.echo(json.dumps(train_once(load_spec(spec), pairs_path, output, adapter)))
+
+
+@cli.command()
 @click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 def validate(specs: tuple[Path, ...]) -> None:
     """Check SPECS without running them."""

@@ -227,6 +227,19 @@ def _usage(answers: list[Completion]) -> dict[str, float]:
             "cost_usd": float(sum(a.cost_usd for a in answers))}
 
 
+def train_once(spec: Spec, pairs_path: Path, output: Path, adapter: Path | None = None) -> dict[str, Any]:
+    """``dpokd train``: one ``train_dpo`` call, as launched by torchrun or accelerate (one per rank)."""
+    import os
+
+    context = Context(cache_dir=spec.run.cache_dir, seed=spec.run.seed)
+    student: Student = spec.student.build(context)
+    student.prepare(spec.task.build(context).examples("train"))
+    student.load(adapter)
+    pairs = [PreferencePair.model_validate({k: v for k, v in r.items() if k != "previous"}) for r in read_jsonl(pairs_path)]
+    metrics = student.train_dpo(pairs, output)
+    return {"rank": int(os.environ.get("RANK", 0)), "world_size": int(os.environ.get("WORLD_SIZE", 1)), **metrics}
+
+
 def run_spec(spec: Spec, *, offline: bool = False, fresh: bool = False, console=None) -> Path:
     """``dpokd run``: execute (or resume) the spec, then print its leaderboard."""
     from .leaderboard import load_rows, render

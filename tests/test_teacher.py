@@ -180,3 +180,30 @@ def test_sigkill_halfway_loses_nothing_paid_for(server, tmp_path):
     assert len(second) == len(set(second)) == 200 - cached
     # Only the requests whose answers had not arrived were made again.
     assert len(set(second) & first) == len(first) - cached
+
+
+def test_rpm_limit_spaces_requests(server, tmp_path, monkeypatch):
+    import dpokd.llm as llm
+
+    # A 60 s window is too long for a test: shrink the clock's minute to 1 s.
+    real = llm.time.monotonic
+    monkeypatch.setattr(llm.time, "monotonic", lambda: real() * 60)
+    start = real()
+    teacher(server, tmp_path, rpm=5, max_concurrency=8).answer(examples(10))
+    assert real() - start >= 0.9  # the second five waited for the window to pass
+    assert len(server.requests) == 10
+
+
+def test_cache_stats_and_clear(server, tmp_path, cli):
+    teacher(server, tmp_path).answer(examples(3))
+    from dpokd.cache import ResponseCache
+
+    store = ResponseCache(tmp_path / "cache")
+    store.get("v1:missing")
+    store.save_counts()
+    stats = cli("cache", "stats", "--cache-dir", str(tmp_path / "cache"))
+    assert stats.returncode == 0
+    assert "entries: 3" in stats.stdout and "last_run_misses: 1" in stats.stdout
+    cleared = cli("cache", "clear", "--yes", "--cache-dir", str(tmp_path / "cache"))
+    assert cleared.returncode == 0 and "deleted 3 entries" in cleared.stdout
+    assert ResponseCache(tmp_path / "cache").stats()["entries"] == 0

@@ -341,7 +341,11 @@ class HFQLoRAStudent(dpokd.Student):
         self.adapter_hash = self._hash_adapter()
         if trainer.is_world_process_zero():
             self.save(output_dir / "adapter")
-        return summarize(steps, result.global_step, len(pairs))
+        summary = summarize(steps, result.global_step, len(pairs))
+        # Under torchrun each rank trains on its shard: what this process itself saw.
+        summary["pairs_seen"] = result.global_step * o.batch_size * o.grad_accum
+        summary["saved_adapter"] = trainer.is_world_process_zero()
+        return summary
 
 
 def summarize(steps: list[dict[str, float]], global_step: int, n_pairs: int) -> dict[str, Any]:

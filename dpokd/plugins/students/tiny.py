@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 from pathlib import Path
 
 EOS = "<|endoftext|>"
@@ -23,16 +25,19 @@ def tiny_model_dir(cache_dir: Path, corpus: list[str], *, hidden: int, layers: i
     directory = Path(cache_dir) / "models" / f"tiny-{digest}"
     if (directory / "config.json").exists():
         return directory
-    tmp = directory.with_name(directory.name + ".partial")
+    # Built aside, then renamed into place: a killed build leaves nothing half-written, and ranks
+    # launched together (torchrun) each build their own copy; the first rename wins.
+    tmp = directory.with_name(f"{directory.name}.partial-{os.getpid()}")
     _build(tmp, corpus, hidden=hidden, layers=layers, vocab=vocab, seed=seed)
     (tmp / "dpokd_recipe.json").write_text(json.dumps(recipe, indent=2))
-    tmp.rename(directory)  # atomic: a killed build never leaves a half-written model behind
+    try:
+        tmp.rename(directory)
+    except OSError:  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
     return directory
 
 
 def _build(directory: Path, corpus: list[str], *, hidden: int, layers: int, vocab: int, seed: int) -> None:
-    import shutil
-
     import torch
     from tokenizers import ByteLevelBPETokenizer
     from transformers import PhiConfig, PhiForCausalLM, PreTrainedTokenizerFast
