@@ -21,6 +21,7 @@ from pydantic import Field
 from .cache import chat_request, request_key
 from .errors import BudgetExceeded, ConfigError, OfflineCacheMiss, StageFailed
 from .interfaces import Context, Options
+from .progress import progress
 from .records import Completion, Example
 
 # Env vars of the common providers; others fall back to PROVIDER_API_KEY.
@@ -208,7 +209,6 @@ class LLMClient:
         semaphore = asyncio.Semaphore(self.options.max_concurrency)
         limiter = _Limiter(self.options.rpm, self.options.tpm)
         stop = asyncio.Event()
-        progress = _Progress(self.context, label, len(todo), self.usage)
 
         async def one(i: int) -> None:
             async with semaphore:
@@ -226,10 +226,14 @@ class LLMClient:
                         "cost_usd": completion.cost_usd})
                 else:
                     self.usage.failed += 1
-                progress.advance(completion)
+                advance(1, status=f"failed {self.usage.failed}  ${self.usage.cost_usd:.4f}")
 
-        with progress:
+        failed_before = self.usage.failed
+        with progress(self.context, label, len(todo)) as advance:
             await asyncio.gather(*(one(i) for i in todo))
+        asked = sum(results[i] is not None for i in todo)
+        self.context.log(f"{label}: {asked}/{len(todo)} asked, {self.usage.failed - failed_before} failed, "
+                         f"{len(examples) - len(todo)} cached, ${self.usage.cost_usd:.4f} spent")
 
     async def _ask(self, litellm, limiter: _Limiter, example: Example, prompt: str, validate) -> Completion:
         o = self.options
@@ -302,35 +306,3 @@ class LLMClient:
         if validate is not None and (problem := validate(text)) is not None:
             return Completion.failed(example, problem, text=text, **fields)
         return Completion.of(example, text, **fields)
-
-
-class _Progress:
-    """A rich progress bar (done/total, failures, spend) when the console is a terminal."""
-
-    def __init__(self, context: Context, label: str, total: int, usage: Usage):
-        self.context, self.label, self.total, self.usage = context, label, total, usage
-        self.done = 0
-        self._bar = None
-
-    def __enter__(self) -> "_Progress":
-        console = self.context.console
-        if console is not None and console.is_terminal:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=console)
-            self._bar.start()
-            self._task = self._bar.add_task(self.label, total=self.total, status="")
-        return self
-
-    def advance(self, completion: Completion) -> None:
-        self.done += 1
-        if self._bar is not None:
-            status = f"failed {self.usage.failed}  ${self.usage.cost_usd:.4f}"
-            self._bar.update(self._task, advance=1, status=status)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-        self.context.log(f"{self.label}: {self.done}/{self.total} asked, {self.usage.failed} failed, "
-                         f"{self.usage.cached} cached, ${self.usage.cost_usd:.4f}")

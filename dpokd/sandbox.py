@@ -150,9 +150,17 @@ class Sandbox:
                 _kill_uid(uid)
             self._uids.put(uid)
 
-    def run_many(self, programs: list[str]) -> list[Result]:
+    def run_many(self, programs: list[str], on_done=None) -> list[Result]:
+        """Results in order; ``on_done()`` is called as each program finishes (progress bars)."""
+
+        def one(program: str) -> Result:
+            result = self.run(program)
+            if on_done is not None:
+                on_done()
+            return result
+
         with ThreadPoolExecutor(self.workers) as pool:
-            return list(pool.map(self.run, programs))
+            return list(pool.map(one, programs))
 
     def _run(self, program: str, uid: int) -> Result:
         limits = self.limits

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import dpokd
 from dpokd.evaluation import bootstrap_ci, extract_code, humaneval_examples, pass_at_k
+from dpokd.progress import progress
 from dpokd.records import Example, Score
 from dpokd.sandbox import Limits, Sandbox, program_for
 
@@ -22,7 +23,7 @@ class _ExecutionOptions(dpokd.Options):
 
 
 def score_completions(judge: str, system: str, examples: list[Example], texts: list[list[str]],
-                      sandbox: Sandbox, ks: list[int]) -> tuple[list[Score], list[dict]]:
+                      sandbox: Sandbox, ks: list[int], on_done=None) -> tuple[list[Score], list[dict]]:
     """pass@k for each k <= samples per problem, with a bootstrap CI on pass@1, and per-sample rows."""
     programs, owners = [], []
     for example, answers in zip(examples, texts):
@@ -30,7 +31,7 @@ def score_completions(judge: str, system: str, examples: list[Example], texts: l
             code = extract_code(text, example.entry_point, example.code_prompt)
             programs.append(program_for(example.code_prompt, code, example.tests, example.entry_point))
             owners.append(example.id)
-    results = sandbox.run_many(programs)
+    results = sandbox.run_many(programs, on_done)
     correct: dict[str, list[bool]] = defaultdict(list)
     rows = []
     for owner, result in zip(owners, results):
@@ -71,7 +72,8 @@ class ExecutionJudge(dpokd.Judge):
         for name, system in systems.items():
             answers = system.answer(examples)
             texts = [[a.text if a.ok else ""] for a in answers]
-            got, rows = score_completions(self.name, name, examples, texts, sandbox, o.k)
+            with progress(self.context, f"{self.name}: running {name}'s code", len(examples)) as advance:
+                got, rows = score_completions(self.name, name, examples, texts, sandbox, o.k, on_done=advance)
             scores += got
             lengths = [len(a.text) for a in answers if a.ok]
             scores.append(Score(judge=self.name, system=name, metric="answer_chars",

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import dpokd
 from dpokd.cache import request_key
+from dpokd.progress import progress
 from dpokd.records import Completion, Example, PreferencePair
 
 from .tiny import TINY_ID, tiny_model_dir
@@ -214,7 +215,7 @@ class HFQLoRAStudent(dpokd.Student):
         size = self.options.gen_batch_size
         # Longest prompts first: batches of similar length waste less padding.
         todo.sort(key=lambda i: -len(examples[i].prompt))
-        with _progress(self.context, "student generates", len(todo)) as advance:
+        with progress(self.context, "student generates", len(todo)) as advance:
             for start in range(0, len(todo), size):
                 batch = todo[start : start + size]
                 texts, lengths, reasons = self._generate_batch([examples[i].prompt for i in batch])
@@ -317,7 +318,21 @@ class HFQLoRAStudent(dpokd.Student):
         log_path = output_dir / "train_log.jsonl"
         steps: list[dict[str, float]] = []
 
+        context = self.context
+
         class StepLog(TrainerCallback):
+            """Per-step metrics to train_log.jsonl, and a progress bar over the steps."""
+
+            def on_train_begin(self, args, state, control, **kwargs):
+                self.bar = progress(context, "DPO training", state.max_steps if state.is_world_process_zero else 0)
+                self.advance = self.bar.__enter__()
+
+            def on_step_end(self, args, state, control, **kwargs):
+                self.advance(1)
+
+            def on_train_end(self, args, state, control, **kwargs):
+                self.bar.__exit__(None, None, None)
+
             def on_log(self, args, state, control, logs=None, **kwargs):
                 if logs and "loss" in logs and state.is_world_process_zero:
                     row = {"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))}}
@@ -414,28 +429,6 @@ def _warn_if_too_large(config, options, context) -> None:
         context.log(f"[yellow]warning:[/] student.model {options.model!r}: about {params / 1e9:.1f} B parameters need "
                     f"~{need_gb:.1f} GB for weights ({'4-bit' if options.load_in_4bit else 'fp32'}; Phi-2 in 4-bit needs "
                     f"about {PHI2_4BIT_GB:.0f} GB); this machine has {free_gb:.1f} GB free")
-
-
-class _progress:
-    """A rich progress bar on a terminal; a no-op elsewhere."""
-
-    def __init__(self, context, label: str, total: int):
-        self.context, self.label, self.total = context, label, total
-        self.bar = None
-
-    def __enter__(self):
-        console = self.context.console
-        if self.total and console is not None and console.is_terminal:
-            from rich.progress import Progress
-
-            self.bar = Progress(console=console, transient=True)
-            self.bar.start()
-            self.task = self.bar.add_task(self.label, total=self.total)
-        return lambda n: self.bar.update(self.task, advance=n) if self.bar else None
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.stop()
 
 
 @dpokd.hookimpl
