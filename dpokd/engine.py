@@ -26,9 +26,9 @@ class Engine:
     def __init__(self, spec: Spec, *, offline: bool = False, fresh: bool = False, console=None):
         self.spec = spec
         self.run = RunDir(spec.run.output_dir / spec.name)
+        self.fresh = fresh
         if not fresh:
             self.run.check_spec(spec.resolved(), spec.path)
-        self.run.create(fresh)
         self.context = Context(cache_dir=spec.run.cache_dir, run_dir=self.run.path, offline=offline,
                                seed=spec.run.seed, console=console)
         self.task = spec.task.build(self.context)
@@ -46,7 +46,7 @@ class Engine:
 
     def execute(self) -> list[Score]:
         run = self.run
-        if run.is_done("report"):
+        if not self.fresh and run.is_done("report"):
             self.context.log(f"{run.path} is finished; showing its results (use --fresh to start over)")
             return run.results()
         train = self.prepare()
@@ -61,9 +61,10 @@ class Engine:
         return scores
 
     def prepare(self) -> list[Example]:
-        """Everything that can fail cheaply fails here, before the first paid call."""
+        """Everything that can fail cheaply fails here, before the first paid call or file."""
         for plugin in (self.teacher, *self.judges, self.student, self.task):
             plugin.preflight()
+        self.run.create(self.fresh)
         train = self.task.examples("train")
         if not train:
             raise ConfigError("task: the train split is empty")

@@ -57,9 +57,11 @@ class Context:
         """A line for the user and, within a run, for ``run.log``."""
         if self.console is not None:
             self.console.print(message, highlight=False)
-        if self.run_dir is not None:
+        if self.run_dir is not None and self.run_dir.is_dir():
+            from rich.text import Text
+
             with open(self.run_dir / "run.log", "a", encoding="utf-8") as fh:
-                fh.write(message + "\n")
+                fh.write(Text.from_markup(message).plain + "\n")
 
 
 class Plugin:

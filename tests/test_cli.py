@@ -43,3 +43,17 @@ print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_reference_specs_without_keys_stop_before_any_work(tmp_path):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    for name in ("codegen_offline", "codegen_online", "summary_offline", "summary_online"):
+        out = subprocess.run([sys.executable, "-m", "dpokd", "run", str(ROOT / "specs" / f"{name}.toml")],
+                             capture_output=True, text=True, env=env, cwd=tmp_path)
+        assert out.returncode == 2, out.stderr
+        for fragment in ("GEMINI_API_KEY", "--offline", "quickstart"):
+            assert fragment in out.stderr
+        assert "Traceback" not in out.stderr
+        assert not (tmp_path / "runs").exists()  # nothing was started
