@@ -155,10 +155,15 @@ class LLMClient:
         system = [{"role": "system", "content": self.options.system_prompt}] if self.options.system_prompt else []
         return system + [{"role": "user", "content": prompt}]
 
-    def request(self, prompt: str) -> dict[str, Any]:
+    def request(self, prompt: str, example: Example | None = None) -> dict[str, Any]:
+        """The canonical request; a judge's per-example temperature and sample index are part of it."""
         o = self.options
-        return chat_request(o.model, o.api_base, self.messages(prompt), temperature=o.temperature, top_p=o.top_p,
-                            max_tokens=o.max_tokens, stop=o.stop, seed=o.seed)
+        temperature = o.temperature if example is None or example.temperature is None else example.temperature
+        request = chat_request(o.model, o.api_base, self.messages(prompt), temperature=temperature, top_p=o.top_p,
+                               max_tokens=o.max_tokens, stop=o.stop, seed=o.seed)
+        if example is not None and example.sample:
+            request["sample"] = example.sample
+        return request
 
     def complete(self, examples: list[Example], prompts: list[str] | None = None, *, label: str | None = None,
                  validate=None) -> list[Completion]:
@@ -169,7 +174,7 @@ class LLMClient:
         """
         prompts = prompts if prompts is not None else [e.prompt for e in examples]
         cache = self.context.cache
-        keys = [request_key(self.request(p)) for p in prompts]
+        keys = [request_key(self.request(p, e)) for p, e in zip(prompts, examples)]
         results: list[Completion | None] = [None] * len(examples)
         todo: list[int] = []
         for i, (example, key) in enumerate(zip(examples, keys)):
@@ -237,7 +242,8 @@ class LLMClient:
 
     async def _ask(self, litellm, limiter: _Limiter, example: Example, prompt: str, validate) -> Completion:
         o = self.options
-        kwargs: dict[str, Any] = {k: v for k, v in self.request(prompt).items() if k not in {"kind", "model", "api_base", "messages"}}
+        kwargs: dict[str, Any] = {k: v for k, v in self.request(prompt, example).items()
+                                  if k not in {"kind", "model", "api_base", "messages", "sample"}}
         api_key = os.environ.get(key_env(o))
         if api_key is None and is_local(o.api_base):
             api_key = "local"  # OpenAI-compatible local servers accept any key, but the SDK wants one

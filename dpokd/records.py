@@ -43,7 +43,13 @@ class Example(Record):
     tests: str | None = Field(None, description="Python test code defining check(candidate)")
     entry_point: str | None = None
     code_prompt: str | None = Field(None, description="the code prefix tests are appended to (HumanEval's prompt)")
+    sample: int = Field(0, ge=0, description="index of a repeated sample of this prompt (pass@k); part of cache keys")
+    temperature: float | None = Field(None, ge=0, description="a judge's sampling temperature, overriding the system's")
     meta: dict[str, Any] = Field(default_factory=dict)
+
+    def samples(self, n: int, temperature: float | None = None) -> list["Example"]:
+        """``n`` repeated samples of this prompt, each answered (and cached) on its own."""
+        return [self.model_copy(update={"sample": j, "temperature": temperature}) for j in range(n)]
 
 
 class Completion(Record):

@@ -79,3 +79,34 @@ def test_a_consistent_judge_gives_wins_and_unparseable_verdicts_are_not_cached(t
         server.reset()
         j.evaluate(systems_for(task), task)
         assert len(server.requests) == 12  # nothing unparseable was cached
+
+
+def test_execution_judge_with_samples_reports_unbiased_pass_at_k(tmp_path):
+    from dpokd.plugins.judges.execution import ExecutionJudge
+
+    task = SyntheticCodegen(SyntheticCodegen.Options(n_train=4, n_eval=5, levels=[1]))
+    seen = []
+
+    def first_sample_right(examples):
+        seen.extend((e.sample, e.temperature) for e in examples)
+        return [Completion.of(e, e.reference if e.sample == 0 else f"def {e.entry_point}(x):\n    return None\n")
+                for e in examples]
+
+    judge = ExecutionJudge(ExecutionJudge.Options(samples=4, k=[1, 2, 4], temperature=0.8), Context(cache_dir=tmp_path))
+    scores = {s.metric: s.value for s in judge.evaluate({"s": System("s", first_sample_right)}, task) if s.system == "s"}
+    assert scores["pass@1"] == pytest.approx(0.25) and scores["pass@2"] == pytest.approx(0.5) and scores["pass@4"] == 1.0
+    assert sorted(set(seen)) == [(0, 0.8), (1, 0.8), (2, 0.8), (3, 0.8)]
+
+
+def test_repeated_samples_are_separate_cached_requests(tmp_path):
+    from dpokd.plugins.teachers.litellm import LiteLLMTeacher
+    from dpokd.records import Example
+
+    with LoopbackServer() as server:
+        teacher = LiteLLMTeacher(LiteLLMTeacher.Options(model="openai/t", api_base=server.url), Context(cache_dir=tmp_path))
+        examples = Example(id="e", prompt="same prompt").samples(3, temperature=0.7)
+        teacher.answer(examples)
+        assert len(server.requests) == 3 and {r["temperature"] for r in server.requests} == {0.7}
+        server.reset()
+        teacher.answer(examples)
+        assert server.requests == []

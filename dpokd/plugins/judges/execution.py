@@ -17,6 +17,8 @@ from dpokd.records import Example, Score
 from dpokd.sandbox import Limits, Sandbox, program_for
 
 class _ExecutionOptions(dpokd.Options):
+    samples: int = dpokd.Field(1, ge=1, description="completions per problem (pass@k needs k <= samples)")
+    temperature: float | None = dpokd.Field(None, ge=0, description="sampling temperature for the judged answers; default: each system's own")
     timeout: float = dpokd.Field(3.0, gt=0, description="seconds per program")
     memory_mb: int = dpokd.Field(1024, ge=64, description="address-space limit per program")
     workers: int | None = dpokd.Field(None, ge=1, description="programs run in parallel (default: CPU count)")
@@ -67,11 +69,14 @@ class ExecutionJudge(dpokd.Judge):
     def evaluate(self, systems: dict[str, dpokd.System], task: dpokd.Task) -> list[Score]:
         examples = self.eval_examples(task)
         o = self.options
+        if o.samples > 1 and o.temperature == 0:
+            self.context.log(f"[yellow]warning:[/] judges.{self.name}: {o.samples} samples at temperature 0 are identical")
         sandbox = Sandbox(Limits(timeout=o.timeout, memory_mb=o.memory_mb), workers=o.workers, log=self.context.log)
         scores = []
         for name, system in systems.items():
-            answers = system.answer(examples)
-            texts = [[a.text if a.ok else ""] for a in answers]
+            n = o.samples
+            answers = system.answer([s for e in examples for s in e.samples(n, o.temperature)])
+            texts = [[a.text if a.ok else "" for a in answers[i * n : (i + 1) * n]] for i in range(len(examples))]
             with progress(self.context, f"{self.name}: running {name}'s code", len(examples)) as advance:
                 got, rows = score_completions(self.name, name, examples, texts, sandbox, o.k, on_done=advance)
             scores += got
@@ -81,7 +86,8 @@ class ExecutionJudge(dpokd.Judge):
             if self.context.run_dir is not None:
                 out = self.context.run_dir / "eval" / f"{self.name}-{name.replace('@', '_')}.jsonl"
                 out.parent.mkdir(parents=True, exist_ok=True)
-                out.write_text("".join(json.dumps({**r, "completion": a.text}) + "\n" for r, a in zip(rows, answers)))
+                out.write_text("".join(json.dumps({**r, "sample": i % n, "completion": a.text}) + "\n"
+                                       for i, (r, a) in enumerate(zip(rows, answers))))
         return scores
 
 

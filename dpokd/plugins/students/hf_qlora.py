@@ -201,7 +201,7 @@ class HFQLoRAStudent(dpokd.Student):
     # -- generation -------------------------------------------------------------------------------
     def generate(self, examples: list[Example]) -> list[Completion]:
         cache = self.context.cache
-        keys = [request_key({"kind": "student", "fingerprint": self.fingerprint(), "prompt": e.prompt}) for e in examples]
+        keys = [request_key(self._request(e)) for e in examples]
         results: dict[int, Completion] = {}
         for i, key in enumerate(keys):
             hit = cache.get(key)
@@ -213,12 +213,21 @@ class HFQLoRAStudent(dpokd.Student):
         if todo:
             self._ensure_model()
         size = self.options.gen_batch_size
-        # Longest prompts first: batches of similar length waste less padding.
-        todo.sort(key=lambda i: -len(examples[i].prompt))
+        # One batch holds one (temperature, sample) setting; longest prompts first, since batches of
+        # similar length waste less padding.
+        todo.sort(key=lambda i: (self._temperature(examples[i]), examples[i].sample, -len(examples[i].prompt)))
+        batches, current = [], []
+        for i in todo:
+            if current and (len(current) == size or self._setting(examples[current[0]]) != self._setting(examples[i])):
+                batches.append(current)
+                current = []
+            current.append(i)
+        batches += [current] if current else []
         with progress(self.context, "student generates", len(todo)) as advance:
-            for start in range(0, len(todo), size):
-                batch = todo[start : start + size]
-                texts, lengths, reasons = self._generate_batch([examples[i].prompt for i in batch])
+            for batch in batches:
+                first = examples[batch[0]]
+                texts, lengths, reasons = self._generate_batch([examples[i].prompt for i in batch],
+                                                               self._temperature(first), self.options.seed + first.sample)
                 for i, text, n, reason in zip(batch, texts, lengths, reasons):
                     cache.put(keys[i], {"text": text, "finish_reason": reason, "completion_tokens": n})
                     results[i] = Completion.of(examples[i], text, finish_reason=reason, completion_tokens=n,
@@ -226,17 +235,31 @@ class HFQLoRAStudent(dpokd.Student):
                 advance(len(batch))
         return [results[i] for i in range(len(examples))]
 
-    def _generate_batch(self, prompts: list[str]) -> tuple[list[str], list[int], list[str]]:
+    def _temperature(self, example: Example) -> float:
+        return self.options.temperature if example.temperature is None else example.temperature
+
+    def _setting(self, example: Example) -> tuple[float, int]:
+        return self._temperature(example), example.sample
+
+    def _request(self, example: Example) -> dict[str, Any]:
+        request = {"kind": "student", "fingerprint": self.fingerprint(), "prompt": example.prompt}
+        if example.sample:
+            request["sample"] = example.sample
+        if example.temperature is not None:
+            request["temperature"] = example.temperature
+        return request
+
+    def _generate_batch(self, prompts: list[str], temperature: float, seed: int) -> tuple[list[str], list[int], list[str]]:
         import torch
 
         o, model, tok = self.options, self.model, self.tokenizer
         tok.padding_side = "left"
         enc = tok(prompts, return_tensors="pt", padding=True).to(model.device)
-        torch.manual_seed(o.seed)
+        torch.manual_seed(seed)
         kwargs: dict[str, Any] = dict(max_new_tokens=o.max_new_tokens, pad_token_id=tok.pad_token_id,
                                       eos_token_id=tok.eos_token_id)
-        if o.temperature > 0:
-            kwargs.update(do_sample=True, temperature=o.temperature, top_p=o.top_p)
+        if temperature > 0:
+            kwargs.update(do_sample=True, temperature=temperature, top_p=o.top_p)
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         if o.stop:
