@@ -106,9 +106,16 @@ cfg = json.load(open({str(adapter / 'adapter_config.json')!r}))
 base = AutoModelForCausalLM.from_pretrained(cfg["base_model_name_or_path"], device_map="cpu",
     quantization_config=BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
     bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.float32))
+# Without this, bitsandbytes runs CPU inference through a bf16 repacked kernel: other numerics.
+for module in base.modules():
+    if hasattr(module, "support_avx512bf16_for_cpu"):
+        module.support_avx512bf16_for_cpu = False
 model = PeftModel.from_pretrained(base, {str(adapter)!r}).eval()
 tok = AutoTokenizer.from_pretrained({str(adapter)!r}); tok.padding_side = "left"
-prompts = json.loads(sys.stdin.read())
+given = json.loads(sys.stdin.read())
+# The student batches longest prompts first; the same batch gives bit-identical logits.
+order = sorted(range(len(given)), key=lambda i: -len(given[i]))
+prompts = [given[i] for i in order]
 enc = tok(prompts, return_tensors="pt", padding=True)
 with torch.no_grad():
     out = model.generate(**enc, max_new_tokens=16, do_sample=False, pad_token_id=tok.pad_token_id)
@@ -117,7 +124,10 @@ for row in out[:, enc["input_ids"].shape[1]:]:
     ids = row.tolist()
     ids = ids[: ids.index(tok.eos_token_id)] if tok.eos_token_id in ids else ids
     texts.append(tok.decode(ids, skip_special_tokens=True))
-print(json.dumps(texts))
+back = [None] * len(texts)
+for pos, i in enumerate(order):
+    back[i] = texts[pos]
+print(json.dumps(back))
 """
     out = subprocess.run([sys.executable, "-c", script], input=json.dumps(prompts), capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
