@@ -19,7 +19,7 @@ LM_HEAD_SCALE = 10.0
 
 def tiny_model_dir(cache_dir: Path, corpus: list[str], *, hidden: int, layers: int, vocab: int, seed: int) -> Path:
     """Build (once) and return the directory of the tiny model for this corpus and size."""
-    recipe = {"hidden": hidden, "layers": layers, "vocab": vocab, "seed": seed, "version": 2, "lm_head_scale": LM_HEAD_SCALE,
+    recipe = {"hidden": hidden, "layers": layers, "vocab": vocab, "seed": seed, "version": 3, "lm_head_scale": LM_HEAD_SCALE,
               "corpus": hashlib.sha256("\x00".join(corpus).encode()).hexdigest()}
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
     directory = Path(cache_dir) / "models" / f"tiny-{digest}"
@@ -39,15 +39,21 @@ def tiny_model_dir(cache_dir: Path, corpus: list[str], *, hidden: int, layers: i
 
 def _build(directory: Path, corpus: list[str], *, hidden: int, layers: int, vocab: int, seed: int) -> None:
     import torch
-    from tokenizers import ByteLevelBPETokenizer
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PhiConfig, PhiForCausalLM, PreTrainedTokenizerFast
 
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
-    bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(corpus or [""], vocab_size=vocab, min_frequency=2, special_tokens=[EOS], show_progress=False)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, eos_token=EOS, bos_token=EOS,
-                                        unk_token=EOS, pad_token=EOS)
+    # Byte-level BPE with every digit its own token (as LLaMA's tokenizer does): "add_36" and
+    # "x + 36" then share the tokens 3 and 6, so copying a number from the prompt is learnable.
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                                 pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab, min_frequency=2, special_tokens=[EOS], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    bpe.train_from_iterator(corpus or [""], trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token=EOS, bos_token=EOS, unk_token=EOS, pad_token=EOS)
     tokenizer.save_pretrained(directory)
 
     torch.manual_seed(seed)
