@@ -79,10 +79,12 @@ class Engine:
 
     def _contamination(self, train: list[Example]) -> dict[str, Any]:
         eval_sets = {"task eval split": self.task.examples("eval")}
+        task_ids = {e.id for e in eval_sets["task eval split"]}
         for judge in self.judges:
-            examples_of = getattr(judge, "eval_examples", None)
-            if examples_of is not None and judge.name != "execution":
-                eval_sets[f"{judge.name} judge"] = examples_of(self.task)
+            examples_of = getattr(judge, "eval_examples", None)  # judges that bring their own eval set
+            examples = examples_of(self.task) if examples_of is not None else []
+            if examples and {e.id for e in examples} != task_ids:
+                eval_sets[f"{judge.name} judge"] = examples
         counts = {}
         for name, examples in eval_sets.items():
             hits = overlapping(train, examples)
@@ -183,7 +185,6 @@ class Engine:
             write_json(out / "train_metrics.json", metrics)
 
     def evaluate(self, chosen: list[Completion]) -> list[Score]:
-        scores_path = self.run.path / "scores_partial.json"
         if self.run.is_done("evaluate"):
             return self.run.results()
         with self.stage("evaluate"):
@@ -192,9 +193,7 @@ class Engine:
                                    for m, v in _usage(chosen).items()]
             for judge in self.judges:
                 scores += judge.evaluate(systems, self.task)
-                write_json(scores_path, [s.model_dump(mode="json") for s in scores])
             self.run.write_results(scores)
-            scores_path.unlink(missing_ok=True)
         return scores
 
     def systems(self) -> dict[str, System]:
