@@ -75,6 +75,12 @@ class Plugin:
         self.options = options if options is not None else self.Options()
         self.context = context if context is not None else Context()
 
+    @property
+    def seed(self) -> int:
+        """The plugin's own ``seed`` option when it has one set, else the run's ``[run] seed``."""
+        own = getattr(self.options, "seed", None)
+        return self.context.seed if own is None else own
+
     def preflight(self) -> None:
         """Fail fast, before any paid call, on what can be checked cheaply (keys, files)."""
 

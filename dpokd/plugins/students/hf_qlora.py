@@ -55,7 +55,7 @@ class HFQLoRAStudent(dpokd.Student):
         top_p: float = dpokd.Field(1.0, gt=0, le=1, description="nucleus sampling mass")
         stop: list[str] = dpokd.Field([], description="stop strings: an answer ends before the first")
         gen_batch_size: int = dpokd.Field(8, ge=1, description="prompts per generation batch")
-        seed: int = dpokd.Field(0, description="seed for generation and training")
+        seed: int | None = dpokd.Field(None, description="seed for generation and training; default: [run] seed")
         tiny_hidden: int = dpokd.Field(128, ge=32, description="dpokd:tiny hidden size (a multiple of 64)")
         tiny_layers: int = dpokd.Field(2, ge=1, description="dpokd:tiny layers")
         tiny_vocab: int = dpokd.Field(512, ge=260, description="dpokd:tiny BPE vocabulary size")
@@ -88,7 +88,7 @@ class HFQLoRAStudent(dpokd.Student):
             o = self.options
             corpus = [e.prompt for e in examples] + [e.reference or "" for e in examples]
             self.model_path = str(tiny_model_dir(self.context.cache_dir, corpus, hidden=o.tiny_hidden,
-                                                 layers=o.tiny_layers, vocab=o.tiny_vocab, seed=o.seed))
+                                                 layers=o.tiny_layers, vocab=o.tiny_vocab, seed=self.seed))
 
     def preflight(self) -> None:
         """Check the model can be used before any teacher spend: config reachable, memory enough."""
@@ -148,7 +148,7 @@ class HFQLoRAStudent(dpokd.Student):
         _disable_cpu_repacking(model)
         if o.load_in_4bit:
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=o.gradient_checkpointing)
-        torch.manual_seed(o.seed)
+        torch.manual_seed(self.seed)
         lora = LoraConfig(r=o.lora_r, lora_alpha=o.lora_alpha, lora_dropout=o.lora_dropout,
                           target_modules=o.target_modules, task_type="CAUSAL_LM")
         self.model = get_peft_model(model, lora)
@@ -158,7 +158,7 @@ class HFQLoRAStudent(dpokd.Student):
     # -- identity and persistence -----------------------------------------------------------------
     def fingerprint(self) -> str:
         o = self.options
-        gen = {k: getattr(o, k) for k in ("max_new_tokens", "temperature", "top_p", "stop", "seed")}
+        gen = {**{k: getattr(o, k) for k in ("max_new_tokens", "temperature", "top_p", "stop")}, "seed": self.seed}
         base = self.model_path if o.model == TINY_ID else o.model
         if o.model == TINY_ID:
             base = f"{TINY_ID}:{Path(base).name}" if base else TINY_ID
@@ -227,7 +227,7 @@ class HFQLoRAStudent(dpokd.Student):
             for batch in batches:
                 first = examples[batch[0]]
                 texts, lengths, reasons = self._generate_batch([examples[i].prompt for i in batch],
-                                                               self._temperature(first), self.options.seed + first.sample)
+                                                               self._temperature(first), self.seed + first.sample)
                 for i, text, n, reason in zip(batch, texts, lengths, reasons):
                     cache.put(keys[i], {"text": text, "finish_reason": reason, "completion_tokens": n})
                     results[i] = Completion.of(examples[i], text, finish_reason=reason, completion_tokens=n,
@@ -334,7 +334,7 @@ class HFQLoRAStudent(dpokd.Student):
             gradient_accumulation_steps=o.grad_accum, learning_rate=o.learning_rate, num_train_epochs=o.epochs,
             beta=o.beta, loss_type=list(o.loss), loss_weights=o.loss_weights, max_length=o.max_length,
             gradient_checkpointing=o.gradient_checkpointing, precompute_ref_log_probs=o.precompute_ref_log_probs,
-            optim="adamw_torch", seed=o.seed, data_seed=o.seed, logging_steps=1, save_strategy="no", report_to=[],
+            optim="adamw_torch", seed=self.seed, data_seed=self.seed, logging_steps=1, save_strategy="no", report_to=[],
             use_cpu=not torch.cuda.is_available(), bf16=_compute_dtype(o.compute_dtype, torch.cuda.is_available()) == torch.bfloat16,
             disable_tqdm=True, dataloader_num_workers=0,
         )

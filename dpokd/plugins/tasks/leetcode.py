@@ -42,7 +42,7 @@ class _LeetCode(dpokd.Task):
         template: str | None = dpokd.Field(None, description="prompt template; default: the reference experiment's")
         limit: int | None = dpokd.Field(None, ge=1, description="use only the first N problems")
         eval_fraction: float = dpokd.Field(0.1, gt=0, lt=1, description="share of problems held out for evaluation")
-        seed: int = dpokd.Field(0, description="seed of the train/eval split")
+        seed: int | None = dpokd.Field(None, description="seed of the train/eval split; default: [run] seed")
 
         @dpokd.field_validator("dataset")
         @classmethod
@@ -111,7 +111,7 @@ class _LeetCode(dpokd.Task):
             raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
         o = self.options
         want_eval = split == "eval"
-        return [self._example(r) for r in self.rows() if in_eval(r["id"], o.seed, o.eval_fraction) == want_eval]
+        return [self._example(r) for r in self.rows() if in_eval(r["id"], self.seed, o.eval_fraction) == want_eval]
 
     def _example(self, row: dict) -> Example:
         raise NotImplementedError

@@ -117,7 +117,7 @@ class SyntheticCodegen(dpokd.Task):
         n_train: int = dpokd.Field(96, ge=1, description="training problems")
         n_eval: int = dpokd.Field(32, ge=1, description="held-out problems, none of which appears in train")
         levels: list[int] = dpokd.Field([1, 2, 3], min_length=1, description="difficulty levels to draw from: 1, 2, 3")
-        seed: int = dpokd.Field(0, description="generator seed")
+        seed: int | None = dpokd.Field(None, description="generator seed; default: [run] seed")
         template: str = dpokd.Field("Write a Python function {name}({arg}) that {statement}.\n",
                                     description="prompt template; fields {name}, {arg}, {statement}")
 
@@ -133,7 +133,7 @@ class SyntheticCodegen(dpokd.Task):
         o = self.options
         if split not in ("train", "eval"):
             raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
-        problems = generate_problems(o.levels, o.n_train + o.n_eval, o.seed)
+        problems = generate_problems(o.levels, o.n_train + o.n_eval, self.seed)
         chosen = problems[: o.n_train] if split == "train" else problems[o.n_train :]
         return [
             Example(
