@@ -25,6 +25,8 @@ from dpokd.records import Example  # noqa: E402
 
 
 N, LATENCY, CONCURRENCY = 400, 0.05, 16
+# A model litellm has a price for, as a real teacher is: its cost lookup is the common path.
+MODEL = "openai/gpt-4o-mini"
 
 
 @contextmanager
@@ -46,10 +48,10 @@ def main() -> None:
     with server_process() as url, tempfile.TemporaryDirectory() as tmp:
         with timer() as t_seq:
             for e in examples:
-                litellm.completion(model="openai/bench", api_base=url, api_key="x",
+                litellm.completion(model=MODEL, api_base=url, api_key="x",
                                    messages=[{"role": "user", "content": e.prompt}])
         sequential = t_seq()
-        teacher = LiteLLMTeacher(LiteLLMTeacher.Options(model="openai/bench", api_base=url,
+        teacher = LiteLLMTeacher(LiteLLMTeacher.Options(model=MODEL, api_base=url,
                                                         max_concurrency=CONCURRENCY), Context(cache_dir=Path(tmp)))
         with timer() as t_live:
             teacher.answer(examples)

@@ -292,9 +292,11 @@ class LLMClient:
         if o.usd_per_million_input is not None or o.usd_per_million_output is not None:
             cost = (prompt_tokens * (o.usd_per_million_input or 0) + completion_tokens * (o.usd_per_million_output or 0)) / 1e6
         else:
-            # litellm prices every response already; asking it again costs ~5 ms of CPU per call.
-            cost = (getattr(response, "_hidden_params", None) or {}).get("response_cost")
-            if cost is None:
+            # litellm prices every response already (None: a model it has no price for); asking it
+            # again costs milliseconds of CPU per call.
+            hidden = getattr(response, "_hidden_params", None) or {}
+            cost = hidden.get("response_cost")
+            if "response_cost" not in hidden:
                 try:
                     cost = litellm.completion_cost(completion_response=response)
                 except Exception:  # a model litellm has no price for
