@@ -176,10 +176,15 @@ class Engine:
         with self.stage(stage):
             rows = read_jsonl(self._iter_dir(k) / "pairs.jsonl")
             batch = [PreferencePair.model_validate({key: v for key, v in r.items() if key != "previous"}) for r in rows]
-            if not batch:
-                raise ConfigError(f"iter {k}: no preference pairs to train on (see iter_{k}/pairs_stats.json)")
             self._load_student_before(k)
             out = self._iter_dir(k)
+            if not batch:
+                # The student already answers every train prompt as the teacher does: nothing to
+                # learn from; this iteration's student is the previous one.
+                self.context.log(f"iter {k}: no pairs (see iter_{k}/pairs_stats.json); keeping the previous student")
+                self.student.save(out / "adapter")
+                write_json(out / "train_metrics.json", {"pairs": 0, "steps": 0, "skipped": True})
+                return
             (out / "train_log.jsonl").unlink(missing_ok=True)
             metrics = self.student.train_dpo(batch, out)
             write_json(out / "train_metrics.json", metrics)

@@ -363,7 +363,6 @@ class HFQLoRAStudent(dpokd.Student):
                     with open(log_path, "a") as fh:
                         fh.write(json.dumps(row) + "\n")
 
-        self.adapter_hash = self.adapter_hash or "training"
         model.train()
         trainer = DPOTrainer(model=model, args=config, train_dataset=dataset, processing_class=self.tokenizer,
                              callbacks=[StepLog()])
