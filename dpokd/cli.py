@@ -32,7 +32,10 @@ def escape(text: str) -> str:
 def _console(stderr: bool = False):
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    console = Console(stderr=stderr, highlight=False, soft_wrap=True)
+    if not console.is_terminal:
+        console.width = 160  # a pipe or a log file has no width: keep tables on one line per row
+    return console
 
 
 @cli.command()

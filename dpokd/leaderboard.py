@@ -39,10 +39,16 @@ def _columns(rows: list[dict[str, Any]]) -> list[str]:
     return [m for m in ORDER if m in metrics] + sorted(metrics - set(ORDER))
 
 
-def _fmt(value: Any, ci: Any = None) -> str:
+INTEGER_METRICS = {"tokens", "wins", "ties", "losses"}
+
+
+def _fmt(value: Any, ci: Any = None, metric: str = "") -> str:
     if value is None:
         return "-"
-    text = f"{value:.3f}" if isinstance(value, float) and abs(value) < 1000 else f"{value:,.0f}"
+    if metric in INTEGER_METRICS or abs(value) >= 1000:
+        text = f"{value:,.0f}"
+    else:
+        text = f"{value:.4f}" if metric == "cost_usd" else f"{value:.3f}"
     if ci:
         text += f" [{ci[0]:.2f}, {ci[1]:.2f}]"
     return text
@@ -64,7 +70,9 @@ def render(rows: list[dict[str, Any]], fmt: str, console) -> None:
         console.out(buffer.getvalue().rstrip(), highlight=False)
         return
     best = _best(rows, columns)
-    cells = [[r["run"], r["system"], *[_fmt(r.get(c), r.get(f"{c}_ci")) for c in columns]] for r in rows]
+    cells = [[r["run"], r["system"], *[_fmt(r.get(c), r.get(f"{c}_ci"), c) for c in columns]] for r in rows]
+    if fmt == "table":
+        return _table(rows, columns, best, console)
     if fmt == "md":
         lines = ["| run | system | " + " | ".join(columns) + " |", "|---" * (len(columns) + 2) + "|"]
         for r, row in zip(rows, cells):
@@ -72,12 +80,32 @@ def render(rows: list[dict[str, Any]], fmt: str, console) -> None:
             lines.append("| " + " | ".join(marked) + " |")
         console.out("\n".join(lines), highlight=False)
         return
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str], best: dict[str, int], console) -> None:
+    """The terminal table: a confidence interval gets a column of its own, so that rows stay one line."""
     from rich.table import Table
 
-    table = Table("run", "system", *columns, title="dpokd leaderboard")
-    for r, row in zip(rows, cells):
-        table.add_row(*[f"[bold green]{v}[/]" if i >= 2 and best.get(columns[i - 2]) == id(r) else v
-                        for i, v in enumerate(row)])
+    runs = sorted({r["run"] for r in rows})
+    one_run = len(runs) == 1
+    table = Table(title=f"dpokd leaderboard: {runs[0]}" if one_run else "dpokd leaderboard")
+    for name in (["system"] if one_run else ["run", "system"]):
+        table.add_column(name, no_wrap=True)
+    with_ci = {c for c in columns if any(f"{c}_ci" in r for r in rows)}
+    for column in columns:
+        table.add_column(column, justify="right", no_wrap=True)
+        if column in with_ci:
+            table.add_column("95% CI", justify="right", no_wrap=True, style="dim")
+    for r in rows:
+        cells = [] if one_run else [r["run"]]
+        cells.append(r["system"])
+        for column in columns:
+            text = _fmt(r.get(column), metric=column)
+            cells.append(f"[bold green]{text}[/]" if best.get(column) == id(r) else text)
+            if column in with_ci:
+                ci = r.get(f"{column}_ci")
+                cells.append(f"{ci[0]:.2f}–{ci[1]:.2f}" if ci else "")
+        table.add_row(*cells)
     console.print(table)
 
 
