@@ -80,7 +80,7 @@ class LoopbackServer:
         try:
             await asyncio.sleep(behaviour.get("delay", self.latency))
             if behaviour.get("hang"):
-                await asyncio.sleep(3600)
+                await self._stopping.wait()  # until the server stops: the client must time out first
             status = behaviour.get("status", 200)
             if status != 200:
                 headers = {"Retry-After": str(behaviour["retry_after"])} if "retry_after" in behaviour else {}
@@ -110,6 +110,7 @@ class LoopbackServer:
 
         self._loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self._loop)
+        self._stopping = asyncio.Event()
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._handle)
         app.router.add_post("/chat/completions", self._handle)
@@ -131,6 +132,7 @@ class LoopbackServer:
 
     def stop(self) -> None:
         if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._stopping.set)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
             self._loop = None
