@@ -1,0 +1,20 @@
+"""The quickstart does what the README says: on a CPU, the student learns from the teacher."""
+
+import json
+
+import pytest
+
+from .conftest import ROOT, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def test_quickstart_student_beats_its_base_by_far(tmp_path):
+    out = run_cli("run", str(ROOT / "specs" / "quickstart.toml"), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    board = run_cli("leaderboard", str(tmp_path / "runs" / "quickstart"), "--format", "json", cwd=tmp_path)
+    rows = {r["system"]: r for r in json.loads(board.stdout)}
+    assert rows["teacher"]["pass@1"] == 1.0
+    assert rows["student@iter_3"]["pass@1"] > rows["student@base"]["pass@1"] + 0.3
+    assert rows["student@iter_3"]["teacher_nll"] < rows["student@base"]["teacher_nll"]
+    assert (tmp_path / "runs" / "quickstart" / "curves.png").exists()
