@@ -54,10 +54,10 @@ class Engine:
         iterations = self.spec.run.iterations
         for k in range(1, iterations + 1):
             rejected = self.rejected(k, train)
-            pairs = self.pairs(k, train, chosen, rejected)
-            self.train(k, pairs)
+            self.pairs(k, train, chosen, rejected)
+            self.train(k)
         scores = self.evaluate(chosen)
-        self.report(scores)
+        self.report()
         return scores
 
     def prepare(self) -> list[Example]:
@@ -128,11 +128,12 @@ class Engine:
             write_jsonl(path, [a.model_dump(mode="json") for a in answers])
         return answers
 
-    def pairs(self, k: int, train: list[Example], chosen: list[Completion], rejected: list[Completion]) -> list[PreferencePair]:
+    def pairs(self, k: int, train: list[Example], chosen: list[Completion], rejected: list[Completion]) -> None:
+        """Write ``iter_k/pairs.jsonl`` (TRL's preference format) and the counts of what was dropped."""
         path = self._iter_dir(k) / "pairs.jsonl"
         stage = f"iter_{k}/pairs"
         if self.run.is_done(stage):
-            return [PreferencePair.model_validate(r) for r in read_jsonl(path) if not r.get("previous")]
+            return
         with self.stage(stage):
             counts = {"examples": len(train), "teacher_failed": 0, "identical": 0, "not_verified": 0}
             keep: list[tuple[Example, Completion, Completion]] = []
@@ -156,7 +157,6 @@ class Engine:
             write_json(self._iter_dir(k) / "pairs_stats.json", counts)
             self.context.log(f"iter {k}: {len(pairs)} pairs ({counts['identical']} identical, "
                              f"{counts['teacher_failed']} teacher failures, {counts['not_verified']} unverified dropped)")
-        return pairs
 
     def _verified(self, keep, counts):
         from .evaluation import passes
@@ -169,7 +169,7 @@ class Engine:
         counts["not_verified"] = len(keep) - len(kept)
         return kept
 
-    def train(self, k: int, pairs: list[PreferencePair]) -> None:
+    def train(self, k: int) -> None:
         stage = f"iter_{k}/train"
         if self.run.is_done(stage):
             return
@@ -212,7 +212,7 @@ class Engine:
                                    _with_adapter(self.student, adapter, "logprob"))
         return systems
 
-    def report(self, scores: list[Score]) -> None:
+    def report(self) -> None:
         from .leaderboard import plot_curves
 
         with self.stage("report"):
