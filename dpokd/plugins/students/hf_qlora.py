@@ -84,6 +84,7 @@ class HFQLoRAStudent(dpokd.Student):
 
     # -- set-up ----------------------------------------------------------------------------------
     def prepare(self, examples: list[Example]) -> None:
+        _quiet_libraries()
         if self.options.model == TINY_ID and self.model_path is None:
             o = self.options
             corpus = [e.prompt for e in examples] + [e.reference or "" for e in examples]
@@ -93,6 +94,7 @@ class HFQLoRAStudent(dpokd.Student):
     def preflight(self) -> None:
         """Check the model can be used before any teacher spend: config reachable, memory enough."""
         o = self.options
+        _quiet_libraries()
         if o.load_in_4bit:
             try:
                 import bitsandbytes  # noqa: F401
@@ -421,6 +423,19 @@ def _compute_dtype(name: str, cuda: bool):
     if name == "auto":
         return torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
     return getattr(torch, name)
+
+
+def _quiet_libraries() -> None:
+    """Keep the libraries' harmless chatter (deprecations, weight-loading bars, bitsandbytes asking
+    for the optional `kernels` package) out of the run's output."""
+    import logging
+    import warnings
+
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|trl|peft)\.")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
 
 def _disable_cpu_repacking(model) -> None:
