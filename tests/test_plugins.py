@@ -62,20 +62,26 @@ def test_echo_teacher_is_validated_and_used(echo_site, tmp_path):
     assert bad.returncode == 2 and "teacher.prefix" in bad.stderr
 
 
-def test_two_plugins_claiming_one_name_is_an_error_naming_both():
-    class Clash(dpokd.Teacher):
-        name = "reference"
+def registry_with_teacher(cls):
+    """The built-ins plus one more teacher, registered as a third-party module would."""
 
     class Module:
         @staticmethod
         @dpokd.hookimpl
         def register_teachers(register):
-            register(Clash)
+            register(cls)
 
     pm = plugin_manager()
-    pm.register(Module, name="clash")
+    pm.register(Module, name=cls.__name__)
+    return Registry(pm)
+
+
+def test_two_plugins_claiming_one_name_is_an_error_naming_both():
+    class Clash(dpokd.Teacher):
+        name = "reference"
+
     with pytest.raises(PluginError, match="two teacher plugins claim the name 'reference'.*ReferenceTeacher.*Clash"):
-        Registry(pm)
+        registry_with_teacher(Clash)
 
 
 def test_an_option_without_description_is_refused():
@@ -85,16 +91,8 @@ def test_an_option_without_description_is_refused():
         class Options(dpokd.Options):
             x: int = 1
 
-    class Module:
-        @staticmethod
-        @dpokd.hookimpl
-        def register_teachers(register):
-            register(Bare)
-
-    pm = plugin_manager()
-    pm.register(Module, name="bare")
     with pytest.raises(PluginError, match="missing for x"):
-        Registry(pm)
+        registry_with_teacher(Bare)
 
 
 def test_every_builtin_option_has_a_description():
