@@ -7,7 +7,7 @@ from pydantic import Field, field_validator
 
 from .errors import ConfigError, DpokdError, OfflineCacheMiss, PluginError, SpecError
 from .hookspecs import hookimpl
-from .interfaces import Context, Judge, Options, Student, System, Task, Teacher
+from .interfaces import Context, Judge, Options, Student, System, Task, Teacher, spec_path
 from .records import SCHEMA_VERSION, Completion, Example, PreferencePair, Score
 
 __version__ = "0.1.0"
@@ -33,4 +33,5 @@ __all__ = [
     "Teacher",
     "field_validator",
     "hookimpl",
+    "spec_path",
 ]

@@ -50,16 +50,9 @@ class ResponseCache:
             self.hits += 1
         return value
 
-    def peek(self, key: str) -> dict[str, Any] | None:
-        """Look up without counting (for checks that are not part of a run's traffic)."""
-        return self._store.get(key)
-
     def put(self, key: str, value: dict[str, Any]) -> None:
         """Store one answer durably (diskcache commits each write to SQLite)."""
         self._store.set(key, {**value, "stored_at": time.time()})
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._store
 
     def save_counts(self) -> None:
         """Record this run's hits and misses for ``dpokd cache stats``."""
@@ -79,6 +72,3 @@ class ResponseCache:
     def clear(self) -> None:
         self._store.clear()
         (self.dir / "last_run.json").unlink(missing_ok=True)
-
-    def close(self) -> None:
-        self._store.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import re
 from collections.abc import Sequence
 
@@ -64,12 +63,6 @@ def bootstrap_ci(values: Sequence[float], *, seed: int = 0, rounds: int = 2000, 
     means = data[rng.integers(0, len(data), size=(rounds, len(data)))].mean(axis=1)
     tail = (1 - level) / 2 * 100
     return (float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail)))
-
-
-def shuffled(items: list, seed: int) -> list:
-    items = list(items)
-    random.Random(seed).shuffle(items)
-    return items
 
 
 def passes(examples, texts: list[str], timeout: float = 3.0) -> list[bool]:

@@ -6,7 +6,7 @@ message instead of being misread.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -20,7 +20,6 @@ class Record(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     schema_version: int = SCHEMA_VERSION
-    kind: ClassVar[str] = "record"
 
     @model_validator(mode="before")
     @classmethod

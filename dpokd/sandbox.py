@@ -20,6 +20,7 @@ import os
 import queue
 import secrets
 import selectors
+import shutil
 import signal
 import subprocess
 import sys
@@ -208,7 +209,7 @@ class Sandbox:
         finally:
             os.close(read_fd)
             if workdir:
-                _rmtree(workdir)
+                shutil.rmtree(workdir, ignore_errors=True)
         seconds = time.monotonic() - start
         stdout, stderr = out.decode(errors="replace"), err.decode(errors="replace")
         note = next((l for l in stderr.splitlines() if l.startswith("dpokd-sandbox: no ")), None)
@@ -309,12 +310,6 @@ def _has_processes(uid: int, zombies: bool = False) -> bool:
             if zombies or state not in ("Z", "X"):
                 return True
     return False
-
-
-def _rmtree(path: str) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def _reason(stderr: str, code: int) -> str:

@@ -31,8 +31,6 @@ def in_eval(problem_id: str, seed: int, fraction: float) -> bool:
 
 
 class _LeetCode(dpokd.Task):
-    template_default = ""
-
     class Options(dpokd.Options):
         dataset: str = dpokd.Field("greengerong/leetcode", description="HF hub id, or a local .jsonl/.parquet/.csv file")
         split: str = dpokd.Field("train", description="dataset split to read")
@@ -47,14 +45,8 @@ class _LeetCode(dpokd.Task):
         @dpokd.field_validator("dataset")
         @classmethod
         def _resolve_local(cls, value: str, info) -> str:
-            suffix = Path(value).suffix.lower()
-            if suffix in LOCAL_SUFFIXES:
-                path = Path(value).expanduser()
-                base = (info.context or {}).get("spec_dir")
-                if not path.is_absolute() and base is not None:
-                    path = Path(base) / path
-                return str(path)
-            return value
+            # A local file is relative to the spec; a hub id is left as written.
+            return str(dpokd.spec_path(value, info)) if Path(value).suffix.lower() in LOCAL_SUFFIXES else value
 
     def __init__(self, options=None, context=None):
         super().__init__(options, context)
