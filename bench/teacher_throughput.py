@@ -1,11 +1,15 @@
 """Teacher throughput: dpokd's client at concurrency 16 vs a sequential loop of litellm.completion.
 
 400 prompts against the loopback server at 50 ms per answer. The sequential loop is how the
-reference experiment queried its teacher. Also the same job replayed from the cache.
+reference experiment queried its teacher. A second baseline is bare ``litellm.acompletion`` under an
+``asyncio.Semaphore(16)``, with no cache, accounting or progress: the most litellm itself does in one
+process, so dpokd's share of it is what dpokd's own bookkeeping costs. Also the same job replayed
+from the cache.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -40,6 +44,17 @@ def server_process():
         proc.wait()
 
 
+async def bare_litellm(litellm, url: str, examples: list[Example]) -> None:
+    semaphore = asyncio.Semaphore(CONCURRENCY)
+
+    async def one(example: Example) -> None:
+        async with semaphore:
+            await litellm.acompletion(model=MODEL, api_base=url, api_key="x", num_retries=0, max_retries=0,
+                                      messages=[{"role": "user", "content": example.prompt}])
+
+    await asyncio.gather(*(one(e) for e in examples))
+
+
 def main() -> None:
     import litellm
 
@@ -51,6 +66,9 @@ def main() -> None:
                 litellm.completion(model=MODEL, api_base=url, api_key="x",
                                    messages=[{"role": "user", "content": e.prompt}])
         sequential = t_seq()
+        with timer() as t_bare:
+            asyncio.run(bare_litellm(litellm, url, examples))
+        bare = t_bare()
         teacher = LiteLLMTeacher(LiteLLMTeacher.Options(model=MODEL, api_base=url,
                                                         max_concurrency=CONCURRENCY), Context(cache_dir=Path(tmp)))
         with timer() as t_live:
@@ -62,8 +80,13 @@ def main() -> None:
         bench.report("sequential litellm.completion", sequential, "s")
         bench.report("dpokd client, concurrency 16", live, "s", baseline="sequential loop",
                      baseline_value=sequential, higher_is_better=False)
+        bench.report("bare litellm.acompletion, concurrency 16", bare, "s", baseline="sequential loop",
+                     baseline_value=sequential, higher_is_better=False)
+        bench.report("dpokd client vs bare litellm", live, "s", baseline="bare litellm.acompletion",
+                     baseline_value=bare, higher_is_better=False)
         ideal = N * LATENCY / CONCURRENCY
         bench.report("share of ideal N*latency/concurrency", ideal / live, "", baseline=None)
+        bench.report("bare litellm's share of ideal", ideal / bare, "", baseline=None)
         bench.report("cache replay", cached, "s", baseline="dpokd live run", baseline_value=live, higher_is_better=False)
         replay = LiteLLMTeacher(teacher.options, Context(cache_dir=Path(tmp))).answer(examples)
         bench.report("cache replay requests", float(sum(not a.cached for a in replay)), "requests")
