@@ -67,8 +67,18 @@ class ResponseCache:
             "size_bytes": self._store.volume(),
             "last_run_hits": last["hits"],
             "last_run_misses": last["misses"],
+            "requests_waiting_in_batches": self._waiting_in_batches(),
         }
 
+    def _waiting_in_batches(self) -> int:
+        """Requests submitted to a provider's batch API whose answers have not been collected yet."""
+        if not (self.dir / "batches").exists():
+            return 0
+        from .batch import PendingBatches
+
+        return len(PendingBatches(self.dir))
+
     def clear(self) -> None:
+        """Delete every answer; batches still waiting are kept, so a re-run collects them unpaid."""
         self._store.clear()
         (self.dir / "last_run.json").unlink(missing_ok=True)

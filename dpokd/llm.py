@@ -11,12 +11,13 @@ import asyncio
 import os
 import random
 import time
+import warnings
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from .cache import chat_request, request_key
 from .errors import BudgetExceeded, ConfigError, OfflineCacheMiss, StageFailed
@@ -63,6 +64,21 @@ class LLMOptions(Options):
     max_failure_share: float = Field(0.1, ge=0, le=1, description="share of failed answers above which the stage stops")
     usd_per_million_input: float | None = Field(None, ge=0, description="price override, for models litellm has no price for")
     usd_per_million_output: float | None = Field(None, ge=0, description="price override, for models litellm has no price for")
+    batch: bool = Field(False, description="send uncached requests through the provider's batch API: about half "
+                        "the price, answers within 24 h; an interrupted run resumes its batches, and max_usd is "
+                        "checked between batches, which then go one at a time")
+    batch_poll_seconds: float = Field(30.0, gt=0, description="seconds between checks on a submitted batch")
+    batch_max_requests: int = Field(50_000, ge=1, description="most requests in one batch (OpenAI's limit is 50,000)")
+
+    @model_validator(mode="after")
+    def _batch_provider(self):
+        from .batch import BATCH_PROVIDERS
+
+        if self.batch and provider_of(self.model) not in BATCH_PROVIDERS:
+            raise ValueError(
+                f"batch = true: litellm has no batch API for the provider of {self.model!r}; it has one for "
+                f"{', '.join(sorted(BATCH_PROVIDERS))} (Gemini models batch through vertex_ai/)")
+        return self
 
 
 def import_litellm():
@@ -72,6 +88,8 @@ def import_litellm():
 
     litellm.suppress_debug_info = True
     litellm.telemetry = False
+    # litellm's afile_content leaves a second, unused coroutine behind each call.
+    warnings.filterwarnings("ignore", message="coroutine 'OpenAIFilesAPI.afile_content' was never awaited")
     return litellm
 
 
@@ -191,7 +209,8 @@ class LLMClient:
             raise OfflineCacheMiss(len(todo), [examples[i].id for i in todo])
         if todo:
             check_key(self.options, self.field, offline=False)
-            asyncio.run(self._run(examples, prompts, keys, todo, results, label or self.field, validate))
+            run = self._run_batches if self.options.batch else self._run
+            asyncio.run(run(examples, prompts, keys, todo, results, label or self.field, validate))
         done = [r for r in results if r is not None]
         failed = [r for r in done if not r.ok]
         if len(done) < len(results):
@@ -208,7 +227,24 @@ class LLMClient:
             )
         return done
 
+    def api_key(self) -> str | None:
+        key = os.environ.get(key_env(self.options))
+        if key is None and is_local(self.options.api_base):
+            key = "local"  # OpenAI-compatible local servers accept any key, but the SDK wants one
+        return key
+
+    def store(self, key: str, completion: Completion) -> None:
+        self.context.cache.put(key, {
+            "text": completion.text, "finish_reason": completion.finish_reason, "model": completion.model,
+            "prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens,
+            "cost_usd": completion.cost_usd})
+
     # -- the async engine ------------------------------------------------------------------------
+    async def _run_batches(self, examples, prompts, keys, todo, results, label, validate) -> None:
+        from .batch import run_batches
+
+        await run_batches(self, import_litellm(), examples, prompts, keys, todo, results, label, validate)
+
     async def _run(self, examples, prompts, keys, todo, results, label, validate) -> None:
         litellm = import_litellm()
         semaphore = asyncio.Semaphore(self.options.max_concurrency)
@@ -225,10 +261,7 @@ class LLMClient:
                 completion = await self._ask(litellm, limiter, examples[i], prompts[i], validate)
                 results[i] = completion
                 if completion.ok:
-                    self.context.cache.put(keys[i], {
-                        "text": completion.text, "finish_reason": completion.finish_reason, "model": completion.model,
-                        "prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens,
-                        "cost_usd": completion.cost_usd})
+                    self.store(keys[i], completion)
                 else:
                     self.usage.failed += 1
                 advance(1, status=f"failed {self.usage.failed}  ${self.usage.cost_usd:.4f}")
@@ -244,9 +277,7 @@ class LLMClient:
         o = self.options
         kwargs: dict[str, Any] = {k: v for k, v in self.request(prompt, example).items()
                                   if k not in {"kind", "model", "api_base", "messages", "sample"}}
-        api_key = os.environ.get(key_env(o))
-        if api_key is None and is_local(o.api_base):
-            api_key = "local"  # OpenAI-compatible local servers accept any key, but the SDK wants one
+        api_key = self.api_key()
         reason = "no attempt"
         for attempt in range(o.max_retries + 1):
             await limiter.acquire(len(prompt) // 4 + (o.max_tokens or 256))
@@ -267,8 +298,11 @@ class LLMClient:
                     break
                 await asyncio.sleep(self._backoff(attempt, exc))
                 continue
-            self.usage.requests += 1
-            return self._account(litellm, example, response, validate)
+            choice = response.choices[0]
+            usage = getattr(response, "usage", None)
+            fields = self.answer_fields(litellm, choice.message.content, choice.finish_reason,
+                                        getattr(response, "model", None), usage, response=response)
+            return self.verdict(example, fields, validate)
         return Completion.failed(example, f"{reason} after {o.max_retries + 1} attempts")
 
     @staticmethod
@@ -282,15 +316,29 @@ class LLMClient:
             pass
         return min(30.0, 0.5 * 2**attempt) * random.uniform(0.5, 1.5)
 
-    def _account(self, litellm, example: Example, response: Any, validate) -> Completion:
+    def answer_fields(self, litellm, text: str | None, finish_reason: str | None, model: str | None, usage: Any,
+                      *, response: Any = None, batch: bool = False) -> dict[str, Any]:
+        """One answer's fields, with its tokens and cost added to this client's usage.
+
+        A live call is priced from ``response``; a batch answer at litellm's batch price.
+        """
         o = self.options
-        choice = response.choices[0]
-        text = choice.message.content or ""
-        usage = getattr(response, "usage", None)
-        prompt_tokens = getattr(usage, "prompt_tokens", 0) or 0
-        completion_tokens = getattr(usage, "completion_tokens", 0) or 0
+        get = usage.get if isinstance(usage, dict) else (lambda name, default=None: getattr(usage, name, default))
+        prompt_tokens = get("prompt_tokens", 0) or 0
+        completion_tokens = get("completion_tokens", 0) or 0
         if o.usd_per_million_input is not None or o.usd_per_million_output is not None:
             cost = (prompt_tokens * (o.usd_per_million_input or 0) + completion_tokens * (o.usd_per_million_output or 0)) / 1e6
+        elif batch:
+            from litellm.cost_calculator import batch_cost_calculator
+
+            try:
+                usage_obj = litellm.Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                                          total_tokens=prompt_tokens + completion_tokens)
+                with warnings.catch_warnings():  # litellm's own pydantic deprecations, once per answer
+                    warnings.simplefilter("ignore")
+                    cost = sum(batch_cost_calculator(usage_obj, model=o.model))
+            except Exception:  # a model litellm has no price for
+                cost = 0.0
         else:
             # litellm prices every response already (None: a model it has no price for); asking it
             # again costs milliseconds of CPU per call.
@@ -301,16 +349,22 @@ class LLMClient:
                     cost = litellm.completion_cost(completion_response=response)
                 except Exception:  # a model litellm has no price for
                     cost = 0.0
-            cost = float(cost or 0.0)
+        cost = float(cost or 0.0)
+        self.usage.requests += 1
         self.usage.prompt_tokens += prompt_tokens
         self.usage.completion_tokens += completion_tokens
         self.usage.cost_usd += cost
-        fields = dict(finish_reason=choice.finish_reason, model=getattr(response, "model", None),
-                      prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost_usd=cost)
-        if choice.finish_reason in FAILED_FINISH_REASONS:
-            return Completion.failed(example, f"blocked (finish_reason={choice.finish_reason})", **fields)
+        return dict(text=text or "", finish_reason=finish_reason, model=model, prompt_tokens=prompt_tokens,
+                    completion_tokens=completion_tokens, cost_usd=cost)
+
+    @staticmethod
+    def verdict(example: Example, fields: dict[str, Any], validate) -> Completion:
+        """The answer as a Completion: failed when blocked, empty or rejected by ``validate``."""
+        finish_reason, text = fields["finish_reason"], fields["text"]
+        if finish_reason in FAILED_FINISH_REASONS:
+            return Completion.failed(example, f"blocked (finish_reason={finish_reason})", **fields)
         if not text.strip():
             return Completion.failed(example, "empty answer", **fields)
         if validate is not None and (problem := validate(text)) is not None:
-            return Completion.failed(example, problem, text=text, **fields)
-        return Completion.of(example, text, **fields)
+            return Completion.failed(example, problem, **fields)
+        return Completion.of(example, **fields)

@@ -3,6 +3,9 @@
 Point litellm at it with ``model="openai/NAME", api_base=server.url``. Each request can be
 scripted (a delay, a 429 with Retry-After, a 500, a hang, malformed JSON, a safety-blocked empty
 answer); the server records every request and the most it had in flight at once.
+
+It also serves OpenAI's batch API (``/v1/files`` and ``/v1/batches``): a batch answers its lines
+with the same responder and rules, and ``hold_batches`` keeps batches in progress until released.
 """
 
 from __future__ import annotations
@@ -38,6 +41,10 @@ class LoopbackServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
+        self.files: dict[str, bytes] = {}
+        self.batches: dict[str, dict[str, Any]] = {}
+        self.batch_polls = 0
+        self.hold_batches = threading.Event()  # set: batches stay in progress
 
     # -- scripting -----------------------------------------------------------------------------
     def plan(self, *behaviours: dict[str, Any]) -> None:
@@ -58,12 +65,46 @@ class LoopbackServer:
             self.max_in_flight = 0
             self._plan.clear()
             self._rules.clear()
+            self.files.clear()
+            self.batches.clear()
+            self.batch_polls = 0
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
     # -- serving -------------------------------------------------------------------------------
+    def _behaviour(self, body: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            behaviour = self._plan.popleft() if self._plan else {}
+        for predicate, rule in self._rules:
+            if predicate(body):
+                behaviour = {**rule, **behaviour}
+        return behaviour
+
+    def _reply(self, body: dict[str, Any], behaviour: dict[str, Any]) -> tuple[int, dict[str, Any] | str, dict]:
+        """(status, JSON body or raw text, headers) for one chat request."""
+        status = behaviour.get("status", 200)
+        if status != 200:
+            headers = {"Retry-After": str(behaviour["retry_after"])} if "retry_after" in behaviour else {}
+            error = {"error": {"message": behaviour.get("message", f"scripted {status}"), "type": "scripted", "code": status}}
+            return status, error, headers
+        if behaviour.get("malformed"):
+            return 200, '{"id": "x", "choices": [{"message": ', {}
+        text = "" if behaviour.get("blocked") else self.responder(body)
+        finish = "content_filter" if behaviour.get("blocked") else behaviour.get("finish_reason", "stop")
+        prompt_tokens = sum(len(m.get("content", "").split()) for m in body.get("messages", []))
+        completion_tokens = len(text.split())
+        return 200, {
+            "id": f"cmpl-{len(self.requests)}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": self.model_id or body.get("model", "loopback"),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens},
+        }, {}
+
     async def _handle(self, request):
         from aiohttp import web
 
@@ -71,39 +112,96 @@ class LoopbackServer:
         with self._lock:
             self.requests.append(body)
             self.headers.append(dict(request.headers))
-            behaviour = self._plan.popleft() if self._plan else {}
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        for predicate, rule in self._rules:
-            if predicate(body):
-                behaviour = {**rule, **behaviour}
+        behaviour = self._behaviour(body)
         try:
             await asyncio.sleep(behaviour.get("delay", self.latency))
             if behaviour.get("hang"):
                 await self._stopping.wait()  # until the server stops: the client must time out first
-            status = behaviour.get("status", 200)
-            if status != 200:
-                headers = {"Retry-After": str(behaviour["retry_after"])} if "retry_after" in behaviour else {}
-                error = {"error": {"message": behaviour.get("message", f"scripted {status}"), "type": "scripted", "code": status}}
-                return web.json_response(error, status=status, headers=headers)
-            if behaviour.get("malformed"):
-                return web.Response(text='{"id": "x", "choices": [{"message": ', content_type="application/json")
-            text = "" if behaviour.get("blocked") else self.responder(body)
-            finish = "content_filter" if behaviour.get("blocked") else behaviour.get("finish_reason", "stop")
-            prompt_tokens = sum(len(m.get("content", "").split()) for m in body.get("messages", []))
-            completion_tokens = len(text.split())
-            return web.json_response({
-                "id": f"cmpl-{len(self.requests)}",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": self.model_id or body.get("model", "loopback"),
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
-                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                          "total_tokens": prompt_tokens + completion_tokens},
-            })
+            status, payload, headers = self._reply(body, behaviour)
+            if isinstance(payload, str):
+                return web.Response(text=payload, status=status, content_type="application/json")
+            return web.json_response(payload, status=status, headers=headers)
         finally:
             with self._lock:
                 self.in_flight -= 1
+
+    # -- the batch API ---------------------------------------------------------------------------
+    def _store_file(self, data: bytes, filename: str, purpose: str) -> dict[str, Any]:
+        file_id = f"file-{len(self.files) + 1}"
+        self.files[file_id] = data
+        return {"id": file_id, "object": "file", "bytes": len(data), "created_at": int(time.time()),
+                "filename": filename, "purpose": purpose, "status": "processed"}
+
+    async def _create_file(self, request):
+        from aiohttp import web
+
+        form = await request.post()
+        upload = form["file"]
+        self.headers.append(dict(request.headers))
+        with self._lock:
+            behaviour = self._plan.popleft() if self._plan else {}
+        status, payload, headers = self._reply({}, behaviour)
+        if status != 200:  # a planned failure: the plan applies to uploads too, the rules do not
+            return web.json_response(payload, status=status, headers=headers)
+        return web.json_response(self._store_file(upload.file.read(), upload.filename, form.get("purpose", "batch")))
+
+    async def _file_content(self, request):
+        from aiohttp import web
+
+        data = self.files.get(request.match_info["file_id"])
+        if data is None:
+            return web.json_response({"error": {"message": "no such file"}}, status=404)
+        return web.Response(body=data, content_type="application/octet-stream")
+
+    async def _create_batch(self, request):
+        from aiohttp import web
+
+        body = await request.json()
+        self.headers.append(dict(request.headers))
+        lines = [json.loads(line) for line in self.files[body["input_file_id"]].decode().splitlines() if line.strip()]
+        batch = {"id": f"batch_{len(self.batches) + 1}", "object": "batch", "endpoint": body["endpoint"],
+                 "input_file_id": body["input_file_id"], "completion_window": body["completion_window"],
+                 "status": "in_progress", "created_at": int(time.time()), "metadata": body.get("metadata"),
+                 "output_file_id": None, "error_file_id": None,
+                 "request_counts": {"total": len(lines), "completed": 0, "failed": 0}}
+        self.batches[batch["id"]] = batch
+        batch["_lines"] = lines
+        return web.json_response({k: v for k, v in batch.items() if not k.startswith("_")})
+
+    def _finish_batch(self, batch: dict[str, Any]) -> None:
+        """Answer every line the way the chat endpoint would, into an output and an error file."""
+        output, errors = [], []
+        for line in batch.pop("_lines"):
+            body = line["body"]
+            with self._lock:
+                self.requests.append(body)
+            status, payload, _ = self._reply(body, self._behaviour(body))
+            if isinstance(payload, str) or status != 200:
+                error = payload["error"] if isinstance(payload, dict) else {"message": "malformed"}
+                errors.append({"id": f"resp-{len(errors)}", "custom_id": line["custom_id"], "response": None,
+                               "error": {"code": str(status), "message": error["message"]}})
+            else:
+                output.append({"id": f"resp-{len(output)}", "custom_id": line["custom_id"], "error": None,
+                               "response": {"status_code": 200, "request_id": "r", "body": payload}})
+        for name, rows in (("output_file_id", output), ("error_file_id", errors)):
+            if rows:
+                data = "".join(json.dumps(r) + "\n" for r in rows).encode()
+                batch[name] = self._store_file(data, f"{batch['id']}_{name}.jsonl", "batch_output")["id"]
+        batch["request_counts"].update(completed=len(output), failed=len(errors))
+        batch["status"] = "completed"
+
+    async def _retrieve_batch(self, request):
+        from aiohttp import web
+
+        batch = self.batches.get(request.match_info["batch_id"])
+        if batch is None:
+            return web.json_response({"error": {"message": "no such batch"}}, status=404)
+        self.batch_polls += 1
+        if batch["status"] == "in_progress" and not self.hold_batches.is_set():
+            self._finish_batch(batch)
+        return web.json_response({k: v for k, v in batch.items() if not k.startswith("_")})
 
     def _serve(self) -> None:
         from aiohttp import web
@@ -114,6 +212,10 @@ class LoopbackServer:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._handle)
         app.router.add_post("/chat/completions", self._handle)
+        app.router.add_post("/v1/files", self._create_file)
+        app.router.add_get("/v1/files/{file_id}/content", self._file_content)
+        app.router.add_post("/v1/batches", self._create_batch)
+        app.router.add_get("/v1/batches/{batch_id}", self._retrieve_batch)
         self._runner = web.AppRunner(app, access_log=None)
         self._loop.run_until_complete(self._runner.setup())
         site = web.TCPSite(self._runner, "127.0.0.1", self.port, backlog=1024)

@@ -1,0 +1,132 @@
+"""The provider batch-API path of the LLM client, against the loopback server's /v1/batches."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pydantic
+import pytest
+
+from dpokd.cache import ResponseCache
+from dpokd.batch import PendingBatches
+from dpokd.interfaces import Context
+from dpokd.plugins.teachers.litellm import LiteLLMTeacher
+from dpokd.records import Example
+from dpokd.testing import LoopbackServer
+
+MODEL = "openai/gpt-4o-mini"  # priced in litellm's map, with a batch price
+
+
+@pytest.fixture
+def server():
+    with LoopbackServer() as s:
+        yield s
+
+
+def examples(n):
+    return [Example(id=f"p{i}", prompt=f"prompt number {i}") for i in range(n)]
+
+
+def teacher(server, cache_dir, offline=False, **options):
+    opts = {"model": MODEL, "api_base": server.url, "batch": True, "batch_poll_seconds": 0.02, "max_retries": 2,
+            "timeout": 5, **options}
+    return LiteLLMTeacher(LiteLLMTeacher.Options(**opts), Context(cache_dir=cache_dir, offline=offline))
+
+
+def test_one_batch_answers_every_prompt_at_half_the_live_price(server, tmp_path):
+    batch_teacher = teacher(server, tmp_path / "batch")
+    answers = batch_teacher.answer(examples(30))
+    assert [a.text for a in answers] == [f"echo: prompt number {i}" for i in range(30)]
+    assert list(server.batches) == ["batch_1"] and server.batches["batch_1"]["request_counts"]["total"] == 30
+    assert {r["model"] for r in server.requests} == {"gpt-4o-mini"}  # the provider's name, without the prefix
+
+    server.reset()
+    live_teacher = teacher(server, tmp_path / "live", batch=False)
+    live = live_teacher.answer(examples(30))
+    assert [a.text for a in live] == [a.text for a in answers]
+    assert live_teacher.usage()["cost_usd"] > 0
+    assert batch_teacher.usage()["cost_usd"] == pytest.approx(live_teacher.usage()["cost_usd"] / 2)
+
+    server.reset()
+    again = teacher(server, tmp_path / "batch").answer(examples(30))
+    assert server.batches == {} and server.files == {}
+    assert all(a.cached for a in again) and [a.text for a in again] == [a.text for a in answers]
+    assert len(PendingBatches(tmp_path / "batch")) == 0
+
+
+def test_failed_lines_are_reported_not_cached_and_resubmitted_alone(server, tmp_path):
+    server.when(lambda body: body["messages"][-1]["content"].endswith(" 3"), {"blocked": True})
+    server.when(lambda body: body["messages"][-1]["content"].endswith(" 5"), {"status": 500})
+    answers = teacher(server, tmp_path, max_failure_share=0.5).answer(examples(10))
+    failed = {a.example_id: a.error for a in answers if not a.ok}
+    assert set(failed) == {"p3", "p5"}
+    assert "blocked" in failed["p3"] and "500" in failed["p5"]
+    assert ResponseCache(tmp_path).stats()["entries"] == 8
+
+    server.reset()
+    retried = teacher(server, tmp_path).answer(examples(10))
+    assert all(a.ok for a in retried)
+    assert [r["messages"][-1]["content"] for r in server.requests] == ["prompt number 3", "prompt number 5"]
+
+
+KILL_SCRIPT = """
+import sys
+from pathlib import Path
+from dpokd.interfaces import Context
+from dpokd.plugins.teachers.litellm import LiteLLMTeacher
+from dpokd.records import Example
+options = LiteLLMTeacher.Options(model="openai/gpt-4o-mini", api_base=sys.argv[1], batch=True, batch_poll_seconds=0.02)
+LiteLLMTeacher(options, Context(cache_dir=Path(sys.argv[2]))).answer(
+    [Example(id=f"p{i}", prompt=f"prompt number {i}") for i in range(40)])
+"""
+
+
+def test_a_run_killed_while_waiting_resumes_the_same_batch(server, tmp_path):
+    server.hold_batches.set()
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, server.url, str(tmp_path)], env={**os.environ})
+    deadline = time.monotonic() + 60
+    while server.batch_polls < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert list(server.batches) == ["batch_1"] and server.batches["batch_1"]["status"] == "in_progress"
+    assert ResponseCache(tmp_path).stats()["requests_waiting_in_batches"] == 40
+
+    server.hold_batches.clear()
+    answers = teacher(server, tmp_path).answer(examples(40))
+    assert [a.text for a in answers] == [f"echo: prompt number {i}" for i in range(40)]
+    assert list(server.batches) == ["batch_1"] and len(server.files) == 2  # the input and its output: nothing new
+    assert len(PendingBatches(tmp_path)) == 0
+
+
+def test_a_refused_key_fails_fast_naming_the_env_var(server, tmp_path):
+    from dpokd.errors import ConfigError
+
+    server.plan({"status": 401})
+    with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
+        teacher(server, tmp_path).answer(examples(3))
+    assert server.batches == {}
+
+
+def test_budget_is_checked_before_each_batch(server, tmp_path):
+    from dpokd.errors import BudgetExceeded
+
+    with pytest.raises(BudgetExceeded, match="max_usd"):
+        teacher(server, tmp_path, batch_max_requests=10, max_usd=1e-9).answer(examples(30))
+    assert list(server.batches) == ["batch_1"]  # the first batch spent the budget; no second was sent
+    assert ResponseCache(tmp_path).stats()["entries"] == 10
+
+
+def test_offline_replay_never_submits(server, tmp_path):
+    teacher(server, tmp_path).answer(examples(5))
+    server.reset()
+    replay = teacher(server, tmp_path, offline=True).answer(examples(5))
+    assert all(a.cached for a in replay) and server.files == {} and server.batches == {}
+
+
+def test_batch_needs_a_provider_with_a_batch_api():
+    with pytest.raises(pydantic.ValidationError, match="vertex_ai"):
+        LiteLLMTeacher.Options(model="gemini/gemini-1.0-pro", batch=True)
+    assert LiteLLMTeacher.Options(model="vertex_ai/gemini-1.5-pro", batch=True).batch
