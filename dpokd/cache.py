@@ -30,6 +30,12 @@ def chat_request(model: str, api_base: str | None, messages: list[dict[str, str]
     return {"kind": "chat", "model": model, "api_base": api_base, "messages": messages, **params}
 
 
+def text_request(model: str, api_base: str | None, prompt: str, **sampling: Any) -> dict[str, Any]:
+    """The canonical form of a text completion request (a base model continuing a prompt)."""
+    params = {k: sampling[k] for k in SAMPLING_KEYS if sampling.get(k) is not None}
+    return {"kind": "text", "model": model, "api_base": api_base, "prompt": prompt, **params}
+
+
 class ResponseCache:
     """A diskcache store under ``cache_dir/responses``, with hit and miss counts per process."""
 

@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 
 from pydantic import Field, model_validator
 
-from .cache import chat_request, request_key
+from .cache import chat_request, request_key, text_request
 from .errors import BudgetExceeded, ConfigError, OfflineCacheMiss, StageFailed
 from .interfaces import Context, Options
 from .progress import progress
@@ -111,6 +111,8 @@ def check_key(options: LLMOptions, field: str, offline: bool) -> None:
     """Fail before any work when no key is set, unless offline or talking to a local server."""
     if offline or is_local(options.api_base) or os.environ.get(key_env(options)):
         return
+    if provider_of(options.model) == "hosted_vllm":  # a vLLM server needs a key only when started with --api-key
+        return
     if options.api_key_env is None:
         litellm = import_litellm()
         if litellm.validate_environment(options.model).get("keys_in_environment"):
@@ -160,12 +162,20 @@ class _Limiter:
 
 
 class LLMClient:
-    """Answers prompts through litellm for one plugin (``field`` names it in messages)."""
+    """Answers prompts through litellm for one plugin (``field`` names it in messages).
 
-    def __init__(self, options: LLMOptions, context: Context, field: str = "teacher"):
+    ``text=True`` sends text completions (``litellm.atext_completion``): the prompt is continued
+    as it is, as a base model without a chat template needs. ``empty_ok=True`` takes an empty
+    answer as an answer (a student may stop at once), not as a failure.
+    """
+
+    def __init__(self, options: LLMOptions, context: Context, field: str = "teacher", *, text: bool = False,
+                 empty_ok: bool = False):
         self.options = options
         self.context = context
         self.field = field
+        self.text = text
+        self.empty_ok = empty_ok
         self.usage = Usage()
 
     # -- public ----------------------------------------------------------------------------------
@@ -177,10 +187,16 @@ class LLMClient:
         """The canonical request; a judge's per-example temperature and sample index are part of it."""
         o = self.options
         temperature = o.temperature if example is None or example.temperature is None else example.temperature
-        request = chat_request(o.model, o.api_base, self.messages(prompt), temperature=temperature, top_p=o.top_p,
-                               max_tokens=o.max_tokens, stop=o.stop, seed=o.seed)
-        if example is not None and example.sample:
-            request["sample"] = example.sample
+        sample = example.sample if example is not None else 0
+        # Each sample has a seed of its own: with one seed, a provider that honours it answers alike.
+        sampling = dict(temperature=temperature, top_p=o.top_p, max_tokens=o.max_tokens, stop=o.stop,
+                        seed=None if o.seed is None else o.seed + sample)
+        if self.text:
+            request = text_request(o.model, o.api_base, prompt, **sampling)
+        else:
+            request = chat_request(o.model, o.api_base, self.messages(prompt), **sampling)
+        if sample:
+            request["sample"] = sample
         return request
 
     def complete(self, examples: list[Example], prompts: list[str] | None = None, *, label: str | None = None,
@@ -229,8 +245,8 @@ class LLMClient:
 
     def api_key(self) -> str | None:
         key = os.environ.get(key_env(self.options))
-        if key is None and is_local(self.options.api_base):
-            key = "local"  # OpenAI-compatible local servers accept any key, but the SDK wants one
+        if key is None and (is_local(self.options.api_base) or provider_of(self.options.model) == "hosted_vllm"):
+            key = "local"  # OpenAI-compatible local and vLLM servers accept any key, but the SDK wants one
         return key
 
     def store(self, key: str, completion: Completion) -> None:
@@ -276,15 +292,19 @@ class LLMClient:
     async def _ask(self, litellm, limiter: _Limiter, example: Example, prompt: str, validate) -> Completion:
         o = self.options
         kwargs: dict[str, Any] = {k: v for k, v in self.request(prompt, example).items()
-                                  if k not in {"kind", "model", "api_base", "messages", "sample"}}
+                                  if k not in {"kind", "model", "api_base", "messages", "prompt", "sample"}}
+        if self.text:
+            kwargs["prompt"] = prompt
+        else:
+            kwargs["messages"] = self.messages(prompt)
         api_key = self.api_key()
         reason = "no attempt"
         for attempt in range(o.max_retries + 1):
             await limiter.acquire(len(prompt) // 4 + (o.max_tokens or 256))
             try:
-                response = await litellm.acompletion(
-                    model=o.model, messages=self.messages(prompt), api_base=o.api_base, api_key=api_key,
-                    timeout=o.timeout, num_retries=0, max_retries=0, **kwargs)
+                call = litellm.atext_completion if self.text else litellm.acompletion
+                response = await call(model=o.model, api_base=o.api_base, api_key=api_key, timeout=o.timeout,
+                                      num_retries=0, max_retries=0, **kwargs)
             except Exception as exc:  # litellm maps every provider error onto openai's classes
                 status = getattr(exc, "status_code", None)
                 if status in FATAL_STATUS:
@@ -300,7 +320,8 @@ class LLMClient:
                 continue
             choice = response.choices[0]
             usage = getattr(response, "usage", None)
-            fields = self.answer_fields(litellm, choice.message.content, choice.finish_reason,
+            content = choice.text if self.text else choice.message.content
+            fields = self.answer_fields(litellm, content, choice.finish_reason,
                                         getattr(response, "model", None), usage, response=response)
             return self.verdict(example, fields, validate)
         return Completion.failed(example, f"{reason} after {o.max_retries + 1} attempts")
@@ -357,13 +378,12 @@ class LLMClient:
         return dict(text=text or "", finish_reason=finish_reason, model=model, prompt_tokens=prompt_tokens,
                     completion_tokens=completion_tokens, cost_usd=cost)
 
-    @staticmethod
-    def verdict(example: Example, fields: dict[str, Any], validate) -> Completion:
+    def verdict(self, example: Example, fields: dict[str, Any], validate) -> Completion:
         """The answer as a Completion: failed when blocked, empty or rejected by ``validate``."""
         finish_reason, text = fields["finish_reason"], fields["text"]
         if finish_reason in FAILED_FINISH_REASONS:
             return Completion.failed(example, f"blocked (finish_reason={finish_reason})", **fields)
-        if not text.strip():
+        if not text.strip() and not self.empty_ok:
             return Completion.failed(example, "empty answer", **fields)
         if validate is not None and (problem := validate(text)) is not None:
             return Completion.failed(example, problem, **fields)

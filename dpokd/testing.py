@@ -6,6 +6,8 @@ answer); the server records every request and the most it had in flight at once.
 
 It also serves OpenAI's batch API (``/v1/files`` and ``/v1/batches``): a batch answers its lines
 with the same responder and rules, and ``hold_batches`` keeps batches in progress until released.
+And it serves what a vLLM server adds: text completions (``/v1/completions``), ``/v1/models`` and
+runtime LoRA loading (``/v1/load_lora_adapter``, recorded in ``adapters``).
 """
 
 from __future__ import annotations
@@ -15,10 +17,14 @@ import json
 import threading
 import time
 from collections import deque
+from pathlib import Path
 from typing import Any, Callable
 
 
 def _last_user(body: dict[str, Any]) -> str:
+    """The last user message of a chat request, or a text completion's prompt."""
+    if "prompt" in body:
+        return body["prompt"]
     return next((m["content"] for m in reversed(body.get("messages", [])) if m.get("role") == "user"), "")
 
 
@@ -26,7 +32,7 @@ class LoopbackServer:
     """``with LoopbackServer() as server: ...``; runs an aiohttp app in a thread on 127.0.0.1."""
 
     def __init__(self, responder: Callable[[dict[str, Any]], str] | None = None, *, latency: float = 0.0,
-                 model_id: str | None = None, port: int = 0):
+                 model_id: str | None = None, port: int = 0, served_model: str = "loopback"):
         self.responder = responder or (lambda body: "echo: " + _last_user(body))
         self.latency = latency
         self.model_id = model_id
@@ -45,6 +51,8 @@ class LoopbackServer:
         self.batches: dict[str, dict[str, Any]] = {}
         self.batch_polls = 0
         self.hold_batches = threading.Event()  # set: batches stay in progress
+        self.served_model = served_model
+        self.adapters: dict[str, str] = {}  # LoRA name -> path, as loaded at runtime
 
     # -- scripting -----------------------------------------------------------------------------
     def plan(self, *behaviours: dict[str, Any]) -> None:
@@ -68,6 +76,7 @@ class LoopbackServer:
             self.files.clear()
             self.batches.clear()
             self.batch_polls = 0
+            self.adapters.clear()
 
     @property
     def url(self) -> str:
@@ -83,7 +92,7 @@ class LoopbackServer:
         return behaviour
 
     def _reply(self, body: dict[str, Any], behaviour: dict[str, Any]) -> tuple[int, dict[str, Any] | str, dict]:
-        """(status, JSON body or raw text, headers) for one chat request."""
+        """(status, JSON body or raw text, headers) for one chat or text completion request."""
         status = behaviour.get("status", 200)
         if status != 200:
             headers = {"Retry-After": str(behaviour["retry_after"])} if "retry_after" in behaviour else {}
@@ -93,14 +102,20 @@ class LoopbackServer:
             return 200, '{"id": "x", "choices": [{"message": ', {}
         text = "" if behaviour.get("blocked") else self.responder(body)
         finish = "content_filter" if behaviour.get("blocked") else behaviour.get("finish_reason", "stop")
-        prompt_tokens = sum(len(m.get("content", "").split()) for m in body.get("messages", []))
+        prompt_tokens = len(_last_user(body).split()) if "prompt" in body else \
+            sum(len(m.get("content", "").split()) for m in body.get("messages", []))
         completion_tokens = len(text.split())
+        if "prompt" in body:
+            kind, choice = "text_completion", {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
+        else:
+            kind, choice = "chat.completion", {"index": 0, "message": {"role": "assistant", "content": text},
+                                               "finish_reason": finish}
         return 200, {
             "id": f"cmpl-{len(self.requests)}",
-            "object": "chat.completion",
+            "object": kind,
             "created": int(time.time()),
             "model": self.model_id or body.get("model", "loopback"),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+            "choices": [choice],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens},
         }, {}
@@ -126,6 +141,28 @@ class LoopbackServer:
         finally:
             with self._lock:
                 self.in_flight -= 1
+
+    # -- what a vLLM server adds -------------------------------------------------------------------
+    async def _models(self, request):
+        from aiohttp import web
+
+        names = [self.served_model, *self.adapters]
+        return web.json_response({"object": "list", "data": [
+            {"id": name, "object": "model", "owned_by": "vllm", "root": self.adapters.get(name, self.served_model)}
+            for name in names]})
+
+    async def _load_lora_adapter(self, request):
+        from aiohttp import web
+
+        body = await request.json()
+        name, path = body["lora_name"], body["lora_path"]
+        if name in self.adapters:  # vLLM's answer to a second load of one name
+            return web.json_response({"error": {"message": f"The lora adapter '{name}' has already been loaded."}},
+                                     status=400)
+        if not (Path(path) / "adapter_config.json").exists():
+            return web.json_response({"error": {"message": f"No adapter found for {path}"}}, status=404)
+        self.adapters[name] = path
+        return web.Response(text=f"Success: LoRA adapter '{name}' added successfully.")
 
     # -- the batch API ---------------------------------------------------------------------------
     def _store_file(self, data: bytes, filename: str, purpose: str) -> dict[str, Any]:
@@ -212,6 +249,9 @@ class LoopbackServer:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._handle)
         app.router.add_post("/chat/completions", self._handle)
+        app.router.add_post("/v1/completions", self._handle)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/load_lora_adapter", self._load_lora_adapter)
         app.router.add_post("/v1/files", self._create_file)
         app.router.add_get("/v1/files/{file_id}/content", self._file_content)
         app.router.add_post("/v1/batches", self._create_batch)

@@ -55,6 +55,16 @@ class HFQLoRAStudent(dpokd.Student):
         top_p: float = dpokd.Field(1.0, gt=0, le=1, description="nucleus sampling mass")
         stop: list[str] = dpokd.Field([], description="stop strings: an answer ends before the first")
         gen_batch_size: int = dpokd.Field(8, ge=1, description="prompts per generation batch")
+        generation: Literal["transformers", "vllm"] = dpokd.Field(
+            "transformers", description="where the student generates: in this process, or on a vLLM server "
+            "(vllm_url, or one started here where vLLM is installed) with each adapter loaded at runtime")
+        vllm_url: str | None = dpokd.Field(None, description="base URL of a running vLLM server for generation = "
+                                           "'vllm', e.g. http://gpu-box:8000/v1; unset: start one here")
+        vllm_gpu_memory: float = dpokd.Field(0.3, gt=0, lt=1, description="share of GPU memory a vLLM server "
+                                             "started here may take; training keeps the rest")
+        vllm_max_concurrency: int = dpokd.Field(64, ge=1, description="generation requests in flight on the vLLM server")
+        vllm_timeout: float = dpokd.Field(600.0, gt=0, description="seconds before one vLLM request is retried")
+        vllm_start_timeout: float = dpokd.Field(900.0, gt=0, description="seconds a vLLM server started here may take to serve")
         seed: int | None = dpokd.Field(None, description="seed for generation and training; default: [run] seed")
         tiny_hidden: int = dpokd.Field(128, ge=32, description="dpokd:tiny hidden size (a multiple of 64)")
         tiny_layers: int = dpokd.Field(2, ge=1, description="dpokd:tiny layers")
@@ -80,7 +90,9 @@ class HFQLoRAStudent(dpokd.Student):
         self.tokenizer = None
         self.model_path: str | None = None if self.options.model == TINY_ID else self.options.model
         self.adapter_hash: str | None = None  # None: the base model, adapter disabled
+        self.adapter_dir: Path | None = None  # where the current adapter is saved, if it is
         self.trained_steps = 0
+        self._vllm = None
 
     # -- set-up ----------------------------------------------------------------------------------
     def prepare(self, examples: list[Example]) -> None:
@@ -101,6 +113,8 @@ class HFQLoRAStudent(dpokd.Student):
             except Exception as exc:
                 raise dpokd.ConfigError(f"student.load_in_4bit: bitsandbytes cannot load here ({exc}); "
                                         "`pip install bitsandbytes`, or set load_in_4bit = false") from None
+        if o.generation == "vllm":
+            self.vllm().preflight()
         if o.model == TINY_ID:
             return
         config = self._config()
@@ -161,6 +175,8 @@ class HFQLoRAStudent(dpokd.Student):
     def fingerprint(self) -> str:
         o = self.options
         gen = {**{k: getattr(o, k) for k in ("max_new_tokens", "temperature", "top_p", "stop")}, "seed": self.seed}
+        if o.generation != "transformers":
+            gen["backend"] = o.generation
         base = self.model_path if o.model == TINY_ID else o.model
         if o.model == TINY_ID:
             base = f"{TINY_ID}:{Path(base).name}" if base else TINY_ID
@@ -186,7 +202,7 @@ class HFQLoRAStudent(dpokd.Student):
     def load(self, directory: Path | None) -> None:
         model = self._ensure_model()
         if directory is None:
-            self.adapter_hash = None
+            self.adapter_hash = self.adapter_dir = None
             return
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
@@ -194,6 +210,25 @@ class HFQLoRAStudent(dpokd.Student):
         weights = load_file(str(Path(directory) / "adapter_model.safetensors"))
         set_peft_model_state_dict(model, weights)
         self.adapter_hash = self._hash_adapter()
+        self.adapter_dir = Path(directory)
+
+    def adapter_path(self) -> Path:
+        """The current adapter on disk, saved under ``cache_dir/adapters/`` if it is not yet."""
+        if self.adapter_dir is not None and (self.adapter_dir / "adapter_model.safetensors").exists():
+            return self.adapter_dir.resolve()
+        directory = (self.context.cache_dir / "adapters" / str(self.adapter_hash)).resolve()
+        if not (directory / "adapter_model.safetensors").exists():
+            self.save(directory)
+        self.adapter_dir = directory
+        return directory
+
+    def vllm(self):
+        """The vLLM server this student generates on (generation = 'vllm')."""
+        if self._vllm is None:
+            from .vllm_server import VLLMServer
+
+            self._vllm = VLLMServer(self)
+        return self._vllm
 
     def _adapter_context(self):
         import contextlib
@@ -202,6 +237,8 @@ class HFQLoRAStudent(dpokd.Student):
 
     # -- generation -------------------------------------------------------------------------------
     def generate(self, examples: list[Example]) -> list[Completion]:
+        if self.options.generation == "vllm":
+            return self.vllm().generate(examples)
         cache = self.context.cache
         keys = [request_key(self._request(e)) for e in examples]
         results: dict[int, Completion] = {}
@@ -378,8 +415,10 @@ class HFQLoRAStudent(dpokd.Student):
             model.set_adapter("default")
         self.trained_steps += result.global_step
         self.adapter_hash = self._hash_adapter()
+        self.adapter_dir = None
         if trainer.is_world_process_zero():
             self.save(output_dir / "adapter")
+            self.adapter_dir = output_dir / "adapter"
         summary = summarize(steps, result.global_step, len(pairs))
         # Under torchrun each rank trains on its shard: what this process itself saw.
         summary["pairs_seen"] = result.global_step * o.batch_size * o.grad_accum
