@@ -169,3 +169,28 @@ def test_changed_spec_is_refused_naming_the_fields(teacher_server, tmp_path):
     out = run_cli("run", str(spec))
     assert out.returncode == 2
     assert "student.epochs" in out.stderr and "student.lora_alpha" in out.stderr and "--fresh" in out.stderr
+
+
+def test_online_run_generating_on_a_vllm_server_loads_each_iterations_adapter(teacher_server, tmp_path):
+    """The student's generations go to a vLLM server (the loopback server serving vLLM's surface)."""
+    with LoopbackServer(lambda body: f"    return 0  # {body['model']}", served_model="tiny-base") as vllm:
+        spec = tmp_path / "vllm.toml"
+        text = spec_text(teacher_server.url, name="vllm", mode="online", iterations=2, cache="cache")
+        spec.write_text(text.replace('[student]\n', f'[student]\ngeneration = "vllm"\nvllm_url = "{vllm.url}"\n'))
+        out = run_cli("run", str(spec))
+        assert out.returncode == 0, out.stderr[-3000:]
+        run_dir = tmp_path / "runs" / "vllm"
+        assert sorted(vllm.adapters.values()) == [str((run_dir / f"iter_{k}" / "adapter").resolve()) for k in (1, 2)]
+
+        def rejected_by(k):
+            return {json.loads(line)["rejected"].split("# ")[-1]
+                    for line in (run_dir / f"iter_{k}" / "pairs.jsonl").read_text().splitlines()}
+
+        # Iteration 1 regenerates with the base, iteration 2 with iteration 1's adapter.
+        assert rejected_by(1) == {"tiny-base"}
+        iter_1 = next(name for name, path in vllm.adapters.items() if "iter_1" in path)
+        assert rejected_by(2) == {iter_1}
+        got = results(run_dir)
+        assert {s for j, s, m in got if (j, m) == ("execution", "pass@1")} == {
+            "teacher", "student@base", "student@iter_1", "student@iter_2"}
+        assert got[("execution", "student@iter_2", "pass@1")] == 0.0  # "return 0" passes no test
