@@ -81,7 +81,7 @@ async def run_batches(client, litellm, examples, prompts, keys, todo, results, l
             lines.append(json.dumps({"custom_id": key, "method": "POST", "url": ENDPOINT, "body": body}))
         data = ("\n".join(lines) + "\n").encode()
         file = await call(litellm.acreate_file, file=("dpokd-batch.jsonl", data), purpose="batch", **credentials)
-        batch = await call(litellm.acreate_batch, completion_window="24h", endpoint=ENDPOINT,
+        batch = await call(litellm.acreate_batch, once=True, completion_window="24h", endpoint=ENDPOINT,
                            input_file_id=file.id, metadata={"dpokd": label}, **credentials)
         pending.add(chunk, batch.id)
         waiting[batch.id] = chunk
@@ -175,18 +175,25 @@ def _failed(example, reason):
 
 class _Caller:
     """One batch-API call with the client's retry policy: 429/5xx/connection errors retried with
-    backoff, a refused key a ConfigError, a 404 None where ``gone_ok``, anything else a StageFailed."""
+    backoff, a refused key a ConfigError, a 404 None where ``gone_ok``, anything else a StageFailed.
+
+    ``once``: a call that must not be repeated blindly (creating a batch): a timeout or a broken
+    connection may hide a batch that was created, so only an explicit refusal is retried.
+    """
 
     def __init__(self, client):
         self.client = client
 
-    async def __call__(self, fn, *, gone_ok: bool = False, **kwargs) -> Any:
+    async def __call__(self, fn, *, gone_ok: bool = False, once: bool = False, **kwargs) -> Any:
+        from litellm import APIConnectionError, Timeout
+
         from .llm import FATAL_STATUS, RETRYABLE_STATUS, key_env
 
         o = self.client.options
         for attempt in range(o.max_retries + 1):
             try:
-                return await fn(timeout=o.timeout, **kwargs)
+                # max_retries=0: the OpenAI SDK would otherwise retry a timed-out create on its own.
+                return await fn(timeout=o.timeout, max_retries=0, **kwargs)
             except Exception as exc:  # litellm maps provider errors onto openai's classes
                 status = getattr(exc, "status_code", None)
                 if status in FATAL_STATUS:
@@ -195,7 +202,10 @@ class _Caller:
                         f"check the environment variable {key_env(o)}") from None
                 if status == 404 and gone_ok:
                     return None
-                if (status is not None and status not in RETRYABLE_STATUS) or attempt == o.max_retries:
+                # litellm gives its timeouts and broken connections a status (408, 500) of their own.
+                unanswered = status is None or isinstance(exc, (APIConnectionError, Timeout))
+                retryable = not (once and unanswered) and (status is None or status in RETRYABLE_STATUS)
+                if not retryable or attempt == o.max_retries:
                     raise StageFailed(
                         f"{self.client.field}: the batch API call {fn.__name__} failed: {type(exc).__name__}"
                         f"{f' (HTTP {status})' if status else ''}: {str(exc)[:200]}. Submitted batches are recorded "

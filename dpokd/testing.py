@@ -50,6 +50,7 @@ class LoopbackServer:
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, dict[str, Any]] = {}
         self.batch_polls = 0
+        self.batch_creates = 0
         self.hold_batches = threading.Event()  # set: batches stay in progress
         self.served_model = served_model
         self.adapters: dict[str, str] = {}  # LoRA name -> path, as loaded at runtime
@@ -76,6 +77,7 @@ class LoopbackServer:
             self.files.clear()
             self.batches.clear()
             self.batch_polls = 0
+            self.batch_creates = 0
             self.adapters.clear()
 
     @property
@@ -197,6 +199,14 @@ class LoopbackServer:
 
         body = await request.json()
         self.headers.append(dict(request.headers))
+        self.batch_creates += 1
+        with self._lock:
+            behaviour = self._plan.popleft() if self._plan else {}
+        if behaviour.get("hang"):
+            await self._stopping.wait()
+        status, payload, headers = self._reply({}, behaviour)
+        if status != 200:
+            return web.json_response(payload, status=status, headers=headers)
         lines = [json.loads(line) for line in self.files[body["input_file_id"]].decode().splitlines() if line.strip()]
         batch = {"id": f"batch_{len(self.batches) + 1}", "object": "batch", "endpoint": body["endpoint"],
                  "input_file_id": body["input_file_id"], "completion_window": body["completion_window"],

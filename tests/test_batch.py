@@ -110,6 +110,20 @@ def test_a_refused_key_fails_fast_naming_the_env_var(server, tmp_path):
     assert server.batches == {}
 
 
+def test_creating_a_batch_is_retried_only_when_refused(server, tmp_path):
+    from dpokd.errors import StageFailed
+
+    server.plan({}, {"status": 503}, {})  # upload, a refused create, then a create that works
+    assert all(a.ok for a in teacher(server, tmp_path / "a").answer(examples(3)))
+    assert server.batch_creates == 2 and len(server.batches) == 1
+
+    server.reset()
+    server.plan({}, {"hang": True})  # no answer: a batch may exist, so creating another could pay twice
+    with pytest.raises(StageFailed, match="acreate_batch"):
+        teacher(server, tmp_path / "b", timeout=0.5).answer(examples(3))
+    assert server.batch_creates == 1
+
+
 def test_budget_is_checked_before_each_batch(server, tmp_path):
     from dpokd.errors import BudgetExceeded
 
