@@ -225,7 +225,7 @@ class LLMClient:
             raise OfflineCacheMiss(len(todo), [examples[i].id for i in todo])
         if todo:
             check_key(self.options, self.field, offline=False)
-            run = self._run_batches if self.options.batch else self._run
+            run = self._run_batches if self.options.batch and not self.text else self._run
             asyncio.run(run(examples, prompts, keys, todo, results, label or self.field, validate))
         done = [r for r in results if r is not None]
         failed = [r for r in done if not r.ok]
