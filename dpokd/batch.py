@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, StageFailed
+from .errors import StageFailed
 from .progress import progress
 
 # The providers litellm has a batch API for (``litellm.acreate_batch``).
@@ -175,7 +175,7 @@ def _failed(example, reason):
 
 class _Caller:
     """One batch-API call with the client's retry policy: 429/5xx/connection errors retried with
-    backoff, a refused key a ConfigError, a 404 None where ``gone_ok``, anything else a StageFailed.
+    backoff, a refused key the client's ConfigError, a 404 None where ``gone_ok``, anything else a StageFailed.
 
     ``once``: a call that must not be repeated blindly (creating a batch): a timeout or a broken
     connection may hide a batch that was created, so only an explicit refusal is retried.
@@ -187,7 +187,7 @@ class _Caller:
     async def __call__(self, fn, *, gone_ok: bool = False, once: bool = False, **kwargs) -> Any:
         from litellm import APIConnectionError, Timeout
 
-        from .llm import FATAL_STATUS, RETRYABLE_STATUS, key_env
+        from .llm import FATAL_STATUS, RETRYABLE_STATUS
 
         o = self.client.options
         for attempt in range(o.max_retries + 1):
@@ -197,9 +197,7 @@ class _Caller:
             except Exception as exc:  # litellm maps provider errors onto openai's classes
                 status = getattr(exc, "status_code", None)
                 if status in FATAL_STATUS:
-                    raise ConfigError(
-                        f"{self.client.field}.model: the provider refused the key for {o.model!r} (HTTP {status}); "
-                        f"check the environment variable {key_env(o)}") from None
+                    raise self.client.refused_key(status) from None
                 if status == 404 and gone_ok:
                     return None
                 # litellm gives its timeouts and broken connections a status (408, 500) of their own.

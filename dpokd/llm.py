@@ -249,6 +249,11 @@ class LLMClient:
             key = "local"  # OpenAI-compatible local and vLLM servers accept any key, but the SDK wants one
         return key
 
+    def refused_key(self, status: int) -> ConfigError:
+        """The error for a 401/403: names the env var that holds the key, and nothing of the key."""
+        return ConfigError(f"{self.field}.model: the provider refused the key for {self.options.model!r} "
+                           f"(HTTP {status}); check the environment variable {key_env(self.options)}")
+
     def store(self, key: str, completion: Completion) -> None:
         self.context.cache.put(key, {
             "text": completion.text, "finish_reason": completion.finish_reason, "model": completion.model,
@@ -308,9 +313,7 @@ class LLMClient:
             except Exception as exc:  # litellm maps every provider error onto openai's classes
                 status = getattr(exc, "status_code", None)
                 if status in FATAL_STATUS:
-                    raise ConfigError(
-                        f"{self.field}.model: the provider refused the key for {o.model!r} (HTTP {status}); "
-                        f"check the environment variable {key_env(o)}") from None
+                    raise self.refused_key(status) from None
                 reason = f"{type(exc).__name__} (HTTP {status})" if status else type(exc).__name__
                 if status is not None and status not in RETRYABLE_STATUS:
                     return Completion.failed(example, reason)
