@@ -67,11 +67,11 @@ def bootstrap_ci(values: Sequence[float], *, seed: int = 0, rounds: int = 2000, 
 
 def passes(examples, texts: list[str], timeout: float = 3.0) -> list[bool]:
     """Whether each text, as code, passes its example's tests in the sandbox."""
-    from .sandbox import Limits, Sandbox, program_for
+    from .sandbox import Limits, Sandbox, job_for
 
-    programs = [program_for(e.code_prompt, extract_code(t, e.entry_point, e.code_prompt), e.tests, e.entry_point)
-                for e, t in zip(examples, texts)]
-    return [r.passed for r in Sandbox(Limits(timeout=timeout)).run_many(programs)]
+    jobs = [job_for(e.code_prompt, extract_code(t, e.entry_point, e.code_prompt), e.tests, e.entry_point)
+            for e, t in zip(examples, texts)]
+    return [r.passed for r in Sandbox(Limits(timeout=timeout)).run_many(jobs)]
 
 
 def humaneval_examples(raw_prompt: bool = False, problems_file=None):

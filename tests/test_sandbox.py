@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dpokd.sandbox import Limits, Sandbox, program_for
+from dpokd.sandbox import Job, Limits, Sandbox, job_for
 
 from .conftest import ROOT, run_cli
 
@@ -20,7 +20,7 @@ ESCAPE = "dpokd-sandbox-escape-marker"
 
 
 def sample(body: str) -> str:
-    return program_for(PROMPT, body, TESTS, "add_one")
+    return job_for(PROMPT, body, TESTS, "add_one")
 
 
 def live_uid_processes() -> int:
@@ -124,7 +124,8 @@ def test_hostile_code_is_judged_not_passed_and_the_machine_is_unharmed(sandbox, 
 def test_secrets_and_dpokd_settings_do_not_reach_the_program(sandbox, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-hostile-secret")
     monkeypatch.setenv("DPOKD_OFFLINE", "1")
-    probe = "import os, json\nprint(json.dumps(sorted(os.environ)))\ndef check(c):\n    pass\ncheck(None)\n"
+    probe = Job(code="import os, json\nprint(json.dumps(sorted(os.environ)))\ndef f():\n    return 1\n",
+                tests="def check(candidate):\n    assert candidate() == 1\n", entry_point="f")
     result = sandbox.run(probe)
     assert result.passed
     assert set(json.loads(result.stdout)) <= {"PATH", "LANG", "HOME", "LC_CTYPE"}

@@ -14,7 +14,7 @@ from dpokd.plugins.tasks.synthetic import SyntheticCodegen
 from dpokd.plugins.teachers.reference import ReferenceTeacher
 from dpokd.prompts import CODEGEN_TEMPLATE
 from dpokd.records import Example
-from dpokd.sandbox import Sandbox, program_for
+from dpokd.sandbox import Sandbox, job_for
 
 from .conftest import FIXTURES
 
@@ -106,8 +106,8 @@ def test_humaneval_has_164_problems_whose_canonical_solutions_pass():
     assert len(examples) == 164 and task.examples("train") == []
     assert examples[0].prompt == CODEGEN_TEMPLATE.format(problem=examples[0].code_prompt)
     assert HumanEvalTask(HumanEvalTask.Options(raw_prompt=True)).examples("eval")[0].prompt == examples[0].code_prompt
-    programs = [program_for(e.code_prompt, e.reference, e.tests, e.entry_point) for e in examples]
-    assert all(r.passed for r in Sandbox().run_many(programs))
+    jobs = [job_for(e.code_prompt, e.reference, e.tests, e.entry_point) for e in examples]
+    assert all(r.passed for r in Sandbox().run_many(jobs))
 
 
 @pytest.mark.parametrize("level", [1, 2, 3])
@@ -115,9 +115,9 @@ def test_synthetic_references_pass_all_their_tests(level):
     task = SyntheticCodegen(SyntheticCodegen.Options(levels=[level], n_train=40, n_eval=20))
     examples = task.examples("train") + task.examples("eval")
     assert all(e.tests.count("assert") >= 4 for e in examples)
-    programs = [program_for(None, e.reference, e.tests, e.entry_point) for e in examples]
-    assert all(r.passed for r in Sandbox().run_many(programs))
-    wrong = [program_for(None, f"def {e.entry_point}(*args):\n    return None\n", e.tests, e.entry_point) for e in examples]
+    jobs = [job_for(None, e.reference, e.tests, e.entry_point) for e in examples]
+    assert all(r.passed for r in Sandbox().run_many(jobs))
+    wrong = [job_for(None, f"def {e.entry_point}(*args):\n    return None\n", e.tests, e.entry_point) for e in examples]
     assert not any(r.passed for r in Sandbox().run_many(wrong))
 
 

@@ -14,7 +14,7 @@ import dpokd
 from dpokd.evaluation import bootstrap_ci, extract_code, humaneval_examples, pass_at_k
 from dpokd.progress import progress
 from dpokd.records import Example, Score
-from dpokd.sandbox import Limits, Sandbox, program_for
+from dpokd.sandbox import Job, Limits, Sandbox, job_for
 
 class _ExecutionOptions(dpokd.Options):
     samples: int = dpokd.Field(1, ge=1, description="completions per problem (pass@k needs k <= samples)")
@@ -27,13 +27,13 @@ class _ExecutionOptions(dpokd.Options):
 def score_completions(judge: str, system: str, examples: list[Example], texts: list[list[str]],
                       sandbox: Sandbox, ks: list[int], on_done=None) -> tuple[list[Score], list[dict]]:
     """pass@k for each k <= samples per problem, with a bootstrap CI on pass@1, and per-sample rows."""
-    programs, owners = [], []
+    jobs, owners = [], []
     for example, answers in zip(examples, texts):
         for text in answers:
             code = extract_code(text, example.entry_point, example.code_prompt)
-            programs.append(program_for(example.code_prompt, code, example.tests, example.entry_point))
+            jobs.append(job_for(example.code_prompt, code, example.tests, example.entry_point))
             owners.append(example.id)
-    results = sandbox.run_many(programs, on_done)
+    results = sandbox.run_many(jobs, on_done)
     correct: dict[str, list[bool]] = defaultdict(list)
     rows = []
     for owner, result in zip(owners, results):
@@ -119,9 +119,10 @@ def evaluate_samples_file(samples: Path, ks: list[int], *, problems: Path | None
     unknown = sorted({r.get("task_id") for r in rows} - set(table))
     if unknown:
         raise dpokd.DpokdError(f"{samples}: {len(unknown)} task_id(s) are not in the problems file (first: {unknown[0]})")
-    programs = [table[r["task_id"]]["prompt"] + r["completion"] + "\n" + table[r["task_id"]]["test"] + "\n"
-                + f"check({table[r['task_id']]['entry_point']})" for r in rows]
-    results = Sandbox(Limits(timeout=timeout), workers=workers).run_many(programs)
+    problems_of = [table[r["task_id"]] for r in rows]
+    jobs = [Job(code=p["prompt"] + r["completion"], tests=p["test"], entry_point=p["entry_point"], context=p["prompt"])
+            for p, r in zip(problems_of, rows)]
+    results = Sandbox(Limits(timeout=timeout), workers=workers).run_many(jobs)
     correct: dict[str, list[bool]] = defaultdict(list)
     for row, result in zip(rows, results):
         correct[row["task_id"]].append(result.passed)
