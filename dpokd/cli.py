@@ -174,7 +174,8 @@ def humaneval(samples: Path, ks: str, problem_file: Path | None, strict: bool, f
             if k > fewest:
                 click.echo(f"pass@{k}: not reported (needs {k} samples of every problem; the fewest is {fewest})")
     subset = "" if report.n == report.problems else " (a subset: not comparable with the full benchmark's figures)"
-    click.echo(f"problems: {report.n} of {report.problems}{subset}, {report.samples} samples")
+    plural = "" if report.samples == 1 else "s"
+    click.echo(f"{report.n} of {report.problems} problems scored{subset}, {report.samples} sample{plural}")
     click.echo(f"per-sample results: {report.results}")
 
 

@@ -112,7 +112,7 @@ def test_a_subset_says_so_and_strict_refuses_it(subset):
     assert text.returncode == 0, text.stderr
     assert text.stdout.startswith("pass@1: ")
     assert "pass@10: not reported (needs 10 samples of every problem; the fewest is 3)" in text.stdout
-    assert "problems: 20 of 164 (a subset" in text.stdout
+    assert "20 of 164 problems scored (a subset" in text.stdout
     strict = run_cli("humaneval", str(ours), "--strict")
     assert strict.returncode == 2
     assert "covers 20 of 164 problems" in strict.stderr and "--strict" in strict.stderr
@@ -122,7 +122,8 @@ def test_a_subset_says_so_and_strict_refuses_it(subset):
 CUSTOM = [
     {"task_id": "Custom/0", "entry_point": "double", "prompt": "def double(x):\n",
      "test": "def check(candidate):\n    assert candidate(2) == 4\n    assert candidate(-3) == -6\n"},
-    # the test calls a helper only the prompt defines, as HumanEval/32's test calls `poly`
+    # the test calls a helper only the prompt defines, as HumanEval/32's test calls `poly`; the prompt
+    # ends at the signature, with no docstring, so on its own it does not compile
     {"task_id": "Custom/1", "entry_point": "sum_sq",
      "prompt": "def sq(x):\n    return x * x\n\n\ndef sum_sq(xs):\n",
      "test": "def check(candidate):\n    assert candidate([1, 2, 3]) == sum(sq(x) for x in [1, 2, 3])\n"},
