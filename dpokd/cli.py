@@ -71,7 +71,8 @@ def train(spec: Path, pairs_path: Path, output: Path, adapter: Path | None) -> N
 @cli.command()
 @click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 def validate(specs: tuple[Path, ...]) -> None:
-    """Check SPECS without running them."""
+    """Check SPECS without running them, their API models against litellm's model map included."""
+    from .models import check_spec
     from .spec import load_spec
 
     out, err = _console(), _console(stderr=True)
@@ -82,6 +83,13 @@ def validate(specs: tuple[Path, ...]) -> None:
         except DpokdError as exc:
             failed += 1
             err.print(f"[red]invalid[/] {escape(str(exc))}")
+            continue
+        issues = check_spec(spec)
+        for issue in issues:
+            label = "[red]invalid[/]" if issue.level == "error" else "[yellow]warning[/]"
+            err.print(f"{label} {escape(f'{path}: {issue}')}")
+        if any(issue.level == "error" for issue in issues):
+            failed += 1
         else:
             out.print(f"[green]ok[/] {path} ({spec.run.mode}, {spec.teacher.plugin} -> {spec.student.plugin})")
     if failed:

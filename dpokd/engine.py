@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from . import models
 from .contamination import overlapping
 from .errors import ConfigError
 from .interfaces import Context, Student, System
@@ -62,6 +63,7 @@ class Engine:
 
     def prepare(self) -> list[Example]:
         """Everything that can fail cheaply fails here, before the first paid call or file."""
+        models.preflight(self.spec, self.context)  # retired or unpriced API models
         for plugin in (self.teacher, *self.judges, self.student, self.task):
             plugin.preflight()
         self.run.create(self.fresh)

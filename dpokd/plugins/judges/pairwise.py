@@ -46,7 +46,8 @@ class PairwiseJudge(dpokd.Judge):
     name = "llm-pairwise"
 
     class Options(LLMOptions):
-        model: str = dpokd.Field("gpt-4-turbo", description="the judge model (any litellm model string)")
+        model: str = dpokd.Field("gpt-5.5-2026-04-23", description="the judge model (any litellm model string); "
+                                 "a dated snapshot, so the judge does not change under a finished run")
         system_prompt: str | None = dpokd.Field(SYSTEM_PROMPT, description="the judge's instructions")
         max_tokens: int | None = dpokd.Field(1024, ge=1, description="most tokens per verdict")
         baseline: str = dpokd.Field("student@base", description="the system every other system is compared with")
