@@ -5,6 +5,8 @@ translates for Azure, Vertex AI and Bedrock. Each request's batch id is recorded
 directory the moment the batch exists, so a run stopped while it waits (Ctrl-C, a crash, a
 closed laptop) resumes polling the same batch on the next run instead of paying for it twice.
 Every answer in a finished batch is cached, even one no longer asked for: it was paid for.
+Under ``max_usd`` a batch holds only as many requests as the run's remaining budget covers at
+their worst case (prompt plus ``max_tokens`` at the batch price), and batches go one at a time.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .errors import StageFailed
+from .errors import ConfigError, StageFailed
 from .progress import progress
 
 # The providers litellm has a batch API for (``litellm.acreate_batch``).
@@ -28,9 +30,17 @@ class PendingBatches:
     """Which batch each submitted request is waiting in: ``cache_dir/batches``, kept by ``cache clear``."""
 
     def __init__(self, cache_dir: str | Path):
+        import sqlite3
+
         import diskcache
 
-        self._store = diskcache.Cache(str(Path(cache_dir) / "batches"))
+        path = Path(cache_dir) / "batches"
+        try:
+            self._store = diskcache.Cache(str(path))
+        except sqlite3.DatabaseError as exc:
+            raise ConfigError(f"{path / 'cache.db'}: the record of submitted batches is not a readable SQLite "
+                              f"database ({exc}). Delete the folder {path} (batches still running are then submitted "
+                              "and paid for again), or point run.cache_dir at another folder") from None
 
     def get(self, key: str) -> str | None:
         record = self._store.get(key)
@@ -123,10 +133,14 @@ async def run_batches(client, litellm, examples, prompts, keys, todo, results, l
                 await submit(chunk)
             await wait(advance)
         else:
-            # A batch's cost is known only when it ends: under a budget, batches go one at a time.
-            for chunk in chunks:
-                if client.usage.cost_usd >= o.max_usd:
+            # A batch's cost is known only when it ends: under a budget, batches go one at a time,
+            # each as large as the remaining budget covers at its requests' worst case.
+            queue = fresh
+            while queue:
+                chunk = _affordable(client, litellm, queue[:o.batch_max_requests], indices, prompts)
+                if not chunk:
                     break
+                queue = queue[len(chunk):]
                 await submit(chunk)
                 await wait(advance)
 
@@ -158,13 +172,28 @@ async def _collect(client, litellm, call, credentials, batch, indices, examples,
                 fields = client.answer_fields(litellm, choice["message"].get("content"), choice.get("finish_reason"),
                                               body.get("model"), body.get("usage") or {}, batch=True)
                 completions = [client.verdict(e, fields, validate) for e in asked or [Example(id=key, prompt="")]]
-                if completions[0].ok:
-                    client.store(key, completions[0])
-                else:
+                client.store(key, completions[0])  # an answer or a refusal
+                if not completions[0].ok:
                     client.usage.failed += 1
             for i, completion in zip(indices.get(key, []), completions):
                 results[i] = completion
     return answered
+
+
+def _affordable(client, litellm, keys: list[str], indices, prompts) -> list[str]:
+    """The longest prefix of ``keys`` whose worst-case batch cost the run's remaining budget covers."""
+    from .llm import BUDGET_SLACK
+
+    room = client.options.max_usd * (1 + BUDGET_SLACK) - client.spent()
+    chunk: list[str] = []
+    for key in keys:
+        need = client.worst_case(litellm, prompts[indices[key][0]], batch=True)
+        if need > room:
+            client._blocked_need = need
+            break
+        room -= need
+        chunk.append(key)
+    return chunk
 
 
 def _failed(example, reason):
@@ -208,4 +237,9 @@ class _Caller:
                         f"{self.client.field}: the batch API call {fn.__name__} failed: {type(exc).__name__}"
                         f"{f' (HTTP {status})' if status else ''}: {str(exc)[:200]}. Submitted batches are recorded "
                         "in the cache directory; re-run to resume them") from None
-                await asyncio.sleep(self.client._backoff(attempt, exc))
+                wait = self.client._backoff(attempt, exc)
+                if wait is None:
+                    raise StageFailed(f"{self.client.field}: the batch API call {fn.__name__} failed: "
+                                      f"{self.client.too_long(exc)}. Submitted batches are recorded in the cache "
+                                      "directory; re-run to resume them") from None
+                await asyncio.sleep(wait)

@@ -3,19 +3,34 @@
 The key is a versioned hash of the canonical request (model, api_base, messages, sampling
 parameters). Nothing that leaves the answer unchanged (timeouts, retries, concurrency) and no
 secret is part of it. Student generations share the cache, keyed by the student's fingerprint.
+
+A provider's refusal (a safety block) is a deterministic answer too: it is cached, marked
+``refused``, and replayed as a failed answer until asked again (``--retry-refused``). Within a
+run, every key read or written is appended to the run's ``cache_keys.txt``: exactly what
+``dpokd export`` puts in a replay bundle.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import pickle
+import re
+import sqlite3
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
+
+from .errors import ConfigError
 
 KEY_VERSION = "v1"
 # The sampling parameters that change an answer; everything else is left out of the key.
 SAMPLING_KEYS = ("temperature", "top_p", "max_tokens", "stop", "seed", "n")
+KEY_PATTERN = re.compile(r"^v1:[0-9a-f]{64}$")
+JOURNAL = "cache_keys.txt"
+# What reading a damaged entry raises: SQLite's own errors, and pickle's on a garbled value.
+_UNREADABLE = (sqlite3.DatabaseError, pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
+               ImportError, IndexError)
 
 
 def request_key(request: dict[str, Any]) -> str:
@@ -36,29 +51,123 @@ def text_request(model: str, api_base: str | None, prompt: str, **sampling: Any)
     return {"kind": "text", "model": model, "api_base": api_base, "prompt": prompt, **params}
 
 
-class ResponseCache:
-    """A diskcache store under ``cache_dir/responses``, with hit and miss counts per process."""
+def entry_problem(value: Any) -> str | None:
+    """What is wrong with a cached value, or None: every entry has a ``text``; a refusal, its ``error``."""
+    if not isinstance(value, dict):
+        return f"not a record but a {type(value).__name__}"
+    if not isinstance(value.get("text"), str):
+        return "missing its 'text' field" if "text" not in value else "a 'text' that is not a string"
+    if value.get("refused") and not isinstance(value.get("error"), str):
+        return "a refusal without its 'error' field"
+    return None
 
-    def __init__(self, cache_dir: str | Path):
+
+def is_refusal(value: dict[str, Any]) -> bool:
+    return value.get("refused") is True
+
+
+class ResponseCache:
+    """A diskcache store under ``cache_dir/responses``, with hit and miss counts per process.
+
+    ``journal``: a file each key read or written is appended to, once (a run's ``cache_keys.txt``).
+    """
+
+    def __init__(self, cache_dir: str | Path, journal: Path | None = None):
         import diskcache
 
         self.dir = Path(cache_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self._store = diskcache.Cache(str(self.dir / "responses"))
+        self.responses = self.dir / "responses"
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise ConfigError(f"{self.dir}: the cache directory is a file; point run.cache_dir (or --cache-dir) "
+                              "at a directory") from None
+        try:
+            self._store = diskcache.Cache(str(self.responses))
+        except sqlite3.DatabaseError as exc:
+            raise self._broken(exc) from None
+        self.journal = journal
+        self._journaled: set[str] = set()
         self.hits = 0
         self.misses = 0
 
+    def _broken(self, exc: Exception) -> ConfigError:
+        return ConfigError(
+            f"{self.responses / 'cache.db'}: the response cache is not a readable SQLite database ({exc}). Delete "
+            f"the folder {self.responses} to start an empty cache (its answers are asked again, and paid for), "
+            "or point run.cache_dir (or --cache-dir) at another folder")
+
+    def _read(self, key: str) -> Any:
+        try:
+            return self._store.get(key)
+        except sqlite3.DatabaseError as exc:
+            raise self._broken(exc) from None
+        except _UNREADABLE as exc:
+            raise self._bad_entry(key, f"unreadable ({type(exc).__name__}: {exc})") from None
+
+    def _bad_entry(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(
+            f"{self.responses}: the cached entry {key} is {problem}. Remove it with `dpokd cache clear --key {key} "
+            f"--cache-dir {self.dir}` and re-run: that one answer is asked again")
+
     def get(self, key: str) -> dict[str, Any] | None:
-        value = self._store.get(key)
+        value = self._read(key)
         if value is None:
             self.misses += 1
-        else:
-            self.hits += 1
+            return None
+        if (problem := entry_problem(value)) is not None:
+            raise self._bad_entry(key, problem)
+        self.hits += 1
+        self._record(key)
         return value
 
     def put(self, key: str, value: dict[str, Any]) -> None:
         """Store one answer durably (diskcache commits each write to SQLite)."""
-        self._store.set(key, {**value, "stored_at": time.time()})
+        try:
+            self._store.set(key, {**value, "stored_at": time.time()})
+        except sqlite3.DatabaseError as exc:
+            raise self._broken(exc) from None
+        self._record(key)
+
+    def _record(self, key: str) -> None:
+        if self.journal is None or key in self._journaled or not self.journal.parent.is_dir():
+            return
+        self._journaled.add(key)
+        with open(self.journal, "a", encoding="utf-8") as fh:
+            fh.write(key + "\n")
+
+    # -- whole-cache operations -------------------------------------------------------------------
+    def items(self, keys: Iterable[str]) -> Iterator[tuple[str, dict[str, Any] | None]]:
+        """The stored values of ``keys`` as they are (None where absent), checked, not counted."""
+        for key in keys:
+            value = self._read(key)
+            if value is not None and (problem := entry_problem(value)) is not None:
+                raise self._bad_entry(key, problem)
+            yield key, value
+
+    def add(self, entries: Iterable[tuple[str, dict[str, Any]]]) -> int:
+        """Store entries as given (a replay bundle's), in one transaction. Returns how many."""
+        n = 0
+        with self._store.transact():
+            for key, value in entries:
+                self._store.set(key, value)
+                n += 1
+        return n
+
+    def delete(self, keys: Iterable[str]) -> int:
+        """Remove these entries; returns how many were there (a damaged one included)."""
+        return sum(bool(self._store.delete(key)) for key in keys)
+
+    def refused_keys(self) -> list[str]:
+        keys = []
+        for key in list(self._store.iterkeys()):
+            try:
+                value = self._store.get(key)
+            except _UNREADABLE:
+                continue
+            if isinstance(value, dict) and is_refusal(value):
+                keys.append(key)
+        return keys
 
     def save_counts(self) -> None:
         """Record this run's hits and misses for ``dpokd cache stats``."""
@@ -66,13 +175,21 @@ class ResponseCache:
 
     def stats(self) -> dict[str, Any]:
         last_file = self.dir / "last_run.json"
-        last = json.loads(last_file.read_text()) if last_file.exists() else {"hits": 0, "misses": 0}
+        try:
+            last = json.loads(last_file.read_text()) if last_file.exists() else {}
+        except ValueError:
+            last = {}
+        try:
+            entries, volume = len(self._store), self._store.volume()
+        except sqlite3.DatabaseError as exc:
+            raise self._broken(exc) from None
         return {
             "directory": str(self.dir),
-            "entries": len(self._store),
-            "size_bytes": self._store.volume(),
-            "last_run_hits": last["hits"],
-            "last_run_misses": last["misses"],
+            "entries": entries,
+            "refusals": len(self.refused_keys()),
+            "size_bytes": volume,
+            "last_run_hits": last.get("hits", 0),
+            "last_run_misses": last.get("misses", 0),
             "requests_waiting_in_batches": self._waiting_in_batches(),
         }
 

@@ -43,14 +43,15 @@ class Context:
     offline: bool = False
     seed: int = 0
     console: "Console | None" = None
+    retry_refused: bool = False  # ask again where the cache holds a provider's refusal
     _cache: "ResponseCache | None" = field(default=None, repr=False)
 
     @property
     def cache(self) -> "ResponseCache":
         if self._cache is None:
-            from .cache import ResponseCache
+            from .cache import JOURNAL, ResponseCache
 
-            self._cache = ResponseCache(self.cache_dir)
+            self._cache = ResponseCache(self.cache_dir, journal=self.run_dir / JOURNAL if self.run_dir else None)
         return self._cache
 
     def log(self, message: str) -> None:

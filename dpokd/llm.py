@@ -1,25 +1,30 @@
 """The shared LLM client: every plugin that calls an API (teachers, the LLM judge) goes through it.
 
 It gives bounded concurrency, rpm/tpm limits, retries with exponential backoff and jitter that
-honour Retry-After, the response cache (each answer stored the moment it arrives), offline
-replay, failure accounting, token and dollar accounting, and a hard ``max_usd`` budget.
+honour Retry-After up to ``max_retry_wait``, the response cache (each answer stored the moment it
+arrives, a provider's refusal included), offline replay, failure accounting, token and dollar
+accounting, and a hard ``max_usd`` budget per run: each request's worst-case cost is reserved
+before it is sent, and what earlier invocations of the run spent counts (``spend.jsonl``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 import os
 import random
 import time
 import warnings
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from pydantic import Field, model_validator
 
-from .cache import chat_request, request_key, text_request
+from .cache import chat_request, is_refusal, request_key, text_request
 from .errors import BudgetExceeded, ConfigError, OfflineCacheMiss, StageFailed
 from .interfaces import Context, Options
 from .progress import progress
@@ -41,6 +46,9 @@ KEY_ENV = {
 FAILED_FINISH_REASONS = {"content_filter", "safety", "recitation", "blocked"}
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504, 529}
 FATAL_STATUS = {401, 403}
+SPEND_FILE = "spend.jsonl"
+# Budget comparisons forgive float rounding: five answers of $0.01 fit a budget of $0.05.
+BUDGET_SLACK = 1e-9
 
 
 class LLMOptions(Options):
@@ -60,7 +68,11 @@ class LLMOptions(Options):
     tpm: int | None = Field(None, ge=1, description="most tokens (estimated before, counted after) per minute")
     max_retries: int = Field(6, ge=0, description="retries of a 429, 5xx, timeout or connection error")
     timeout: float = Field(120.0, gt=0, description="seconds before one request is abandoned and retried")
-    max_usd: float | None = Field(None, gt=0, description="hard budget in US dollars for one invocation; reaching it stops the stage")
+    max_retry_wait: float = Field(60.0, gt=0, description="longest Retry-After honoured, in seconds; a provider "
+                                  "asking for a longer wait fails that answer at once")
+    max_usd: float | None = Field(None, gt=0, description="hard budget in US dollars for the whole run, earlier "
+                                  "invocations included: each request's worst case (prompt plus max_tokens) is "
+                                  "reserved before it is sent, and one it cannot cover stops the stage (exit 4)")
     max_failure_share: float = Field(0.1, ge=0, le=1, description="share of failed answers above which the stage stops")
     usd_per_million_input: float | None = Field(None, ge=0, description="price override, for models litellm has no price for")
     usd_per_million_output: float | None = Field(None, ge=0, description="price override, for models litellm has no price for")
@@ -177,6 +189,12 @@ class LLMClient:
         self.text = text
         self.empty_ok = empty_ok
         self.usage = Usage()
+        self._spent_before: float | None = None
+        self._reserved = 0.0
+        self._holders = 0
+        self._blocked_need = 0.0
+        self._budget_spent_out = False
+        self._budget_changed: asyncio.Condition | None = None
 
     # -- public ----------------------------------------------------------------------------------
     def messages(self, prompt: str) -> list[dict[str, str]]:
@@ -204,7 +222,8 @@ class LLMClient:
         """One Completion per example, in order: cached where possible, else asked for.
 
         ``validate(text) -> reason | None`` can reject an answer (e.g. an unparseable verdict):
-        a rejected answer is a failure and is not cached.
+        a rejected answer is a failure and is not cached. A cached refusal comes back as the failed
+        answer it was, unless the context asks to retry refusals.
         """
         prompts = prompts if prompts is not None else [e.prompt for e in examples]
         cache = self.context.cache
@@ -213,11 +232,11 @@ class LLMClient:
         todo: list[int] = []
         for i, (example, key) in enumerate(zip(examples, keys)):
             hit = cache.get(key)
-            if hit is not None and (validate is None or validate(hit["text"]) is None):
-                results[i] = Completion.of(example, hit["text"], finish_reason=hit.get("finish_reason"),
-                                           model=hit.get("model"), prompt_tokens=hit.get("prompt_tokens", 0),
-                                           completion_tokens=hit.get("completion_tokens", 0),
-                                           cost_usd=hit.get("cost_usd", 0.0), cached=True)
+            if hit is not None and is_refusal(hit) and not self.context.retry_refused:
+                results[i] = Completion.failed(example, hit["error"], **_fields(hit), cached=True)
+                self.usage.cached += 1
+            elif hit is not None and not is_refusal(hit) and (validate is None or validate(hit["text"]) is None):
+                results[i] = Completion.of(example, hit["text"], **_fields(hit), cached=True)
                 self.usage.cached += 1
             else:
                 todo.append(i)
@@ -225,21 +244,23 @@ class LLMClient:
             raise OfflineCacheMiss(len(todo), [examples[i].id for i in todo])
         if todo:
             check_key(self.options, self.field, offline=False)
+            if self.options.max_usd is not None:  # an unpriceable model fails here, before any request
+                self.worst_case(import_litellm(), prompts[todo[0]], batch=self.options.batch and not self.text)
             run = self._run_batches if self.options.batch and not self.text else self._run
             asyncio.run(run(examples, prompts, keys, todo, results, label or self.field, validate))
         done = [r for r in results if r is not None]
         failed = [r for r in done if not r.ok]
         if len(done) < len(results):
-            raise BudgetExceeded(
-                f"{self.field}.max_usd: budget of ${self.options.max_usd:.4f} reached after ${self.usage.cost_usd:.4f}; "
-                f"{len(done) - len(failed)} of {len(results)} answers are cached. Re-run to continue "
-                "(a new invocation has a new budget), or raise max_usd."
-            )
+            raise self.budget_exceeded(len(done) - len(failed), len(results))
         if failed and len(failed) / len(results) > self.options.max_failure_share:
             reasons = sorted({f.error or "?" for f in failed})[:3]
+            refused = sum(r.finish_reason in FAILED_FINISH_REASONS for r in failed)
+            again = (f"; {refused} are the provider's refusals, cached as such: --retry-refused asks again"
+                     if refused else "")
             raise StageFailed(
                 f"{self.field}: {len(failed)} of {len(results)} answers failed ({'; '.join(reasons)}), more than "
-                f"max_failure_share = {self.options.max_failure_share}; successful answers are cached, re-run to retry the rest"
+                f"max_failure_share = {self.options.max_failure_share}; successful answers are cached, re-run to "
+                f"retry the rest{again}"
             )
         return done
 
@@ -254,11 +275,111 @@ class LLMClient:
         return ConfigError(f"{self.field}.model: the provider refused the key for {self.options.model!r} "
                            f"(HTTP {status}); check the environment variable {key_env(self.options)}")
 
-    def store(self, key: str, completion: Completion) -> None:
-        self.context.cache.put(key, {
-            "text": completion.text, "finish_reason": completion.finish_reason, "model": completion.model,
-            "prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens,
-            "cost_usd": completion.cost_usd})
+    def store(self, key: str, completion: Completion) -> bool:
+        """Cache an answer, or a refusal (the provider's deterministic verdict); True if it was either."""
+        value = {"text": completion.text, "finish_reason": completion.finish_reason, "model": completion.model,
+                 "prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens,
+                 "cost_usd": completion.cost_usd}
+        if not completion.ok:
+            if completion.finish_reason not in FAILED_FINISH_REASONS:
+                return False  # a transport failure, an empty or unparseable answer: asked again next time
+            value.update(refused=True, error=completion.error)
+        self.context.cache.put(key, value)
+        return True
+
+    # -- the budget ------------------------------------------------------------------------------
+    def spent(self) -> float:
+        """Dollars this run has spent through this plugin: earlier invocations (``spend.jsonl``) and this one."""
+        if self._spent_before is None:
+            self._spent_before = _read_spend(self._spend_file(), self.field)
+        return self._spent_before + self.usage.cost_usd
+
+    def _spend_file(self) -> Path | None:
+        run_dir = self.context.run_dir
+        return Path(run_dir) / SPEND_FILE if run_dir is not None else None
+
+    def _record_spend(self, cost: float) -> None:
+        path = self._spend_file()
+        if cost > 0 and path is not None and path.parent.is_dir():
+            with open(path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps({"field": self.field, "usd": cost}) + "\n")
+
+    def worst_case(self, litellm, prompt: str, *, batch: bool = False) -> float:
+        """The most one request can cost: its prompt's tokens plus ``max_tokens``, at the model's price."""
+        o = self.options
+        if self.text:
+            prompt_tokens = litellm.token_counter(model=o.model, text=prompt)
+        else:
+            prompt_tokens = litellm.token_counter(model=o.model, messages=self.messages(prompt))
+        completion_tokens = o.max_tokens
+        if completion_tokens is None:
+            try:
+                completion_tokens = litellm.get_model_info(o.model).get("max_output_tokens")
+            except Exception:  # a model litellm's map does not know
+                completion_tokens = None
+            if not completion_tokens:
+                raise ConfigError(f"{self.field}.max_usd: the most an answer of {o.model!r} can cost is unknown; "
+                                  f"set {self.field}.max_tokens")
+        cost = self.price(litellm, prompt_tokens, completion_tokens, batch=batch)
+        if cost is None:
+            raise ConfigError(f"{self.field}.max_usd: litellm has no price for {o.model!r}, so the budget cannot be "
+                              f"kept; set {self.field}.usd_per_million_input and usd_per_million_output")
+        return cost
+
+    def price(self, litellm, prompt_tokens: int, completion_tokens: int, *, batch: bool = False) -> float | None:
+        """Dollars for these tokens: the spec's price override, else litellm's (batch) price; None if unknown."""
+        o = self.options
+        if o.usd_per_million_input is not None or o.usd_per_million_output is not None:
+            return (prompt_tokens * (o.usd_per_million_input or 0)
+                    + completion_tokens * (o.usd_per_million_output or 0)) / 1e6
+        try:
+            with warnings.catch_warnings():  # litellm's own pydantic deprecations, once per call
+                warnings.simplefilter("ignore")
+                if batch:
+                    from litellm.cost_calculator import batch_cost_calculator
+
+                    usage = litellm.Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                                          total_tokens=prompt_tokens + completion_tokens)
+                    return float(sum(batch_cost_calculator(usage, model=o.model)))
+                return float(sum(litellm.cost_per_token(model=o.model, prompt_tokens=prompt_tokens,
+                                                        completion_tokens=completion_tokens)))
+        except Exception:  # a model litellm has no price for
+            return None
+
+    def budget_exceeded(self, answered: int, total: int) -> BudgetExceeded:
+        o = self.options
+        earlier = self._spent_before or 0.0
+        before = f" (${earlier:.4f} of it in earlier invocations)" if earlier > 0 else ""
+        need = f", and the next request could cost up to ${self._blocked_need:.4f}" if self._blocked_need else ""
+        return BudgetExceeded(
+            f"{self.field}.max_usd: this run's budget of ${o.max_usd:.4f} cannot cover another request: "
+            f"${self.spent():.4f} spent{before}{need}. {answered} of {total} answers are cached and are not paid "
+            f"for again; raise {self.field}.max_usd to continue")
+
+    async def _reserve(self, need: float) -> bool:
+        """Hold ``need`` dollars of the budget; False when it cannot be covered even with nothing in flight."""
+        async with self._budget_changed:
+            while True:
+                if self._budget_spent_out:
+                    return False
+                if self.spent() + self._reserved + need <= self.options.max_usd * (1 + BUDGET_SLACK):
+                    self._reserved += need
+                    self._holders += 1
+                    return True
+                if not self._holders:  # else in-flight requests may come in under their worst case: wait for them
+                    self._budget_spent_out = True
+                    self._blocked_need = need
+                    self._budget_changed.notify_all()
+                    return False
+                await self._budget_changed.wait()
+
+    async def _release(self, need: float) -> None:
+        async with self._budget_changed:
+            self._reserved -= need
+            self._holders -= 1
+            if not self._holders:
+                self._reserved = 0.0  # no float residue
+            self._budget_changed.notify_all()
 
     # -- the async engine ------------------------------------------------------------------------
     async def _run_batches(self, examples, prompts, keys, todo, results, label, validate) -> None:
@@ -270,20 +391,23 @@ class LLMClient:
         litellm = import_litellm()
         semaphore = asyncio.Semaphore(self.options.max_concurrency)
         limiter = _Limiter(self.options.rpm, self.options.tpm)
-        stop = asyncio.Event()
+        budgeted = self.options.max_usd is not None
+        self._budget_changed = asyncio.Condition()
+        self._budget_spent_out = False
 
         async def one(i: int) -> None:
             async with semaphore:
-                if stop.is_set():
+                need = self.worst_case(litellm, prompts[i]) if budgeted else 0.0
+                if budgeted and not await self._reserve(need):
                     return
-                if self.options.max_usd is not None and self.usage.cost_usd >= self.options.max_usd:
-                    stop.set()
-                    return
-                completion = await self._ask(litellm, limiter, examples[i], prompts[i], validate)
+                try:
+                    completion = await self._ask(litellm, limiter, examples[i], prompts[i], validate)
+                finally:
+                    if budgeted:
+                        await self._release(need)
                 results[i] = completion
-                if completion.ok:
-                    self.store(keys[i], completion)
-                else:
+                self.store(keys[i], completion)
+                if not completion.ok:
                     self.usage.failed += 1
                 advance(1, status=f"failed {self.usage.failed}  ${self.usage.cost_usd:.4f}")
 
@@ -319,7 +443,10 @@ class LLMClient:
                     return Completion.failed(example, reason)
                 if attempt == o.max_retries:
                     break
-                await asyncio.sleep(self._backoff(attempt, exc))
+                wait = self._backoff(attempt, exc)
+                if wait is None:
+                    return Completion.failed(example, f"{reason}: {self.too_long(exc)}")
+                await asyncio.sleep(wait)
                 continue
             choice = response.choices[0]
             usage = getattr(response, "usage", None)
@@ -329,16 +456,17 @@ class LLMClient:
             return self.verdict(example, fields, validate)
         return Completion.failed(example, f"{reason} after {o.max_retries + 1} attempts")
 
-    @staticmethod
-    def _backoff(attempt: int, exc: Exception) -> float:
-        response = getattr(exc, "response", None)
-        retry_after = getattr(response, "headers", {}).get("retry-after") if response is not None else None
-        try:
-            if retry_after is not None:
-                return float(retry_after)
-        except ValueError:
-            pass
-        return min(30.0, 0.5 * 2**attempt) * random.uniform(0.5, 1.5)
+    def _backoff(self, attempt: int, exc: Exception) -> float | None:
+        """Seconds to wait before retrying: the provider's Retry-After, else exponential backoff with
+        jitter. None when the provider asks for longer than ``max_retry_wait``: not worth waiting for."""
+        wait = retry_after(exc)
+        if wait is None:
+            return min(30.0, 0.5 * 2**attempt) * random.uniform(0.5, 1.5)
+        return wait if wait <= self.options.max_retry_wait else None
+
+    def too_long(self, exc: Exception) -> str:
+        return (f"the provider asked to retry after {retry_after(exc):g} s, longer than "
+                f"{self.field}.max_retry_wait = {self.options.max_retry_wait:g} s")
 
     def answer_fields(self, litellm, text: str | None, finish_reason: str | None, model: str | None, usage: Any,
                       *, response: Any = None, batch: bool = False) -> dict[str, Any]:
@@ -350,19 +478,8 @@ class LLMClient:
         get = usage.get if isinstance(usage, dict) else (lambda name, default=None: getattr(usage, name, default))
         prompt_tokens = get("prompt_tokens", 0) or 0
         completion_tokens = get("completion_tokens", 0) or 0
-        if o.usd_per_million_input is not None or o.usd_per_million_output is not None:
-            cost = (prompt_tokens * (o.usd_per_million_input or 0) + completion_tokens * (o.usd_per_million_output or 0)) / 1e6
-        elif batch:
-            from litellm.cost_calculator import batch_cost_calculator
-
-            try:
-                usage_obj = litellm.Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                                          total_tokens=prompt_tokens + completion_tokens)
-                with warnings.catch_warnings():  # litellm's own pydantic deprecations, once per answer
-                    warnings.simplefilter("ignore")
-                    cost = sum(batch_cost_calculator(usage_obj, model=o.model))
-            except Exception:  # a model litellm has no price for
-                cost = 0.0
+        if batch or o.usd_per_million_input is not None or o.usd_per_million_output is not None:
+            cost = self.price(litellm, prompt_tokens, completion_tokens, batch=batch)
         else:
             # litellm prices every response already (None: a model it has no price for); asking it
             # again costs milliseconds of CPU per call.
@@ -374,10 +491,12 @@ class LLMClient:
                 except Exception:  # a model litellm has no price for
                     cost = 0.0
         cost = float(cost or 0.0)
+        self.spent()  # the earlier invocations' spend is read before this answer's is added
         self.usage.requests += 1
         self.usage.prompt_tokens += prompt_tokens
         self.usage.completion_tokens += completion_tokens
         self.usage.cost_usd += cost
+        self._record_spend(cost)
         return dict(text=text or "", finish_reason=finish_reason, model=model, prompt_tokens=prompt_tokens,
                     completion_tokens=completion_tokens, cost_usd=cost)
 
@@ -391,3 +510,65 @@ class LLMClient:
         if validate is not None and (problem := validate(text)) is not None:
             return Completion.failed(example, problem, **fields)
         return Completion.of(example, **fields)
+
+
+def _fields(hit: dict[str, Any]) -> dict[str, Any]:
+    """A cached entry's fields as a Completion's."""
+    return dict(finish_reason=hit.get("finish_reason"), model=hit.get("model"),
+                prompt_tokens=hit.get("prompt_tokens", 0), completion_tokens=hit.get("completion_tokens", 0),
+                cost_usd=hit.get("cost_usd", 0.0))
+
+
+def retry_after(exc: Exception) -> float | None:
+    """The wait in seconds a provider's error asks for (``Retry-After``, or ``retry-after-ms``), or None.
+
+    litellm keeps the headers on ``exc.response`` for OpenAI-style providers and in
+    ``litellm_response_headers`` for others (Gemini). An unreadable or non-finite value reads as
+    infinitely long, so that it is never waited for.
+    """
+    from email.utils import parsedate_to_datetime
+
+    response = getattr(exc, "response", None)
+    for headers in (getattr(response, "headers", None), getattr(exc, "litellm_response_headers", None)):
+        if not headers:
+            continue
+        if (ms := headers.get("retry-after-ms")) is not None:
+            try:
+                return _finite(float(ms) / 1000)
+            except ValueError:
+                return math.inf
+        if (value := headers.get("retry-after")) is not None:
+            try:
+                return _finite(float(value))
+            except ValueError:
+                pass
+            try:
+                return _finite(parsedate_to_datetime(value).timestamp() - time.time())
+            except (TypeError, ValueError, IndexError, OverflowError):
+                return math.inf
+    return None
+
+
+def _finite(seconds: float) -> float:
+    return max(0.0, seconds) if math.isfinite(seconds) else math.inf
+
+
+def _read_spend(path: Path | None, field: str) -> float:
+    """Dollars ``field`` spent in the run's earlier invocations; a line cut short by a kill is skipped."""
+    if path is None or not path.exists():
+        return 0.0
+    total = 0.0
+    lines = path.read_text(encoding="utf-8").split("\n")
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if row["field"] == field:
+                total += float(row["usd"])
+        except (ValueError, KeyError, TypeError):
+            if number == len(lines):  # the last line, without its newline: the write a kill interrupted
+                continue
+            raise ConfigError(f"{path}: line {number} is not a spend record; the run's spend so far cannot be "
+                              "known. Restore the file, or delete it to count the budget from zero") from None
+    return total

@@ -29,10 +29,11 @@ def examples(n):
     return [Example(id=f"p{i}", prompt=f"prompt number {i}") for i in range(n)]
 
 
-def teacher(server, cache_dir, offline=False, **options):
+def teacher(server, cache_dir, offline=False, retry_refused=False, **options):
     opts = {"model": MODEL, "api_base": server.url, "batch": True, "batch_poll_seconds": 0.02, "max_retries": 2,
             "timeout": 5, **options}
-    return LiteLLMTeacher(LiteLLMTeacher.Options(**opts), Context(cache_dir=cache_dir, offline=offline))
+    return LiteLLMTeacher(LiteLLMTeacher.Options(**opts), Context(cache_dir=cache_dir, offline=offline,
+                                                                  retry_refused=retry_refused))
 
 
 def test_one_batch_answers_every_prompt_at_half_the_live_price(server, tmp_path):
@@ -56,19 +57,25 @@ def test_one_batch_answers_every_prompt_at_half_the_live_price(server, tmp_path)
     assert len(PendingBatches(tmp_path / "batch")) == 0
 
 
-def test_failed_lines_are_reported_not_cached_and_resubmitted_alone(server, tmp_path):
+def test_failed_lines_are_resubmitted_alone_and_refusals_replayed(server, tmp_path):
     server.when(lambda body: body["messages"][-1]["content"].endswith(" 3"), {"blocked": True})
     server.when(lambda body: body["messages"][-1]["content"].endswith(" 5"), {"status": 500})
     answers = teacher(server, tmp_path, max_failure_share=0.5).answer(examples(10))
     failed = {a.example_id: a.error for a in answers if not a.ok}
     assert set(failed) == {"p3", "p5"}
     assert "blocked" in failed["p3"] and "500" in failed["p5"]
-    assert ResponseCache(tmp_path).stats()["entries"] == 8
+    stats = ResponseCache(tmp_path).stats()
+    assert stats["entries"] == 9 and stats["refusals"] == 1  # the 500 is not an answer; the refusal is
 
     server.reset()
-    retried = teacher(server, tmp_path).answer(examples(10))
-    assert all(a.ok for a in retried)
-    assert [r["messages"][-1]["content"] for r in server.requests] == ["prompt number 3", "prompt number 5"]
+    retried = teacher(server, tmp_path, max_failure_share=0.5).answer(examples(10))
+    assert [a.example_id for a in retried if not a.ok] == ["p3"] and retried[3].error == failed["p3"]
+    assert [r["messages"][-1]["content"] for r in server.requests] == ["prompt number 5"]
+
+    server.reset()
+    cleared = teacher(server, tmp_path, retry_refused=True).answer(examples(10))
+    assert all(a.ok for a in cleared)
+    assert [r["messages"][-1]["content"] for r in server.requests] == ["prompt number 3"]
 
 
 KILL_SCRIPT = """
@@ -124,13 +131,27 @@ def test_creating_a_batch_is_retried_only_when_refused(server, tmp_path):
     assert server.batch_creates == 1
 
 
-def test_budget_is_checked_before_each_batch(server, tmp_path):
+def test_a_batch_holds_only_what_the_remaining_budget_covers(server, tmp_path):
     from dpokd.errors import BudgetExceeded
 
+    # $0.01 at most per request (10 tokens at $1000 per million); each answer is 4 tokens, $0.004.
+    priced = dict(usd_per_million_input=0.0, usd_per_million_output=1000.0, max_tokens=10)
+    t = teacher(server, tmp_path, max_usd=0.05, **priced)
     with pytest.raises(BudgetExceeded, match="max_usd"):
-        teacher(server, tmp_path, batch_max_requests=10, max_usd=1e-9).answer(examples(30))
-    assert list(server.batches) == ["batch_1"]  # the first batch spent the budget; no second was sent
-    assert ResponseCache(tmp_path).stats()["entries"] == 10
+        t.answer(examples(30))
+    sizes = [b["request_counts"]["total"] for b in server.batches.values()]
+    assert sizes == [5, 3, 1, 1, 1]  # each batch's worst case fits what the earlier ones left
+    assert t.usage()["cost_usd"] == pytest.approx(0.044) and ResponseCache(tmp_path).stats()["entries"] == 11
+
+
+def test_a_long_retry_after_stops_the_batch_call_at_once(server, tmp_path):
+    from dpokd.errors import StageFailed
+
+    server.plan({"status": 429, "retry_after": "inf"})
+    start = time.monotonic()
+    with pytest.raises(StageFailed, match="retry after inf s, longer than teacher.max_retry_wait = 60 s"):
+        teacher(server, tmp_path).answer(examples(3))
+    assert time.monotonic() - start < 5 and server.files == {}
 
 
 def test_offline_replay_never_submits(server, tmp_path):

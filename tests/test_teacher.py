@@ -27,9 +27,10 @@ def examples(n, prefix="p"):
     return [Example(id=f"{prefix}{i}", prompt=f"prompt number {i}") for i in range(n)]
 
 
-def teacher(server, tmp_path, offline=False, **options):
+def teacher(server, tmp_path, offline=False, run_dir=None, retry_refused=False, **options):
     opts = {"model": "openai/loopback", "api_base": server.url, "max_retries": 4, "timeout": 5, **options}
-    return LiteLLMTeacher(LiteLLMTeacher.Options(**opts), Context(cache_dir=tmp_path / "cache", offline=offline))
+    return LiteLLMTeacher(LiteLLMTeacher.Options(**opts), Context(cache_dir=tmp_path / "cache", offline=offline,
+                                                                  run_dir=run_dir, retry_refused=retry_refused))
 
 
 def test_concurrency_is_bounded_and_each_prompt_is_asked_once(server, tmp_path):
@@ -78,7 +79,7 @@ def test_timeouts_are_retried(server, tmp_path):
     assert answers[0].ok and len(server.requests) == 2
 
 
-def test_malformed_and_blocked_answers_are_reported_and_not_cached(server, tmp_path):
+def test_malformed_answers_are_asked_again_and_refusals_are_replayed(server, tmp_path):
     server.when(lambda b: b["messages"][-1]["content"].endswith(" 3"), {"malformed": True})
     server.when(lambda b: b["messages"][-1]["content"].endswith(" 5"), {"blocked": True})
     t = teacher(server, tmp_path, max_retries=1, max_failure_share=0.5)
@@ -88,8 +89,14 @@ def test_malformed_and_blocked_answers_are_reported_and_not_cached(server, tmp_p
     assert "content_filter" in failed["p5"]
     assert t.usage()["failed"] == 2
     server.reset()
-    teacher(server, tmp_path, max_failure_share=0.5).answer(examples(10))
-    assert sorted(r["messages"][-1]["content"] for r in server.requests) == ["prompt number 3", "prompt number 5"]
+    # The malformed answer is asked again; the refusal is the provider's answer, replayed as it was.
+    again = teacher(server, tmp_path, max_failure_share=0.5).answer(examples(10))
+    assert [r["messages"][-1]["content"] for r in server.requests] == ["prompt number 3"]
+    assert not again[5].ok and again[5].cached and again[5].error == answers[5].error
+    assert again[5].model_dump(exclude={"cached"}) == answers[5].model_dump(exclude={"cached"})
+    server.reset()
+    teacher(server, tmp_path, retry_refused=True, max_failure_share=0.5).answer(examples(10))
+    assert [r["messages"][-1]["content"] for r in server.requests] == ["prompt number 5"]
 
 
 def test_too_many_failures_stop_the_stage(server, tmp_path):
@@ -130,16 +137,92 @@ def test_api_key_never_reaches_the_cache(server, tmp_path, monkeypatch):
             assert SECRET.encode() not in path.read_bytes(), path
 
 
+# $0.01 per answer of ten words, and at most that: max_tokens is 10.
+PRICED = dict(usd_per_million_input=0.0, usd_per_million_output=1000.0, max_tokens=10)
+TEN_WORDS = "one two three four five six seven eight nine ten"
+
+
 def test_max_usd_stops_at_the_budget_and_a_rerun_resumes(server, tmp_path):
-    server.responder = lambda body: "one two three four five six seven eight nine ten"
-    priced = dict(max_concurrency=1, usd_per_million_input=0.0, usd_per_million_output=1000.0)  # $0.01 per answer
-    with pytest.raises(BudgetExceeded, match="budget of \\$0.0500"):
-        teacher(server, tmp_path, max_usd=0.05, **priced).answer(examples(20))
+    server.responder = lambda body: TEN_WORDS
+    with pytest.raises(BudgetExceeded, match="budget of \\$0.0500") as info:
+        teacher(server, tmp_path, max_usd=0.05, max_concurrency=1, **PRICED).answer(examples(20))
     assert len(server.requests) == 5
+    assert info.value.exit_code == 4 and "5 of 20 answers are cached" in str(info.value)
     server.reset()
-    answers = teacher(server, tmp_path, max_usd=1.0, **priced).answer(examples(20))
+    answers = teacher(server, tmp_path, max_usd=1.0, **PRICED).answer(examples(20))
     assert len(server.requests) == 15 and sum(a.cached for a in answers) == 5
     assert sum(a.cost_usd for a in answers) == pytest.approx(0.20)
+
+
+def test_max_usd_reserves_each_requests_worst_case_before_sending(server, tmp_path):
+    """With 16 requests in flight, none may start unless the budget covers it at its worst case."""
+    server.latency = 0.2
+    server.responder = lambda body: TEN_WORDS
+    t = teacher(server, tmp_path, max_usd=0.05, max_concurrency=16, **PRICED)
+    with pytest.raises(BudgetExceeded):
+        t.answer(examples(40))
+    assert len(server.requests) == 5 and server.max_in_flight == 5
+    assert t.usage()["cost_usd"] == pytest.approx(0.05)
+
+
+def test_max_usd_waits_for_answers_cheaper_than_their_worst_case(server, tmp_path):
+    """Answers of 2 tokens cost a fifth of the reservation: the budget pays for 25, not 5."""
+    server.responder = lambda body: "two words"
+    t = teacher(server, tmp_path, max_usd=0.05, max_concurrency=8, **PRICED)
+    with pytest.raises(BudgetExceeded):
+        t.answer(examples(40))
+    assert len(server.requests) == 21  # after 21 answers ($0.042), a 22nd could cost up to $0.052
+    assert t.usage()["cost_usd"] <= 0.05
+
+
+def test_max_usd_counts_what_earlier_invocations_of_the_run_spent(server, tmp_path):
+    server.responder = lambda body: TEN_WORDS
+    run_dir = tmp_path / "runs" / "r"
+    run_dir.mkdir(parents=True)
+    with pytest.raises(BudgetExceeded):
+        teacher(server, tmp_path, run_dir=run_dir, max_usd=0.05, **PRICED).answer(examples(20))
+    assert len(server.requests) == 5
+    server.reset()
+    # A new process of the same run: the budget is spent, nothing is asked.
+    with pytest.raises(BudgetExceeded, match="\\$0.0500 of it in earlier invocations") as info:
+        teacher(server, tmp_path, run_dir=run_dir, max_usd=0.05, **PRICED).answer(examples(20))
+    assert server.requests == [] and "5 of 20 answers are cached" in str(info.value)
+    # Another run has a budget of its own, and reuses the cached answers for free.
+    answers = teacher(server, tmp_path, run_dir=tmp_path, max_usd=0.08, **PRICED).answer(examples(8))
+    assert len(server.requests) == 3 and all(a.ok for a in answers)
+
+
+def test_max_usd_needs_a_price_and_a_longest_answer(server, tmp_path):
+    with pytest.raises(ConfigError, match="teacher.max_usd: litellm has no price for 'openai/loopback'.*usd_per_million"):
+        teacher(server, tmp_path, max_usd=1.0, max_tokens=10).answer(examples(3))
+    with pytest.raises(ConfigError, match="teacher.max_usd: .*set teacher.max_tokens"):
+        teacher(server, tmp_path, max_usd=1.0, usd_per_million_output=1.0).answer(examples(3))
+    assert server.requests == []
+    # A model in litellm's map: its price and its longest answer (max_output_tokens) come from there.
+    answers = teacher(server, tmp_path, model="openai/gpt-4o-mini", max_usd=1.0).answer(examples(3))
+    assert all(a.ok for a in answers)
+
+
+@pytest.mark.parametrize("retry_after", ["inf", "nan", "3600", "Wed, 21 Oct 2099 07:28:00 GMT"])
+def test_a_retry_after_longer_than_max_retry_wait_fails_the_answer_at_once(server, tmp_path, retry_after):
+    server.plan({"status": 429, "retry_after": retry_after})
+    start = time.monotonic()
+    answers = teacher(server, tmp_path, max_concurrency=1, max_failure_share=1.0).answer(examples(2))
+    assert time.monotonic() - start < 5
+    assert not answers[0].ok and "longer than teacher.max_retry_wait = 60 s" in answers[0].error
+    assert answers[1].ok and len(server.requests) == 2  # the failed answer was not retried
+    server.reset()
+    assert teacher(server, tmp_path).answer(examples(2))[0].ok  # and not cached: a re-run asks again
+
+
+def test_max_retry_wait_is_an_option(server, tmp_path):
+    server.plan({"status": 429, "retry_after": "0.3"}, {"status": 429, "retry_after": "0.3"})
+    answers = teacher(server, tmp_path, max_concurrency=1, max_retry_wait=0.2, max_failure_share=1.0).answer(examples(1))
+    assert not answers[0].ok and "after 0.3 s" in answers[0].error and len(server.requests) == 1
+    server.reset()
+    server.plan({"status": 429, "retry_after": "0.3"})
+    assert teacher(server, tmp_path, max_retry_wait=0.5).answer(examples(1))[0].ok
+    assert len(server.requests) == 2
 
 
 def test_litellm_price_map_costs_a_known_model(server, tmp_path):
