@@ -13,7 +13,8 @@ import dpokd
 from dpokd.evaluation import bootstrap_ci, extract_code, humaneval_examples, pass_at_k
 from dpokd.progress import progress
 from dpokd.records import Example, Score
-from dpokd.sandbox import Limits, Sandbox, job_for
+from dpokd.sandbox import Limits, Sandbox, check_isolation, job_for
+
 
 class _ExecutionOptions(dpokd.Options):
     samples: int = dpokd.Field(1, ge=1, description="completions per problem (pass@k needs k <= samples)")
@@ -57,6 +58,19 @@ class ExecutionJudge(dpokd.Judge):
 
     class Options(_ExecutionOptions):
         k: list[int] = dpokd.Field([1], min_length=1, description="k values of pass@k (at most the samples per problem)")
+
+        @dpokd.field_validator("k")
+        @classmethod
+        def _k_within_samples(cls, k: list[int], info) -> list[int]:
+            if min(k) < 1:
+                raise ValueError(f"k values must be at least 1, got {min(k)}")
+            samples = info.data.get("samples", 1)
+            if max(k) > samples:
+                raise ValueError(f"pass@{max(k)} needs at least {max(k)} samples per problem; set `samples = {max(k)}`")
+            return sorted(set(k))
+
+    def preflight(self) -> None:
+        check_isolation()
 
     def eval_examples(self, task: dpokd.Task) -> list[Example]:
         examples = task.examples("eval")
