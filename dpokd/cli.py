@@ -97,6 +97,21 @@ def validate(specs: tuple[Path, ...]) -> None:
 
 
 @cli.command()
+@click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def plan(spec: Path, fmt: str) -> None:
+    """What running SPEC will ask and cost (requests, tokens, dollars, keys, memory); asks nothing."""
+    from .plan import make_plan, render
+    from .spec import load_spec
+
+    result = make_plan(load_spec(spec))
+    if fmt == "json":
+        click.echo(json.dumps(result.as_dict(), indent=2))
+    else:
+        render(result, _console())
+
+
+@cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
 def plugins(as_json: bool) -> None:
     """List installed tasks, teachers, students and judges."""
