@@ -33,7 +33,8 @@ class RunOptions(BaseModel):
     )
     mode: Literal["offline", "online"] = Field("offline", description="offline: student answers once; online: every iteration")
     iterations: int = Field(1, ge=1, description="DPO rounds; online only, offline is always 1")
-    seed: int = Field(0, description="seed for data splits, generation and training")
+    # numpy, which training seeds through transformers, takes only 0..2**32-1.
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="seed for data splits, generation and training")
     output_dir: SpecPath = Field(Path("runs"), description="where run directories are created")
     cache_dir: SpecPath = Field(Path("cache"), description="the response cache and built models")
     evaluate: Literal["all", "last"] = Field("all", description="judge every iteration's student, or only the last")

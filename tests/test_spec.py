@@ -2,9 +2,12 @@
 
 from pathlib import Path
 
+import time
+
 import pytest
 
-from dpokd.errors import SpecError
+from dpokd.errors import ConfigError, SpecError
+from dpokd.plugins.tasks.synthetic import capacity, generate_problems
 from dpokd.spec import load_spec
 
 from .conftest import ROOT
@@ -31,7 +34,8 @@ def test_broken_spec_is_rejected_with_its_field_path(path, cli):
 def test_broken_folder_covers_the_required_cases():
     names = {p.stem for p in BROKEN}
     assert {"toml_syntax", "missing_table", "unknown_plugin", "unknown_key", "wrong_type",
-            "out_of_range", "offline_iterations"} <= names
+            "out_of_range", "offline_iterations", "seed_too_large", "student_seed_negative",
+            "synthetic_n_train", "synthetic_n_eval", "synthetic_template"} <= names
 
 
 @pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
@@ -68,3 +72,33 @@ def test_relative_paths_are_relative_to_the_spec_file(tmp_path):
     assert loaded.run.cache_dir.resolve() == (tmp_path / "c").resolve()
     assert loaded.name == "s"
     assert loaded.resolved()["student"]["lora_r"] == 64
+
+
+MINIMAL = ('[task]\nplugin = "synthetic-codegen"\n{task}\n[teacher]\nplugin = "reference"\n'
+           '[student]\nplugin = "hf-qlora"\nmodel = "dpokd:tiny"\n[run]\n{run}\n')
+
+
+def test_seeds_span_numpys_whole_range(tmp_path):
+    spec = tmp_path / "s.toml"
+    for seed in (0, 2**32 - 1):
+        spec.write_text(MINIMAL.format(task="", run=f"seed = {seed}"))
+        assert load_spec(spec).run.seed == seed
+
+
+@pytest.mark.parametrize("levels", [[1], [2], [3], [1, 2, 3], [1, 1, 3], [3, 1]])
+def test_synthetic_capacity_is_exactly_what_the_generator_can_make(levels, tmp_path):
+    most = capacity(levels)
+    problems = generate_problems(levels, most, seed=7)
+    assert len({p.name for p in problems}) == most
+    start = time.monotonic()
+    with pytest.raises(ConfigError, match=f"at most {most} distinct problems"):
+        generate_problems(levels, most + 1, seed=7)
+    assert time.monotonic() - start < 0.1  # refused by arithmetic, not by trying
+    spec = tmp_path / "s.toml"
+    spec.write_text(MINIMAL.format(task=f"levels = {levels}\nn_train = {most - 1}\nn_eval = 1", run=""))
+    assert load_spec(spec).task.options.n_train == most - 1
+
+
+def test_capacity_of_the_default_levels():
+    # 96 level-3 problems, drawn every third turn: the 97th is needed by problem 291.
+    assert capacity([1, 2, 3]) == 290

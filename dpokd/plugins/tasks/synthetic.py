@@ -92,17 +92,40 @@ def _strs(rng: random.Random) -> tuple:
 
 
 _LEVELS = {1: _level1, 2: _level2, 3: _level3}
+# Distinct function names each level can make, counted from the parameter ranges above:
+# 1: 4 operations x 39 constants; 2: 6 ordered operation pairs x 8 x 8 constants, 3 string kinds x 4
+# lengths, and 9 + 27 + 81 + 243 suffixes; 3: 4 kinds x 24 thresholds.
+LEVEL_SIZES = {1: 4 * 39, 2: 6 * 8 * 8 + 3 * 4 + 9 + 27 + 81 + 243, 3: 4 * 24}
+
+
+def capacity(levels: list[int]) -> int:
+    """The most distinct problems ``generate_problems`` can make from ``levels``.
+
+    Problem ``i`` comes from ``levels[i % len(levels)]``, so generation stops at the first turn of a
+    level that has no new problem left: the turn after its ``LEVEL_SIZES`` problems are used.
+    """
+    limits = []
+    for level in set(levels):
+        turns = [i for i, x in enumerate(levels) if x == level]
+        laps, index = divmod(LEVEL_SIZES[level], len(turns))
+        limits.append(laps * len(levels) + turns[index])
+    return min(limits)
 
 
 def generate_problems(levels: list[int], count: int, seed: int) -> list[Problem]:
     """``count`` distinct problems (distinct function names), levels drawn in turn; deterministic."""
+    most = capacity(levels)
+    if count > most:
+        raise dpokd.ConfigError(f"task: levels {levels} make at most {most} distinct problems, not {count}")
     rng = random.Random(seed)
     problems: dict[str, Problem] = {}
     attempts = 0
     while len(problems) < count:
         attempts += 1
-        if attempts > 200 * count:
-            raise dpokd.ConfigError(f"task: levels {levels} have fewer than {count} distinct problems")
+        # Never reached within the capacity: the rarest problem (a 5-letter suffix) has a 1 in
+        # 15,552 chance per draw of its level.
+        if attempts > 2000 * count:
+            raise RuntimeError(f"levels {levels}: {count} distinct problems not found in {attempts} draws")
         problem = _LEVELS[levels[len(problems) % len(levels)]](rng)
         problems.setdefault(problem.name, problem)
     return list(problems.values())
@@ -114,19 +137,48 @@ class SyntheticCodegen(dpokd.Task):
     name = "synthetic-codegen"
 
     class Options(dpokd.Options):
+        levels: list[int] = dpokd.Field([1, 2, 3], min_length=1, description="difficulty levels to draw from: 1, 2, 3")
         n_train: int = dpokd.Field(96, ge=1, description="training problems")
         n_eval: int = dpokd.Field(32, ge=1, description="held-out problems, none of which appears in train")
-        levels: list[int] = dpokd.Field([1, 2, 3], min_length=1, description="difficulty levels to draw from: 1, 2, 3")
         seed: int | None = dpokd.Field(None, description="generator seed; default: [run] seed")
         template: str = dpokd.Field("Write a Python function {name}({arg}) that {statement}.\n",
                                     description="prompt template; fields {name}, {arg}, {statement}")
 
+        # `levels` comes first so that the counts below can be checked against what it can make.
         @dpokd.field_validator("levels")
         @classmethod
         def _known_levels(cls, v: list[int]) -> list[int]:
             bad = sorted(set(v) - set(_LEVELS))
             if bad:
                 raise ValueError(f"levels must be among 1, 2, 3 (got {bad})")
+            return v
+
+        @dpokd.field_validator("n_train")
+        @classmethod
+        def _train_fits(cls, v: int, info) -> int:
+            levels = info.data.get("levels")
+            if levels is not None and v > capacity(levels) - 1:
+                raise ValueError(f"levels {levels} make at most {capacity(levels)} distinct problems, and the eval "
+                                 f"split needs at least one; got n_train = {v}. Lower it or add levels")
+            return v
+
+        @dpokd.field_validator("n_eval")
+        @classmethod
+        def _eval_fits(cls, v: int, info) -> int:
+            levels, n_train = info.data.get("levels"), info.data.get("n_train")
+            if levels is not None and n_train is not None and n_train + v > capacity(levels):
+                raise ValueError(f"levels {levels} make at most {capacity(levels)} distinct problems; n_train = "
+                                 f"{n_train} leaves {capacity(levels) - n_train} for eval, got n_eval = {v}")
+            return v
+
+        @dpokd.field_validator("template")
+        @classmethod
+        def _template_fields(cls, v: str) -> str:
+            try:
+                v.format(name="f", arg="x", statement="returns x")
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ValueError(f"not a template with the fields {{name}}, {{arg}}, {{statement}} "
+                                 f"({type(exc).__name__}: {exc}); got {v!r}") from None
             return v
 
     def examples(self, split: str) -> list[Example]:
