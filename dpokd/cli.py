@@ -1,7 +1,8 @@
 """The ``dpokd`` command line. The only place that turns errors into exit codes.
 
-0 success, 1 a bug (with its traceback), 2 a bad spec or usage, 3 an offline cache miss,
-4 a stage stopped on purpose (failure share or budget; re-run to resume).
+0 success, 1 a bug (with its traceback) or a declined confirmation, 2 a bad spec or usage, 3 an
+offline cache miss, 4 a stage stopped on purpose (failure share or budget; re-run to resume),
+130 interrupted by Ctrl-C (SIGINT; re-run to resume).
 """
 
 from __future__ import annotations
@@ -236,6 +237,9 @@ def cache_clear(cache_dir: Path, yes: bool) -> None:
     click.echo(f"deleted {n} entries")
 
 
+INTERRUPTED = "interrupted; re-run the same command to resume"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors become one line and an exit code; bugs keep tracebacks."""
     err = _console(stderr=True)
@@ -244,9 +248,15 @@ def main(argv: list[str] | None = None) -> None:
 
         registry().pm.hook.register_commands(cli=cli)
         code = cli.main(args=argv, prog_name="dpokd", standalone_mode=False)
-    except click.exceptions.Abort:
-        err.print("aborted")
-        code = 130
+    except click.exceptions.Abort as exc:
+        # click turns Ctrl-C into Abort, with the KeyboardInterrupt as its cause (or, at a prompt, its
+        # context); a declined confirmation or a closed stdin is an Abort without one.
+        if isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt):
+            err.print(INTERRUPTED)
+            code = 130
+        else:
+            err.print("aborted")
+            code = 1
     except click.ClickException as exc:
         exc.show()
         code = exc.exit_code
@@ -254,7 +264,7 @@ def main(argv: list[str] | None = None) -> None:
         err.print(f"[red]error:[/] {escape(str(exc))}")
         code = exc.exit_code
     except KeyboardInterrupt:
-        err.print("interrupted; re-run the same command to resume")
+        err.print(INTERRUPTED)
         code = 130
     sys.exit(code or 0)
 

@@ -66,18 +66,32 @@ class Engine:
         models.preflight(self.spec, self.context)  # retired or unpriced API models
         for plugin in (self.teacher, *self.judges, self.student, self.task):
             plugin.preflight()
-        self.run.create(self.fresh)
         train = self.task.examples("train")
-        if not train:
-            raise ConfigError("task: the train split is empty")
+        try:
+            self._check_data(train)
+            self.student.prepare(train)  # checks what needs the tokenizer (max_length)
+        except ConfigError as exc:
+            raise ConfigError(f"{self.spec.path}: {exc}") from None
+        self.run.create(self.fresh)
         if not self.run.is_done("prepare"):
             with self.stage("prepare"):
                 self._check_disk()
                 self.run.write_manifest(self.spec.resolved(), {
                     "seed": self.spec.run.seed, "offline": self.context.offline,
                     "contamination": self._contamination(train)})
-        self.student.prepare(train)
         return train
+
+    def _check_data(self, train: list[Example]) -> None:
+        """What the spec asks of the task's data, checked before anything is paid for or written."""
+        if not train:
+            raise ConfigError("task: the train split is empty")
+        for judge, component in zip(self.judges, self.spec.judges):
+            examples_of = getattr(judge, "eval_examples", None)  # judges that bring their own eval set
+            if not (examples_of(self.task) if examples_of is not None else self.task.examples("eval")):
+                raise ConfigError(f"task: the eval split is empty, so {component.field} ({component.plugin}) has "
+                                  "nothing to judge; hold out more examples (e.g. raise `task.eval_fraction`)")
+        if self.spec.run.verified_pairs and not all(e.tests and e.entry_point for e in train):
+            raise ConfigError("run.verified_pairs: the task's examples carry no tests; set verified_pairs = false")
 
     def _contamination(self, train: list[Example]) -> dict[str, Any]:
         eval_sets = {"task eval split": self.task.examples("eval")}

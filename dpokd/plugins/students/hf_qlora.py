@@ -65,7 +65,8 @@ class HFQLoRAStudent(dpokd.Student):
         vllm_max_concurrency: int = dpokd.Field(64, ge=1, description="generation requests in flight on the vLLM server")
         vllm_timeout: float = dpokd.Field(600.0, gt=0, description="seconds before one vLLM request is retried")
         vllm_start_timeout: float = dpokd.Field(900.0, gt=0, description="seconds a vLLM server started here may take to serve")
-        seed: int | None = dpokd.Field(None, description="seed for generation and training; default: [run] seed")
+        seed: int | None = dpokd.Field(None, ge=0, le=2**32 - 1,  # numpy's range: training seeds it
+                                       description="seed for generation and training; default: [run] seed")
         tiny_hidden: int = dpokd.Field(128, ge=32, description="dpokd:tiny hidden size (a multiple of 64)")
         tiny_layers: int = dpokd.Field(2, ge=1, description="dpokd:tiny layers")
         tiny_vocab: int = dpokd.Field(512, ge=260, description="dpokd:tiny BPE vocabulary size")
@@ -102,6 +103,30 @@ class HFQLoRAStudent(dpokd.Student):
             corpus = [e.prompt for e in examples] + [e.reference or "" for e in examples]
             self.model_path = str(tiny_model_dir(self.context.cache_dir, corpus, hidden=o.tiny_hidden,
                                                  layers=o.tiny_layers, vocab=o.tiny_vocab, seed=self.seed))
+        if self.options.max_length is not None and examples:
+            self._check_max_length(examples)
+
+    def _check_max_length(self, examples: list[Example]) -> None:
+        """TRL drops each pair whose prompt alone fills ``max_length``; with none left, training
+        fails after the teacher was paid. Refuse that here, once the tokenizer is known."""
+        from transformers import AutoTokenizer
+
+        o = self.options
+        try:
+            tok = AutoTokenizer.from_pretrained(self.model_path, revision=o.revision)
+        except Exception as exc:
+            raise dpokd.ConfigError(f"student.model: cannot load the tokenizer of {o.model!r}: "
+                                    f"{str(exc).splitlines()[0][:200]}") from None
+        lengths = [len(ids) for ids in tok([e.prompt for e in examples])["input_ids"]]
+        too_long = sum(n >= o.max_length for n in lengths)
+        if too_long == len(lengths):
+            raise dpokd.ConfigError(
+                f"student.max_length: {o.max_length} tokens leave no room for an answer after any train prompt "
+                f"(prompts are {min(lengths)} to {max(lengths)} tokens); raise it, e.g. to {max(lengths) + o.max_new_tokens}, "
+                "or remove it")
+        if too_long:
+            self.context.log(f"[yellow]warning:[/] student.max_length: {too_long} of {len(lengths)} train prompts fill "
+                             f"{o.max_length} tokens; their pairs are left out of training")
 
     def preflight(self) -> None:
         """Check the model can be used before any teacher spend: config reachable, memory enough."""
