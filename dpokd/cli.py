@@ -113,27 +113,44 @@ def plan(spec: Path, fmt: str) -> None:
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
-def plugins(as_json: bool) -> None:
-    """List installed tasks, teachers, students and judges."""
-    from .registry import KINDS, registry
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: {\"plugins\": [...], \"broken\": [...]}.")
+@click.option("--traceback", "-v", "show_traceback", is_flag=True, help="Show the full traceback of each plugin that failed to load.")
+def plugins(as_json: bool, show_traceback: bool) -> None:
+    """List installed tasks, teachers, students and judges, and plugins that failed to load."""
+    from .errors import PluginError
+    from .registry import KINDS, STRICT_ENV, registry, strict_mode
 
+    reg = registry()
     rows = [
         {"kind": e.kind, "name": e.name, "package": e.package, "version": e.version,
          "aliases": list(e.aliases), "options": list(e.cls.Options.model_fields)}
         for kind in KINDS
-        for e in registry().entries(kind)
+        for e in reg.entries(kind)
     ]
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    from rich.table import Table
+        click.echo(json.dumps({"plugins": rows, "broken": [b.as_dict() for b in reg.broken]}, indent=2))
+    else:
+        from rich.table import Table
 
-    table = Table("kind", "name", "package", "options")
-    for r in rows:
-        name = r["name"] + (f" ({', '.join(r['aliases'])})" if r["aliases"] else "")
-        table.add_row(r["kind"], name, f"{r['package']} {r['version']}", ", ".join(r["options"]))
-    _console().print(table)
+        out = _console()
+        table = Table("kind", "name", "package", "options")
+        for r in rows:
+            name = r["name"] + (f" ({', '.join(r['aliases'])})" if r["aliases"] else "")
+            table.add_row(r["kind"], escape(name), escape(f"{r['package']} {r['version']}"), escape(", ".join(r["options"])))
+        out.print(table)
+        if reg.broken:
+            failed = Table("package", "version", "error", title="failed to load (their plugins are not available)")
+            for b in reg.broken:
+                failed.add_row(escape(b.package), escape(b.version), escape(b.error))
+            out.print(failed)
+            if show_traceback:
+                for b in reg.broken:
+                    out.print(f"\n[bold]{escape(b.label)}[/] (entry point {escape(b.entry_point)})")
+                    out.out(b.traceback, end="", highlight=False)
+            else:
+                out.print("`dpokd plugins --traceback` shows why each failed")
+    if reg.broken and strict_mode():
+        raise PluginError(f"{len(reg.broken)} plugin package(s) failed to load and {STRICT_ENV}=1 is set")
 
 
 @cli.command()
@@ -244,10 +261,23 @@ def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors become one line and an exit code; bugs keep tracebacks."""
     err = _console(stderr=True)
     try:
-        from .registry import registry
+        from .registry import STRICT_ENV, registry, strict_mode
 
-        registry().pm.hook.register_commands(cli=cli)
-        code = cli.main(args=argv, prog_name="dpokd", standalone_mode=False)
+        reg = registry()
+        reg.add_commands(cli)
+        args = sys.argv[1:] if argv is None else list(argv)
+        broken = [] if args[:1] == ["plugins"] else reg.broken  # `plugins` lists them itself
+        for b in broken:
+            if strict_mode():
+                err.print(f"[red]error:[/] plugin package {escape(b.summary)} ({STRICT_ENV}=1; "
+                          "`dpokd plugins --traceback` shows why)")
+            else:
+                err.print(f"[yellow]warning:[/] plugin package {escape(b.summary)}; its plugins are not "
+                          "available (`dpokd plugins --traceback` shows why)")
+        if broken and strict_mode():
+            code = 2
+        else:
+            code = cli.main(args=args, prog_name="dpokd", standalone_mode=False)
     except click.exceptions.Abort as exc:
         # click turns Ctrl-C into Abort, with the KeyboardInterrupt as its cause (or, at a prompt, its
         # context); a declined confirmation or a closed stdin is an Abort without one.
