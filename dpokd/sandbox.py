@@ -22,9 +22,9 @@ in dpokd's environment, unless ``DPOKD_SANDBOX_UNISOLATED=1`` says the risk is a
 
 from __future__ import annotations
 
+import atexit
 import errno
 import itertools
-import json
 import marshal
 import os
 import queue
@@ -34,6 +34,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -166,15 +167,95 @@ if spec["isolate"]:
 libc.prctl(PR_SET_DUMPABLE, 0); libc.prctl(PR_SET_PDEATHSIG, 9); libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
 if notes:
     sys.stderr.write("dpokd-sandbox: " + ", ".join(notes) + "\n")
-import json
+# The wire format between checker and program: plain data by exact type, nothing else. A value
+# is a tag, then its body: N T F for None and the bools, i<hex>; f<repr>; c<repr>;<repr>; b<hex>;,
+# s<n>:<n characters>, and l t S d <n>: followed by n items (n key-value pairs for d).
+class NotPlain(Exception):
+    pass
 
-def send(fd, message):
-    data = json.dumps(message).encode()
+def encode(v, out, depth=0):
+    t = type(v)
+    if depth > 100:
+        raise NotPlain("data nested more than 100 levels deep")
+    if v is None:
+        out.append("N")
+    elif t is bool:
+        out.append("T" if v else "F")
+    elif t is int:
+        out.append("i%x;" % v)  # hex: no limit on digits, unlike decimal
+    elif t is float:
+        out.append("f%s;" % float.__repr__(v))
+    elif t is complex:
+        out.append("c%s;%s;" % (float.__repr__(v.real), float.__repr__(v.imag)))
+    elif t is str:
+        out.append("s%d:" % len(v)); out.append(v)
+    elif t is bytes:
+        out.append("b%s;" % bytes.hex(v))
+    elif t is list or t is tuple or t is set:
+        out.append("%s%d:" % ("l" if t is list else "t" if t is tuple else "S", len(v)))
+        for x in v:
+            encode(x, out, depth + 1)
+    elif t is dict:
+        out.append("d%d:" % len(v))
+        for k, x in dict.items(v):
+            encode(k, out, depth + 1); encode(x, out, depth + 1)
+    else:
+        raise NotPlain("a %s" % str(getattr(t, "__name__", "?"))[:60])
+
+def parse(s, i=0, depth=0):
+    """One value of the wire format from s[i:], and where it ends; anything malformed raises."""
+    if depth > 100:
+        raise ValueError("nested too deeply")
+    tag = s[i]; i += 1
+    if tag in "NTF":
+        return {"N": None, "T": True, "F": False}[tag], i
+    if tag in "ifbc":
+        end = s.index(";", i)
+        body = s[i:end]
+        if tag == "i":
+            return int(body, 16), end + 1
+        if tag == "f":
+            return float(body), end + 1
+        if tag == "b":
+            return bytes.fromhex(body), end + 1
+        end2 = s.index(";", end + 1)
+        return complex(float(body), float(s[end + 1:end2])), end2 + 1
+    colon = s.index(":", i)
+    count = s[i:colon]
+    if not (count.isascii() and count.isdigit()):
+        raise ValueError("malformed")
+    n, i = int(count), colon + 1
+    if tag == "s":
+        if i + n > len(s):
+            raise ValueError("malformed")
+        return s[i:i + n], i + n
+    if tag not in "ltSd":
+        raise ValueError("malformed")
+    items = []
+    for _ in range(2 * n if tag == "d" else n):
+        item, i = parse(s, i, depth + 1)
+        items.append(item)
+    if tag == "l":
+        return items, i
+    if tag == "t":
+        return tuple(items), i
+    if tag == "S":
+        return set(items), i
+    return dict(zip(items[::2], items[1::2])), i
+
+def send(fd, parts):
+    data = "".join(parts).encode("utf-8", "surrogatepass")
     data = len(data).to_bytes(8, "big") + data
     while data:
         data = data[os.write(fd, data):]
 
+def message(*fields):
+    out = []
+    encode(fields, out)
+    return out
+
 def recv(fd, limit):
+    """A message, or None when the other side has gone; raises ValueError when it is malformed."""
     head = b""
     while len(head) < 8:
         chunk = os.read(fd, 8 - len(head))
@@ -183,76 +264,29 @@ def recv(fd, limit):
         head += chunk
     size = int.from_bytes(head, "big")
     if size > limit:
-        raise ValueError("a reply of more than %d bytes" % limit)
+        raise ValueError("a message of more than %d bytes" % limit)
     body = bytearray()
     while len(body) < size:
         chunk = os.read(fd, min(size - len(body), 1 << 20))
         if not chunk:
             return None
         body += chunk
-    return json.loads(body)
-
-class NotPlain(Exception):
-    pass
-
-def encode(v, depth=0):
-    """Plain data, by exact type, as JSON with tags for what JSON lacks."""
-    t = type(v)
-    if depth > 100:
-        raise NotPlain("data nested more than 100 levels deep")
-    if v is None or t is bool or t is str:
-        return v
-    if t is int:
-        return {"i": format(v, "x")}  # hex: no limit on digits, unlike decimal
-    if t is float:
-        return {"f": float.__repr__(v)}
-    if t is complex:
-        return {"c": [float.__repr__(v.real), float.__repr__(v.imag)]}
-    if t is bytes:
-        return {"b": bytes.hex(v)}
-    if t is list:
-        return [encode(x, depth + 1) for x in v]
-    if t is tuple:
-        return {"t": [encode(x, depth + 1) for x in v]}
-    if t is set:
-        return {"s": [encode(x, depth + 1) for x in v]}
-    if t is dict:
-        return {"d": [[encode(k, depth + 1), encode(x, depth + 1)] for k, x in dict.items(v)]}
-    raise NotPlain("a %s" % getattr(t, "__name__", "?")[:60])
-
-def decode(x, depth=0):
-    """The inverse of encode, trusting nothing: anything else is malformed."""
-    t = type(x)
-    if depth > 100:
-        raise ValueError("nested too deeply")
-    if x is None or t is bool or t is str:
-        return x
-    if t is list:
-        return [decode(i, depth + 1) for i in x]
-    if t is dict and len(x) == 1:
-        (tag, val), = x.items()
-        if type(val) is str:
-            if tag == "i":
-                return int(val, 16)
-            if tag == "f":
-                return float(val)
-            if tag == "b":
-                return bytes.fromhex(val)
-        elif type(val) is list:
-            items = [decode(i, depth + 1) for i in val]
-            if tag == "t":
-                return tuple(items)
-            if tag == "s":
-                return set(items)
-            if tag == "c" and len(val) == 2 and all(type(i) is str for i in val):
-                return complex(float(val[0]), float(val[1]))
-            if tag == "d" and all(type(i) is list and len(i) == 2 for i in val):
-                return {decode(k, depth + 1): decode(v, depth + 1) for k, v in val}
-    raise ValueError("malformed")
+    try:
+        text = body.decode("utf-8", "surrogatepass")
+        value, end = parse(text)
+    except (IndexError, ValueError, TypeError, OverflowError, RecursionError, UnicodeDecodeError):
+        raise ValueError("malformed") from None
+    if end != len(text) or type(value) is not tuple or not value:
+        raise ValueError("malformed")
+    return value
 
 req_r, req_w = os.pipe()
 rep_r, rep_w = os.pipe()
 code, entry = spec.pop("code"), spec["entry_point"]
+# Imported once here instead of once on each side of the fork: the prompts' usual imports.
+for name in ("typing", "math", "collections", "itertools", "functools", "heapq", "string"):
+    if "import " + name in code or "from " + name + " " in code:
+        __import__(name)
 program = os.fork()
 if program == 0:
     # The program's process: it holds its ends of the two pipes and nothing of the checker's.
@@ -265,23 +299,23 @@ if program == 0:
     try:
         exec(compile(code, "<sample>", "exec"), namespace)
         function = namespace.get(entry)
-        hello = {"ready": True} if callable(function) else {"error": "the program defines no function %r" % entry}
+        hello = ("ready",) if callable(function) else ("error", "the program defines no function %r" % entry)
     except BaseException as exc:
-        hello = {"error": describe(exc)}
+        hello = ("error", describe(exc))
     del code
-    sys.stdout.flush(); send(rep_w, hello)
-    while "ready" in hello:
+    sys.stdout.flush(); send(rep_w, message(*hello))
+    while hello[0] == "ready":
         call = recv(req_r, 1 << 30)
         if call is None:
             os._exit(0)
         try:
-            value = function(*decode(call["args"]), **decode(call["kwargs"]))
+            value = function(*call[0], **call[1])
             try:
-                reply = {"value": encode(value)}
+                reply = message("value", value)
             except (NotPlain, RecursionError) as exc:
-                reply = {"invalid": str(exc) or "data nested too deeply"}
+                reply = message("invalid", str(exc) or "data nested too deeply")
         except BaseException as exc:
-            reply = {"raised": type(exc).__name__, "message": str(exc)[:300]}
+            reply = message("raised", type(exc).__name__, str(exc)[:300])
         sys.stdout.flush(); sys.stderr.flush()
         send(rep_w, reply)
     os._exit(1)
@@ -295,28 +329,33 @@ class Ended(Exception):
 
 PLAIN = "bool, int, float, complex, str, bytes, None, or tuples, lists, sets and dicts of these"
 def candidate(*args, **kwargs):
-    send(req_w, {"args": encode(list(args)), "kwargs": encode(kwargs)})
-    reply = recv(rep_r, 64 << 20)
+    try:
+        call = message(args, kwargs)
+    except NotPlain as exc:
+        raise TypeError("the tests pass %s to the function: not plain data" % exc) from None
+    send(req_w, call)
+    try:
+        reply = recv(rep_r, 64 << 20)
+    except ValueError:
+        raise Ended("the program's reply was malformed") from None
     if reply is None:
         raise Ended("the program exited during a call")
-    if "value" in reply:
-        try:
-            return decode(reply["value"])
-        except (ValueError, TypeError, RecursionError, OverflowError):
-            raise Ended("the program's reply was malformed") from None
-    if "invalid" in reply:
-        raise Ended("returned %s, not plain data (%s)" % (str(reply["invalid"])[:80], PLAIN))
-    name = str(reply.get("raised"))
+    kind = reply[0]
+    if kind == "value" and len(reply) == 2:
+        return reply[1]
+    if kind == "invalid":
+        raise Ended("returned %s, not plain data (%s)" % (str(reply[1] if len(reply) > 1 else "?")[:80], PLAIN))
+    name = str(reply[1] if len(reply) > 1 else "")[:60]
+    text = str(reply[2] if len(reply) > 2 else "")[:300]
     error = getattr(__builtins__, name, None) if name.isidentifier() else None
-    message = str(reply.get("message", ""))[:300]
-    if isinstance(error, type) and issubclass(error, Exception):
+    if kind == "raised" and isinstance(error, type) and issubclass(error, Exception):
         try:
-            exc = error(message)
+            exc = error(text)
         except Exception:
             exc = None
         if exc is not None:
             raise exc  # tests may expect a ValueError, say
-    raise Ended("%s: %s" % (name[:60], message) if message else name[:60])
+    raise Ended("%s: %s" % (name, text) if text else name or "the program's reply was malformed")
 candidate.__name__ = entry
 
 def verdict():
@@ -324,8 +363,8 @@ def verdict():
         hello = recv(rep_r, 1 << 16)
     except ValueError:
         hello = None
-    if hello is None or "ready" not in hello:
-        reason = hello and str(hello.get("error", ""))[:300]
+    if hello is None or hello[0] != "ready":
+        reason = hello and len(hello) > 1 and str(hello[1])[:300]
         return {"status": "failed", "reason": reason or "the program exited before its function could be called"}
     namespace = {"__name__": "__main__"}
     try:
@@ -357,7 +396,7 @@ try:
     os.kill(program, 9)
 except OSError:
     pass
-os.write(spec["verdict"], json.dumps(result).encode())
+os.write(spec["verdict"], marshal.dumps(result))
 os._exit(0)
 '''
 
@@ -408,8 +447,12 @@ class Sandbox:
                 on_done()
             return result
 
-        with ThreadPoolExecutor(self.workers) as pool:
-            return list(pool.map(one, jobs))
+        try:
+            with ThreadPoolExecutor(self.workers) as pool:
+                return list(pool.map(one, jobs))
+        finally:
+            if self._cgroups:
+                self._cgroups.flush()
 
     def _rlimits(self) -> dict[str, int]:
         limits = self.limits
@@ -457,7 +500,7 @@ class Sandbox:
                 shutil.rmtree(workdir, ignore_errors=True)
             if cgroups:
                 out_of_memory = self._cgroups.out_of_memory(cgroups)
-                self._cgroups.remove(cgroups)
+                self._cgroups.release(cgroups)
         seconds = time.monotonic() - start
         stdout, stderr = out.decode(errors="replace"), err.decode(errors="replace")
         self._warn_once(stderr)
@@ -466,8 +509,10 @@ class Sandbox:
         if outcome == "output":
             return Result("error", f"printed more than {OUTPUT_KILL // 2**20} MB", stdout, stderr, seconds)
         try:
-            decided = json.loads(verdict) if verdict else None
-        except ValueError:
+            decided = marshal.loads(verdict) if verdict else None  # only the checker holds that pipe
+        except (EOFError, ValueError, TypeError):
+            decided = None
+        if not isinstance(decided, dict):
             decided = None
         if decided and decided.get("status") == "passed":
             return Result("passed", "", stdout, stderr, seconds)
@@ -637,6 +682,9 @@ class _Cgroups:
 
     def __init__(self, memory: Path, pids: Path, v2: bool):
         self.memory, self.pids, self.v2 = memory, pids, v2
+        self._pending: list[Path] = []
+        self._lock = threading.Lock()
+        atexit.register(self.flush)
 
     @classmethod
     def find(cls) -> _Cgroups | None:
@@ -709,19 +757,32 @@ class _Cgroups:
         except (OSError, ValueError):
             return False
 
+    def release(self, made: list[Path]) -> None:
+        """Remove a sample's cgroups; those whose last processes are still exiting go later."""
+        with self._lock:
+            self._pending += made
+            self._pending = [d for d in self._pending if not _removed(d)]
+
+    def flush(self) -> None:
+        with self._lock:
+            self.remove(self._pending)
+            self._pending = []
+
     @staticmethod
     def remove(made: list[Path]) -> None:
         for d in made:
-            for _ in range(50):  # the last processes may still be exiting
-                try:
-                    d.rmdir()
+            for _ in range(100):  # the last processes may still be exiting
+                if _removed(d):
                     break
-                except FileNotFoundError:
-                    break
-                except OSError as exc:
-                    if exc.errno != errno.EBUSY:
-                        break
-                    time.sleep(0.02)
+                time.sleep(0.02)
+
+
+def _removed(d: Path) -> bool:
+    try:
+        d.rmdir()
+    except OSError as exc:
+        return exc.errno != errno.EBUSY
+    return True
 
 
 def job_for(code_prompt: str | None, completion: str, tests: str, entry_point: str) -> Job:
