@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections import defaultdict
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from . import models
 from .contamination import overlapping
-from .errors import ConfigError
+from .errors import ConfigError, DpokdError, PluginError, SpecError
 from .interfaces import Context, Student, System
 from .records import Completion, Example, PreferencePair, Score
-from .runs import RunDir, read_jsonl, write_json, write_jsonl
-from .spec import Spec
+from .runs import (DiskFull, RunDir, data_fingerprint, damaged, is_disk_full, read_jsonl, read_records,
+                   write_json, write_jsonl)
+from .spec import RunOptions, Spec
 
 CONTAMINATION_WARN_SHARE = 0.01
 
@@ -26,8 +30,10 @@ CONTAMINATION_WARN_SHARE = 0.01
 class Engine:
     def __init__(self, spec: Spec, *, offline: bool = False, fresh: bool = False, console=None):
         self.spec = spec
+        _check_run_name(spec)
         self.run = RunDir(spec.run.output_dir / spec.name)
         self.fresh = fresh
+        self.run.check_location(fresh, spec.path)
         if not fresh:
             self.run.check_spec(spec.resolved(), spec.path)
         self.context = Context(cache_dir=spec.run.cache_dir, run_dir=self.run.path, offline=offline,
@@ -46,7 +52,13 @@ class Engine:
         self.context.log(f"[bold]{name}[/] done in {time.monotonic() - start:.1f}s")
 
     def execute(self) -> list[Score]:
+        with self.run.lock(), _disk_full_names_the_file():
+            return self._execute()
+
+    def _execute(self) -> list[Score]:
         run = self.run
+        if not self.fresh and run.is_done("evaluate") and not (run.path / "results.json").exists():
+            run.unmark("evaluate", "report")  # results.json was deleted: evaluate again
         if not self.fresh and run.is_done("report"):
             self.context.log(f"{run.path} is finished; showing its results (use --fresh to start over)")
             return run.results()
@@ -72,14 +84,30 @@ class Engine:
             self.student.prepare(train)  # checks what needs the tokenizer (max_length)
         except ConfigError as exc:
             raise ConfigError(f"{self.spec.path}: {exc}") from None
-        self.run.create(self.fresh)
+        data = self._fingerprints(train)
+        if not self.fresh:
+            self.run.check_data(data)
+        for name in self.run.create(self.fresh):
+            self.context.log(f"--fresh kept {self.run.path / name}: dpokd did not write it")
         if not self.run.is_done("prepare"):
             with self.stage("prepare"):
                 self._check_disk()
                 self.run.write_manifest(self.spec.resolved(), {
-                    "seed": self.spec.run.seed, "offline": self.context.offline,
+                    "seed": self.spec.run.seed, "offline": self.context.offline, "data": data,
                     "contamination": self._contamination(train)})
         return train
+
+    def _fingerprints(self, train: list[Example]) -> dict[str, Any]:
+        """What each split holds, recorded in the manifest; records join by id, so ids must be unique."""
+        splits = {"train": train, "eval": self.task.examples("eval")}
+        for split, examples in splits.items():
+            seen: set[str] = set()
+            for e in examples:
+                if e.id in seen:
+                    raise ConfigError(f"task: example id {e.id!r} appears more than once in the {split} split; "
+                                      "ids must be unique (check the data's id column)")
+                seen.add(e.id)
+        return {split: data_fingerprint(examples) for split, examples in splits.items()}
 
     def _check_data(self, train: list[Example]) -> None:
         """What the spec asks of the task's data, checked before anything is paid for or written."""
@@ -120,9 +148,9 @@ class Engine:
     def teach(self, train: list[Example]) -> list[Completion]:
         path = self.run.path / "teacher.jsonl"
         if self.run.is_done("teacher"):
-            return [Completion.model_validate(r) for r in read_jsonl(path)]
+            return read_records(path, Completion)
         with self.stage("teacher"):
-            answers = self.teacher.answer(train)
+            answers = _joined(train, self.teacher.answer(train), f"teacher {self.teacher.name!r}")
             write_jsonl(path, [a.model_dump(mode="json") for a in answers])
         return answers
 
@@ -131,16 +159,23 @@ class Engine:
 
     def _load_student_before(self, k: int) -> None:
         """Put the student in the state iteration ``k`` starts from."""
-        self.student.load(None if k == 1 else self._iter_dir(k - 1) / "adapter")
+        self.student.load(None if k == 1 else self._adapter(k - 1))
+
+    def _adapter(self, k: int) -> Path:
+        """Iteration ``k``'s trained adapter, which a finished train stage left on disk."""
+        path = self._iter_dir(k) / "adapter"
+        if not path.is_dir():
+            raise damaged(path, f"is missing: iteration {k}'s trained student is gone")
+        return path
 
     def rejected(self, k: int, train: list[Example]) -> list[Completion]:
         path = self._iter_dir(k) / "rejected.jsonl"
         stage = f"iter_{k}/student"
         if self.run.is_done(stage):
-            return [Completion.model_validate(r) for r in read_jsonl(path)]
+            return read_records(path, Completion)
         with self.stage(stage):
             self._load_student_before(k)
-            answers = self.student.generate(train)
+            answers = _joined(train, self.student.generate(train), f"student {self.student.name!r}")
             write_jsonl(path, [a.model_dump(mode="json") for a in answers])
         return answers
 
@@ -153,7 +188,10 @@ class Engine:
         with self.stage(stage):
             counts = {"examples": len(train), "teacher_failed": 0, "identical": 0, "not_verified": 0}
             keep: list[tuple[Example, Completion, Completion]] = []
-            for example, good, bad in zip(train, chosen, rejected):
+            good_of = _by_id(chosen, train, self.run.path / "teacher.jsonl")
+            bad_of = _by_id(rejected, train, self._iter_dir(k) / "rejected.jsonl")
+            for example in train:
+                good, bad = good_of[example.id], bad_of[example.id]
                 if not good.ok:
                     counts["teacher_failed"] += 1
                 elif good.text.strip() == bad.text.strip():
@@ -190,8 +228,7 @@ class Engine:
         if self.run.is_done(stage):
             return
         with self.stage(stage):
-            rows = read_jsonl(self._iter_dir(k) / "pairs.jsonl")
-            batch = [PreferencePair.model_validate({key: v for key, v in r.items() if key != "previous"}) for r in rows]
+            batch = read_records(self._iter_dir(k) / "pairs.jsonl", PreferencePair, drop=("previous",))
             self._load_student_before(k)
             out = self._iter_dir(k)
             if not batch:
@@ -202,7 +239,11 @@ class Engine:
                 write_json(out / "train_metrics.json", {"pairs": 0, "steps": 0, "skipped": True})
                 return
             (out / "train_log.jsonl").unlink(missing_ok=True)
-            metrics = self.student.train_dpo(batch, out)
+            try:
+                metrics = self.student.train_dpo(batch, out)
+            except BaseException:
+                shutil.rmtree(out / "adapter", ignore_errors=True)  # half-saved weights must not look trained
+                raise
             write_json(out / "train_metrics.json", metrics)
 
     def evaluate(self, chosen: list[Completion]) -> list[Score]:
@@ -218,13 +259,13 @@ class Engine:
         return scores
 
     def systems(self) -> dict[str, System]:
-        systems = {"teacher": System("teacher", self.teacher.answer)}
+        systems = {"teacher": System("teacher", _aligned(self.teacher.answer, "teacher"))}
         checkpoints: list[tuple[str, Path | None]] = [("student@base", None)]
         last = self.spec.run.iterations
         wanted = range(1, last + 1) if self.spec.run.evaluate == "all" else [last]
-        checkpoints += [(f"student@iter_{k}", self._iter_dir(k) / "adapter") for k in wanted]
+        checkpoints += [(f"student@iter_{k}", self._adapter(k)) for k in wanted]
         for name, adapter in checkpoints:
-            systems[name] = System(name, _with_adapter(self.student, adapter, "generate"),
+            systems[name] = System(name, _aligned(_with_adapter(self.student, adapter, "generate"), name),
                                    _with_adapter(self.student, adapter, "logprob"))
         return systems
 
@@ -243,6 +284,82 @@ def _with_adapter(student: Student, adapter: Path | None, method: str):
     return call
 
 
+def _joined(examples: list[Example], answers: list[Completion], who: str) -> list[Completion]:
+    """``answers`` in the order of ``examples``, matched by ``example_id``, one per example.
+
+    Repeated samples of one prompt share an id; they are matched in the order they came.
+    """
+    want = [e.id for e in examples]
+    got = [a.example_id for a in answers]
+    if got == want:
+        return answers
+    queues: dict[str, list[Completion]] = defaultdict(list)
+    for answer in answers:
+        queues[answer.example_id].append(answer)
+    missing = [i for i in dict.fromkeys(want) if len(queues.get(i, ())) < want.count(i)]
+    extra = [i for i in queues if len(queues[i]) > want.count(i)]
+    if missing or extra:
+        shown = "; ".join(f"{what} (first: {ids[0]!r})" for what, ids in (
+            (f"no answer for {len(missing)} example(s)", missing), (f"extra answers for {len(extra)} example(s)", extra))
+            if ids)
+        raise PluginError(f"{who} answered {len(answers)} times for {len(examples)} prompts: {shown}")
+    return [queues[i].pop(0) for i in want]
+
+
+def _aligned(answer, who: str):
+    """A system's answer function whose answers always line up with the examples asked."""
+    def call(examples: list[Example]) -> list[Completion]:
+        return _joined(examples, answer(examples), who)
+
+    return call
+
+
+def _by_id(answers: list[Completion], examples: list[Example], path: Path) -> dict[str, Completion]:
+    """One answer per example, by id: a missing, repeated or unknown answer means ``path`` is damaged."""
+    out: dict[str, Completion] = {}
+    for answer in answers:
+        if answer.example_id in out:
+            raise damaged(path, f"holds more than one answer for example {answer.example_id!r}")
+        out[answer.example_id] = answer
+    missing = [e.id for e in examples if e.id not in out]
+    if missing:
+        raise damaged(path, f"has no answer for {len(missing)} of {len(examples)} train examples (first: {missing[0]!r})")
+    unknown = out.keys() - {e.id for e in examples}
+    if unknown:
+        raise damaged(path, f"holds answers for {len(unknown)} example(s) not in the train split "
+                            f"(first: {sorted(unknown)[0]!r})")
+    return out
+
+
+def _check_run_name(spec: Spec) -> None:
+    """A run name made from the file name obeys the `[run] name` rule too (``..toml`` would name ``runs/.``)."""
+    if spec.run.name is None:
+        try:
+            RunOptions.model_validate({"name": spec.name})
+        except ValidationError:
+            raise SpecError(f"the file name makes the run name {spec.name!r}, which is not a valid run name (letters, "
+                            "digits, '.', '_' and '-', starting with a letter or digit); set [run] name",
+                            path=str(spec.path), field="run.name") from None
+
+
+@contextmanager
+def _disk_full_names_the_file():
+    """A full disk mid-stage is a user error: the stage stays unfinished, so a re-run resumes it."""
+    try:
+        yield
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise DiskFull(exc.filename) from None
+        raise
+    except DpokdError:
+        raise
+    except Exception as exc:
+        # safetensors and torch report a failed write as their own error, with the OS's words in it.
+        if "No space left on device" in str(exc):
+            raise DiskFull(None) from None
+        raise
+
+
 def _usage(answers: list[Completion]) -> dict[str, float]:
     return {"tokens": float(sum(a.prompt_tokens + a.completion_tokens for a in answers)),
             "cost_usd": float(sum(a.cost_usd for a in answers))}
@@ -256,7 +373,7 @@ def train_once(spec: Spec, pairs_path: Path, output: Path, adapter: Path | None 
     student: Student = spec.student.build(context)
     student.prepare(spec.task.build(context).examples("train"))
     student.load(adapter)
-    pairs = [PreferencePair.model_validate({k: v for k, v in r.items() if k != "previous"}) for r in read_jsonl(pairs_path)]
+    pairs = read_records(pairs_path, PreferencePair, drop=("previous",))
     metrics = student.train_dpo(pairs, output)
     return {"rank": int(os.environ.get("RANK", 0)), "world_size": int(os.environ.get("WORLD_SIZE", 1)), **metrics}
 

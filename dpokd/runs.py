@@ -1,17 +1,43 @@
-"""The run directory: manifest, finished stages, results. What makes a run resumable."""
+"""The run directory: manifest, finished stages, results. What makes a run resumable.
+
+A directory is a run only when it carries the marker file: ``--fresh`` deletes nothing else, and
+within a run only the files a run writes. One process at a time works in a run (a lock file).
+Every file read back is checked, and a damaged one is an error naming it and what to do.
+"""
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from .errors import SpecError
-from .records import Score
+from pydantic import BaseModel, ValidationError
+
+from .errors import DpokdError, SpecError
+from .records import Example, Score
+
+MARKER = ".dpokd-run"
+LOCK = ".dpokd-run.lock"
+HOLDER = ".dpokd-run.pid"  # the PID holding the lock, for the message a second run prints
+RESULTS_SCHEMA = 1
+
+# Everything a run writes at its top level; ``--fresh`` removes these and nothing else.
+RUN_FILES = ("state.json", "manifest.json", "results.json", "teacher.jsonl", "run.log", "curves.png", "report.html",
+             "vllm.log", "cache_keys.txt", "eval")
+_RUN_PATTERNS = (re.compile(r"iter_\d+"), re.compile(r".*\.tmp"))
+
+FRESH = "re-run with --fresh to start this run over (answers already paid for come from the cache)"
+
+Record = TypeVar("Record", bound=BaseModel)
 
 
 class RunDir:
@@ -22,16 +48,91 @@ class RunDir:
     def state_file(self) -> Path:
         return self.path / "state.json"
 
-    def create(self, fresh: bool) -> None:
-        if fresh and self.path.exists():
-            shutil.rmtree(self.path)
+    # -- what the directory is --------------------------------------------------------------------
+    def check_location(self, fresh: bool, spec_path: Path | None = None) -> None:
+        """Refuse a run path under a file, or one that is a directory some other program made."""
+        where = str(spec_path) if spec_path else None
+        for path in (self.path, *self.path.parents):
+            if path.exists():
+                if not path.is_dir():
+                    field = "run.output_dir" if path != self.path else "run.name"
+                    raise SpecError(f"{path} is a file, not a directory; point `run.output_dir` at a directory "
+                                    "(or choose another [run] name)", path=where, field=field)
+                break
+        if not self.path.is_dir() or self.is_marked():
+            return
+        others = self._entries()
+        if fresh and others:
+            raise SpecError(f"--fresh would delete {self.path}, which is not marked as a dpokd run (it has no "
+                            f"{MARKER} file); delete it yourself if it is one, or set another [run] name",
+                            path=where, field="run.name")
+        if others and not (self.path / "manifest.json").exists():
+            raise SpecError(f"{self.path} already exists and is not a dpokd run directory (it has no {MARKER} "
+                            "file); set another [run] name or `run.output_dir`", path=where, field="run.name")
+
+    def is_marked(self) -> bool:
+        return (self.path / MARKER).is_file()
+
+    def _entries(self) -> list[str]:
+        return sorted(p.name for p in self.path.iterdir() if p.name not in (LOCK, HOLDER))
+
+    def create(self, fresh: bool) -> list[str]:
+        """Make (or, with ``fresh``, empty) the run directory; returns what ``fresh`` left in place."""
+        kept: list[str] = []
+        if fresh and self.path.is_dir():
+            if not self.is_marked() and self._entries():
+                raise DpokdError(f"{self.path} is not marked as a dpokd run (no {MARKER}); not deleting it")
+            for name in self._entries():
+                entry = self.path / name
+                if name == MARKER:
+                    continue
+                if name in RUN_FILES or any(p.fullmatch(name) for p in _RUN_PATTERNS):
+                    if entry.is_dir() and not entry.is_symlink():
+                        shutil.rmtree(entry)
+                    else:
+                        entry.unlink()
+                else:
+                    kept.append(name)
         self.path.mkdir(parents=True, exist_ok=True)
+        if not self.is_marked():
+            write_json(self.path / MARKER, {"dpokd_run": 1, "name": self.path.name})
+        return kept
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run for this process; a second ``dpokd run`` of it is refused, naming the holder."""
+        from filelock import FileLock, Timeout
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.path / LOCK), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise DpokdError(f"{self.path} is in use by another dpokd process (PID {self._holder()}); wait for it "
+                             "to finish or stop it, then re-run") from None
+        holder = self.path / HOLDER
+        try:
+            holder.write_text(f"{os.getpid()}\n")
+            yield
+        finally:
+            holder.unlink(missing_ok=True)
+            lock.release()
+
+    def _holder(self) -> str:
+        try:
+            return (self.path / HOLDER).read_text().strip() or "unknown"
+        except OSError:
+            return "unknown"
 
     # -- state ------------------------------------------------------------------------------------
     def finished(self) -> list[str]:
         if not self.state_file.exists():
             return []
-        return json.loads(self.state_file.read_text())["finished"]
+        data = read_json(self.state_file)
+        stages = data.get("finished") if isinstance(data, dict) else None
+        if not isinstance(stages, list) or not all(isinstance(s, str) for s in stages):
+            raise damaged(self.state_file, 'has no list of finished stages ("finished")')
+        return stages
 
     def is_done(self, stage: str) -> bool:
         return stage in self.finished()
@@ -42,20 +143,42 @@ class RunDir:
             finished.append(stage)
         write_json(self.state_file, {"finished": finished})
 
+    def unmark(self, *stages: str) -> None:
+        write_json(self.state_file, {"finished": [s for s in self.finished() if s not in stages]})
+
     # -- manifest ---------------------------------------------------------------------------------
+    def manifest(self) -> dict[str, Any] | None:
+        path = self.path / "manifest.json"
+        if not path.exists():
+            return None
+        data = read_json(path)
+        if not isinstance(data, dict) or not isinstance(data.get("spec"), dict):
+            raise damaged(path, 'has no "spec" table')
+        return data
+
     def check_spec(self, resolved: dict[str, Any], spec_path: Path) -> None:
         """Refuse to continue a run whose spec changed, naming the changed fields."""
-        manifest = self.path / "manifest.json"
-        if not manifest.exists():
+        manifest = self.manifest()
+        if manifest is None:
             return
-        before = json.loads(manifest.read_text())["spec"]
-        changed = sorted(set(_flatten(before).items()) ^ set(_flatten(resolved).items()))
+        changed = sorted(set(_flatten(manifest["spec"]).items()) ^ set(_flatten(resolved).items()))
         fields = sorted({key for key, _ in changed})
         if fields:
             raise SpecError(
                 f"the run in {self.path} was started with a different spec; changed: {', '.join(fields)}. "
                 "Re-run with --fresh to start over, or give the run a new [run] name",
                 path=str(spec_path))
+
+    def check_data(self, data: dict[str, dict[str, Any]]) -> None:
+        """Refuse to continue a run on other data than it was built from, naming the splits that changed."""
+        before = (self.manifest() or {}).get("data")
+        if not isinstance(before, dict):
+            return  # a run started before dpokd recorded its data
+        changes = [f"{split} split: {change}" for split, now in data.items()
+                   if (change := data_changes(before.get(split), now))]
+        if changes:
+            raise DpokdError(f"the task's data changed since the run in {self.path} started ({'; '.join(changes)}); "
+                             "restore the data it was built from, or re-run with --fresh to start over")
 
     def write_manifest(self, resolved: dict[str, Any], extra: dict[str, Any]) -> None:
         import importlib.metadata as md
@@ -72,30 +195,148 @@ class RunDir:
 
     # -- results ----------------------------------------------------------------------------------
     def write_results(self, scores: list[Score]) -> None:
-        write_json(self.path / "results.json", {"schema_version": 1, "scores": [s.model_dump(mode="json") for s in scores]})
+        write_json(self.path / "results.json", {"schema_version": RESULTS_SCHEMA,
+                                                "scores": [s.model_dump(mode="json") for s in scores]})
 
     def results(self) -> list[Score]:
-        data = json.loads((self.path / "results.json").read_text())
-        return [Score.model_validate(s) for s in data["scores"]]
+        path = self.path / "results.json"
+        again = "delete it and re-run the spec to evaluate again (answers come from the cache)"
+        data = read_json(path, remedy=again)
+        if not isinstance(data, dict):
+            raise damaged(path, "is not a JSON object", again)
+        version = data.get("schema_version")
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise damaged(path, f"has no integer schema_version (found {version!r})", again)
+        if version > RESULTS_SCHEMA:
+            raise DpokdError(f"{path}: written by a newer dpokd (results schema {version}; this dpokd reads "
+                             f"{RESULTS_SCHEMA}); upgrade dpokd to read it")
+        scores = data.get("scores")
+        if not isinstance(scores, list):
+            raise damaged(path, 'has no list of "scores"', again)
+        out = []
+        for i, row in enumerate(scores):
+            try:
+                out.append(Score.model_validate(row))
+            except (ValidationError, DpokdError) as exc:
+                raise damaged(path, f"score {i} is not valid ({_first_error(exc)})", again) from None
+        return out
+
+
+# -- reading and writing ------------------------------------------------------------------------
+def damaged(path: Path, what: str, remedy: str = FRESH) -> DpokdError:
+    return DpokdError(f"{path}: {what}; {remedy}")
+
+
+def read_json(path: Path, remedy: str = FRESH) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise damaged(path, "is missing", remedy) from None
+    except UnicodeDecodeError:
+        raise damaged(path, "is not text", remedy) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        what = "is empty" if not text.strip() else f"is not valid JSON (line {exc.lineno}: {exc.msg}); it may be cut short"
+        raise damaged(path, what, remedy) from None
+
+
+def read_jsonl(path: Path, remedy: str = FRESH) -> list[dict[str, Any]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise damaged(path, "is missing", remedy) from None
+    except UnicodeDecodeError:
+        raise damaged(path, "is not text", remedy) from None
+    rows = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise damaged(path, f"line {n} is not valid JSON ({exc.msg})", remedy) from None
+        if not isinstance(row, dict):
+            raise damaged(path, f"line {n} is not a JSON object", remedy)
+        rows.append(row)
+    return rows
+
+
+def read_records(path: Path, model: type[Record], drop: tuple[str, ...] = ()) -> list[Record]:
+    """Each line of a JSONL file as ``model``; a line that is not one is an error naming the file and line."""
+    out = []
+    for n, row in enumerate(read_jsonl(path), 1):
+        try:
+            out.append(model.model_validate({k: v for k, v in row.items() if k not in drop}))
+        except (ValidationError, DpokdError) as exc:
+            raise damaged(path, f"record {n} is not a valid {model.__name__} ({_first_error(exc)})") from None
+    return out
+
+
+def _first_error(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        err = exc.errors()[0]
+        return f"{'.'.join(str(p) for p in err['loc']) or 'record'}: {err['msg']}"
+    return str(exc)
+
+
+class DiskFull(DpokdError):
+    """The disk filled while a stage wrote its output; nothing half-written was kept."""
+
+    def __init__(self, path: str | os.PathLike | None):
+        where = f" while writing {path}" if path else ""
+        super().__init__(f"no space left on the device{where}; free some space and re-run the same command "
+                         "to resume (finished stages are kept)")
+
+
+def is_disk_full(exc: OSError) -> bool:
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """A killed process or a full disk leaves the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if is_disk_full(exc):
+            raise DiskFull(path) from None
+        raise
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write atomically: a killed process leaves the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
+    _write_atomic(path, json.dumps(data, indent=2, default=str))
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    os.replace(tmp, path)
+    _write_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+# -- what data a run was built from ---------------------------------------------------------------
+def data_fingerprint(examples: list[Example]) -> dict[str, Any]:
+    """A digest of each example (id, prompt, reference, tests), keyed by id, and one of the whole split."""
+    items = {e.id: hashlib.sha256(json.dumps([e.prompt, e.reference, e.tests, e.entry_point]).encode()).hexdigest()[:16]
+             for e in examples}
+    digest = hashlib.sha256(json.dumps(sorted(items.items())).encode()).hexdigest()
+    return {"examples": len(examples), "sha256": digest, "items": items}
+
+
+def data_changes(before: Any, now: dict[str, Any]) -> str | None:
+    """How a split differs from when the run started, in words; None when it is the same."""
+    if not isinstance(before, dict) or not isinstance(before.get("items"), dict):
+        return None if before is None else "its recorded fingerprint is unreadable"
+    old, new = before["items"], now["items"]
+    edited = sum(1 for k in old.keys() & new.keys() if old[k] != new[k])
+    added, gone = len(new.keys() - old.keys()), len(old.keys() - new.keys())
+    if not (edited or added or gone):
+        return None
+    return f"{edited + added + gone} of {len(old)} examples changed ({edited} edited, {added} new, {gone} gone)"
 
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, str]:

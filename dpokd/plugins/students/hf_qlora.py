@@ -230,10 +230,14 @@ class HFQLoRAStudent(dpokd.Student):
             self.adapter_hash = self.adapter_dir = None
             return
         from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
 
-        weights = load_file(str(Path(directory) / "adapter_model.safetensors"))
-        set_peft_model_state_dict(model, weights)
+        path = Path(directory) / "adapter_model.safetensors"
+        weights = read_adapter(path)
+        try:
+            set_peft_model_state_dict(model, weights)
+        except RuntimeError as exc:  # a tensor of the wrong shape: another model's adapter
+            raise dpokd.DpokdError(f"{path}: does not fit this student ({str(exc).splitlines()[0][:200]}); "
+                                   f"{_RETRAIN}") from None
         self.adapter_hash = self._hash_adapter()
         self.adapter_dir = Path(directory)
 
@@ -449,6 +453,32 @@ class HFQLoRAStudent(dpokd.Student):
         summary["pairs_seen"] = result.global_step * o.batch_size * o.grad_accum
         summary["saved_adapter"] = trainer.is_world_process_zero()
         return summary
+
+
+_RETRAIN = "train it again (in a run: re-run the spec with --fresh; answers come from the cache)"
+
+
+def read_adapter(path: Path) -> dict[str, Any]:
+    """An adapter's tensors, refused when the file is missing, cut short or holds non-finite values.
+
+    Damaged weights otherwise load silently and every score built on them is NaN.
+    """
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise dpokd.DpokdError(f"{path}: the adapter's weights are missing; {_RETRAIN}")
+    try:
+        weights = load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise dpokd.DpokdError(f"{path}: cannot read the adapter ({str(exc).splitlines()[0][:200]}); it may be "
+                               f"cut short: {_RETRAIN}") from None
+    bad = [name for name, tensor in weights.items() if not torch.isfinite(tensor).all()]
+    if bad:
+        raise dpokd.DpokdError(f"{path}: {len(bad)} of {len(weights)} adapter tensors hold NaN or infinite values "
+                               f"(first: {bad[0]}); the file is damaged: {_RETRAIN}")
+    return weights
 
 
 def summarize(steps: list[dict[str, float]], global_step: int, n_pairs: int) -> dict[str, Any]:
