@@ -21,6 +21,10 @@ from dpokd.records import Completion, Example, PreferencePair
 from .tiny import TINY_ID, tiny_model_dir
 
 PHI2_4BIT_GB = 2.0
+# TRL 1.16's DPO losses (pinned in pyproject.toml): TRL itself checks the name only at the first
+# training step, after the teacher was paid.
+TRL_LOSSES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+              "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
 
 
 class HFQLoRAStudent(dpokd.Student):
@@ -78,6 +82,18 @@ class HFQLoRAStudent(dpokd.Student):
                 raise ValueError(f"must be a multiple of 64 (4-bit blocks), got {v}")
             return v
 
+        @dpokd.field_validator("loss")
+        @classmethod
+        def _known_losses(cls, v: list[str]) -> list[str]:
+            import difflib
+
+            for name in v:
+                if name not in TRL_LOSSES:
+                    close = difflib.get_close_matches(name, TRL_LOSSES, n=1)
+                    hint = f"did you mean {close[0]!r}? " if close else ""
+                    raise ValueError(f"unknown TRL loss type {name!r}; {hint}(known: {', '.join(TRL_LOSSES)})")
+            return v
+
         @dpokd.field_validator("loss_weights")
         @classmethod
         def _weights(cls, v, info):
@@ -105,6 +121,24 @@ class HFQLoRAStudent(dpokd.Student):
                                                  layers=o.tiny_layers, vocab=o.tiny_vocab, seed=self.seed))
         if self.options.max_length is not None and examples:
             self._check_max_length(examples)
+        if self.options.target_modules != "all-linear":
+            self._check_target_modules()
+
+    def _check_target_modules(self) -> None:
+        """peft refuses modules the model lacks only when the model loads, in the student's first
+        stage; an empty copy of the model on the meta device finds that out now, in a second."""
+        import torch
+        from peft import LoraConfig, get_peft_model
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        o = self.options
+        with torch.device("meta"):
+            skeleton = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(self.model_path, revision=o.revision))
+        try:
+            get_peft_model(skeleton, LoraConfig(r=o.lora_r, target_modules=o.target_modules, task_type="CAUSAL_LM"))
+        except ValueError as exc:
+            raise dpokd.ConfigError(f"student.target_modules: {str(exc).splitlines()[0][:300]}") from None
+
 
     def _check_max_length(self, examples: list[Example]) -> None:
         """TRL drops each pair whose prompt alone fills ``max_length``; with none left, training
