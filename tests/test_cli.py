@@ -70,7 +70,7 @@ LEETCODE = ROOT / "tests" / "fixtures" / "leetcode.jsonl"
 SYNTHETIC = 'plugin = "synthetic-codegen"\nn_train = 8\nn_eval = 4\nlevels = [1]'
 
 
-def small_spec(url: str, *, name: str, task: str = SYNTHETIC, run: str = "", max_length: int = 64) -> str:
+def small_spec(url: str, *, name: str, task: str = SYNTHETIC, run: str = "", student: str = "max_length = 64") -> str:
     return f"""
 [run]
 name = "{name}"
@@ -86,8 +86,8 @@ plugin = "hf-qlora"
 model = "dpokd:tiny"
 epochs = 1
 batch_size = 4
-max_length = {max_length}
 max_new_tokens = 16
+{student}
 [[judges]]
 plugin = "teacher-likelihood"
 """
@@ -100,12 +100,14 @@ def teacher():
 
 
 @pytest.mark.parametrize("case, expected", [
-    (dict(max_length=8), "student.max_length: 8 tokens leave no room for an answer after any train prompt"),
+    (dict(student="max_length = 8"), "student.max_length: 8 tokens leave no room for an answer after any train prompt"),
+    (dict(student='target_modules = ["qkv_proj"]'),
+     "student.target_modules: Target modules {'qkv_proj'} not found in the base model"),
     (dict(task=f'plugin = "leetcode-codegen"\ndataset = "{LEETCODE}"\neval_fraction = 0.01'),
      "task: the eval split is empty, so judges[0] (teacher-likelihood) has nothing to judge"),
     (dict(task=f'plugin = "leetcode-codegen"\ndataset = "{LEETCODE}"', run="verified_pairs = true"),
      "run.verified_pairs: the task's examples carry no tests"),
-], ids=["max_length", "empty_eval_split", "verified_pairs_without_tests"])
+], ids=["max_length", "target_modules", "empty_eval_split", "verified_pairs_without_tests"])
 def test_spec_the_data_cannot_serve_stops_before_any_paid_call(case, expected, teacher, tmp_path):
     spec = tmp_path / "s.toml"
     spec.write_text(small_spec(teacher.url, name="s", **case))

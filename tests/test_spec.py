@@ -2,11 +2,14 @@
 
 from pathlib import Path
 
+import dataclasses
+import re
 import time
 
 import pytest
 
 from dpokd.errors import ConfigError, SpecError
+from dpokd.plugins.students.hf_qlora import TRL_LOSSES
 from dpokd.plugins.tasks.synthetic import capacity, generate_problems
 from dpokd.spec import load_spec
 
@@ -35,7 +38,7 @@ def test_broken_folder_covers_the_required_cases():
     names = {p.stem for p in BROKEN}
     assert {"toml_syntax", "missing_table", "unknown_plugin", "unknown_key", "wrong_type",
             "out_of_range", "offline_iterations", "seed_too_large", "student_seed_negative",
-            "synthetic_n_train", "synthetic_n_eval", "synthetic_template"} <= names
+            "synthetic_n_train", "synthetic_n_eval", "synthetic_template", "student_loss"} <= names
 
 
 @pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
@@ -102,3 +105,10 @@ def test_synthetic_capacity_is_exactly_what_the_generator_can_make(levels, tmp_p
 def test_capacity_of_the_default_levels():
     # 96 level-3 problems, drawn every third turn: the 97th is needed by problem 291.
     assert capacity([1, 2, 3]) == 290
+
+
+def test_known_losses_are_exactly_trls():
+    from trl import DPOConfig
+
+    help_text = next(f for f in dataclasses.fields(DPOConfig) if f.name == "loss_type").metadata["help"]
+    assert set(re.findall(r"`'(\w+)'`", help_text)) == set(TRL_LOSSES)
