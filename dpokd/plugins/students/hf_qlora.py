@@ -139,7 +139,6 @@ class HFQLoRAStudent(dpokd.Student):
         except ValueError as exc:
             raise dpokd.ConfigError(f"student.target_modules: {str(exc).splitlines()[0][:300]}") from None
 
-
     def _check_max_length(self, examples: list[Example]) -> None:
         """TRL drops each pair whose prompt alone fills ``max_length``; with none left, training
         fails after the teacher was paid. Refuse that here, once the tokenizer is known."""
