@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -296,8 +296,9 @@ def _joined(examples: list[Example], answers: list[Completion], who: str) -> lis
     queues: dict[str, list[Completion]] = defaultdict(list)
     for answer in answers:
         queues[answer.example_id].append(answer)
-    missing = [i for i in dict.fromkeys(want) if len(queues.get(i, ())) < want.count(i)]
-    extra = [i for i in queues if len(queues[i]) > want.count(i)]
+    asked = Counter(want)
+    missing = [i for i in asked if len(queues.get(i, ())) < asked[i]]
+    extra = [i for i in queues if len(queues[i]) > asked[i]]
     if missing or extra:
         shown = "; ".join(f"{what} (first: {ids[0]!r})" for what, ids in (
             (f"no answer for {len(missing)} example(s)", missing), (f"extra answers for {len(extra)} example(s)", extra))

@@ -226,7 +226,7 @@ def test_a_second_run_of_the_same_directory_exits_2_naming_the_first(built, tmp_
                 time.sleep(0.05)
             assert server.requests and first.poll() is None, "the first run never reached its teacher"
             asked = len(server.requests)
-            second = run_cli("run", str(spec))
+            second = run_cli("run", str(spec), timeout=120)
             refused(second, str(built / "runs" / "locked"), "in use by another dpokd process", f"PID {first.pid}")
             assert len(server.requests) == asked  # the second paid for nothing
         finally:
