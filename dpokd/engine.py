@@ -22,6 +22,7 @@ from .interfaces import Context, Student, System
 from .records import Completion, Example, PreferencePair, Score
 from .runs import (DiskFull, RunDir, data_fingerprint, damaged, is_disk_full, read_jsonl, read_records,
                    write_json, write_jsonl)
+from .sandbox import check_isolation
 from .spec import RunOptions, Spec
 
 CONTAMINATION_WARN_SHARE = 0.01
@@ -78,6 +79,8 @@ class Engine:
         models.preflight(self.spec, self.context)  # retired or unpriced API models
         for plugin in (self.teacher, *self.judges, self.student, self.task):
             plugin.preflight()
+        if self.spec.run.verified_pairs:
+            check_isolation()  # verified pairs run the answers' code
         train = self.task.examples("train")
         try:
             self._check_data(train)
