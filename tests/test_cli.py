@@ -161,3 +161,26 @@ def test_declined_confirmation_is_not_an_interruption(tmp_path):
     assert out.returncode == 1
     assert out.stderr.strip().splitlines()[-1] == "aborted"
     assert ResponseCache(tmp_path / "c").stats()["entries"] == 1
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_the_teacher_answers_exits_130_and_asks_again_only_what_was_in_flight(tmp_path):
+    with LoopbackServer(lambda body: "def f(x):\n    return x\n", latency=0.5) as teacher:
+        spec = tmp_path / "s.toml"
+        spec.write_text(small_spec(teacher.url, name="s").replace("[student]", "max_concurrency = 2\n[student]"))
+        command = [sys.executable, "-m", "dpokd", "run", str(spec)]
+        proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 300
+        while len(teacher.requests) < 3 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)  # inside litellm's event loop, two requests in flight
+        _, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 130, stderr[-3000:]
+        assert stderr.strip().splitlines()[-1] == "interrupted; re-run the same command to resume"
+        assert "Traceback" not in stderr
+
+        resumed = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        asked = [r["messages"][-1]["content"] for r in teacher.requests]
+        assert len(set(asked)) == 8 + 4  # every train prompt, then the eval prompts for the judge
+        assert len(asked) <= 8 + 4 + 2  # at most the two in flight were asked twice

@@ -4,6 +4,8 @@ import csv
 import io
 import json
 
+import pytest
+
 from dpokd.records import Score
 from dpokd.runs import RunDir
 
@@ -40,3 +42,118 @@ def test_unfinished_run_is_a_clear_error(tmp_path):
     (tmp_path / "r").mkdir()
     out = run_cli("leaderboard", str(tmp_path / "r"))
     assert out.returncode == 2 and "no results.json" in out.stderr and "Traceback" not in out.stderr
+
+
+# -- paired comparisons --------------------------------------------------------------------------
+def paired_run(path):
+    """32 problems: the base passes 0-7, iter_1 passes 0-19, iter_2 passes 0-15 and 20-23."""
+    from .runs_on_disk import make_run as make_eval_run
+
+    passing = {"teacher": range(32), "student@base": range(8), "student@iter_1": range(20),
+               "student@iter_2": [*range(16), *range(20, 24)]}
+    return make_eval_run(path, systems=list(passing), problems=32, passes=lambda s, i, j: i in passing[s])
+
+
+def test_checkpoints_get_delta_with_paired_ci_and_mcnemar_p_in_every_format(tmp_path):
+    from scipy.stats import binomtest
+
+    run = paired_run(tmp_path / "r")
+    rows = {r["system"]: r for r in json.loads(run_cli("leaderboard", str(run), "--format", "json").stdout)}
+    last = rows["student@iter_2"]
+    assert last["vs_ref"]["against"] == "student@base" and last["vs_prev"]["against"] == "student@iter_1"
+    assert last["vs_ref"]["delta"] == pytest.approx(rows["student@iter_2"]["pass@1"] - rows["student@base"]["pass@1"])
+    assert last["vs_ref"]["delta"] == pytest.approx(12 / 32)
+    # iter_2 against iter_1: 4 examples only iter_2 passes (20-23), 4 only iter_1 (16-19).
+    assert (last["vs_prev"]["only_a"], last["vs_prev"]["only_b"]) == (4, 4)
+    assert last["vs_prev"]["p"] == pytest.approx(binomtest(4, 8, 0.5).pvalue) and last["vs_prev"]["delta"] == 0.0
+    assert last["vs_ref"]["p"] == pytest.approx(binomtest(12, 12, 0.5).pvalue)
+    low, high = last["vs_ref"]["ci"]
+    assert 0 < low < 12 / 32 < high
+    assert "vs_ref" not in rows["teacher"] and "vs_ref" not in rows["student@base"]
+    assert rows["student@iter_1"]["vs_prev"]["against"] == "student@base"
+
+    md = run_cli("leaderboard", str(run), "--format", "md").stdout
+    assert "Δpass@1 vs student@base" in md
+    assert f"| +0.375 [{low:+.2f}, {high:+.2f}] p=0.000 |" not in md  # p below 0.001 is written in full
+    assert f"+0.375 [{low:+.2f}, {high:+.2f}] p=4.9e-04" in md
+    table = list(csv.DictReader(io.StringIO(run_cli("leaderboard", str(run), "--format", "csv").stdout)))
+    by = {r["system"]: r for r in table}
+    assert by["student@iter_2"]["prev"] == "student@iter_1" and float(by["student@iter_2"]["delta_ref"]) == 0.375
+    out = run_cli("leaderboard", str(run)).stdout
+    assert "Δ vs student@base" in out and "+0.375" in out and "McNemar" in out
+
+
+def test_against_picks_the_reference_and_an_unknown_one_is_named(tmp_path):
+    run = paired_run(tmp_path / "r")
+    rows = {r["system"]: r for r in json.loads(
+        run_cli("leaderboard", str(run), "--format", "json", "--against", "teacher").stdout)}
+    assert rows["student@base"]["vs_ref"]["against"] == "teacher"
+    assert rows["student@base"]["vs_ref"]["delta"] == pytest.approx(-24 / 32)
+    assert "vs_ref" not in rows["teacher"]
+    out = run_cli("leaderboard", str(run), "--against", "student@iter_9")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "--against: run r has no system 'student@iter_9'" in out.stderr and "student@iter_2" in out.stderr
+
+
+def test_a_damaged_eval_file_is_a_clear_error(tmp_path):
+    run = paired_run(tmp_path / "r")
+    (run / "eval" / "execution-student_iter_1.jsonl").write_text('{"example_id": "task/0", "status": "passed"}\n{"exa')
+    out = run_cli("leaderboard", str(run))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "execution-student_iter_1.jsonl: line 2 is not valid JSON" in out.stderr and "results.json" in out.stderr
+
+
+# -- judge calibration ---------------------------------------------------------------------------
+def _judged_run(path, responder, model):
+    """student@base passes eval examples 0, 2 and 4; student@iter_1 passes 0 and 3; judged by execution
+    in the real sandbox and by llm-pairwise over real litellm against the loopback server."""
+    from dpokd.interfaces import Context, System
+    from dpokd.plugins.judges.execution import ExecutionJudge
+    from dpokd.plugins.judges.pairwise import PairwiseJudge
+    from dpokd.plugins.tasks.synthetic import SyntheticCodegen
+    from dpokd.records import Completion
+    from dpokd.testing import LoopbackServer
+
+    task = SyntheticCodegen(SyntheticCodegen.Options(n_train=4, n_eval=6, levels=[1]))
+    order = [e.id for e in task.examples("eval")]
+
+    def system(name, passing):
+        def answer(examples):
+            return [Completion.of(e, e.reference if order.index(e.id) in passing
+                                  else f"def {e.entry_point}(*args):\n    return None  # wrong\n") for e in examples]
+        return System(name, answer)
+
+    systems = {"student@base": system("student@base", {0, 2, 4}), "student@iter_1": system("student@iter_1", {0, 3})}
+    run = RunDir(path)
+    run.create(fresh=True)
+    context = Context(cache_dir=path.parent / f"cache-{model}", run_dir=path)
+    with LoopbackServer(responder) as server:
+        scores = ExecutionJudge(context=context).evaluate(systems, task)
+        scores += PairwiseJudge(PairwiseJudge.Options(model=f"openai/{model}", api_base=server.url), context).evaluate(
+            systems, task)
+    run.write_results(scores)
+    return path
+
+
+def _prefers_passing(body):
+    text = body["messages"][-1]["content"]
+    a = text.split("[The Start of Assistant A's Answer]\n")[1].split("[The End of Assistant A's Answer]")[0]
+    return "[[B]]" if "# wrong" in a else "[[A]]"
+
+
+def test_judge_calibration_is_kappa_1_for_a_right_judge_and_0_for_one_that_always_says_a(tmp_path):
+    right = _judged_run(tmp_path / "right", _prefers_passing, "judge-right")
+    rows = {r["system"]: r for r in json.loads(run_cli("leaderboard", str(right), "--format", "json").stdout)}
+    # Exactly one passes on examples 2 and 4 (the base) and 3 (iter_1).
+    assert rows["student@iter_1"]["judge_calibration"] == {
+        "judge": "llm-pairwise", "execution": "execution", "baseline": "student@base",
+        "pairs": 3, "accuracy": 1.0, "kappa": 1.0}
+    verdicts = [json.loads(line) for line in (right / "eval" / "llm-pairwise-student_iter_1.jsonl").read_text().splitlines()]
+    assert len(verdicts) == 6 and {v["verdict"] for v in verdicts} <= {"ours", "base", "tie"}
+
+    always_a = _judged_run(tmp_path / "always-a", lambda body: "[[A]]", "judge-a")
+    rows = {r["system"]: r for r in json.loads(run_cli("leaderboard", str(always_a), "--format", "json").stdout)}
+    assert rows["student@iter_1"]["judge_calibration"]["kappa"] == 0.0
+    assert rows["student@iter_1"]["judge_calibration"]["accuracy"] == 0.0
+    table = run_cli("leaderboard", str(always_a)).stdout
+    assert "judge acc" in table and "κ" in table

@@ -7,6 +7,7 @@ are known to favour the first position and longer answers).
 
 from __future__ import annotations
 
+import json
 import re
 
 import dpokd
@@ -88,9 +89,13 @@ class PairwiseJudge(dpokd.Judge):
             keys += [Example(id=f"{e.id}:{name}:AB", prompt=""), Example(id=f"{e.id}:{name}:BA", prompt="")]
         verdicts = self.client.complete(keys, prompts, label=f"judge {name} vs {o.baseline}",
                                         validate=lambda t: None if parse_verdict(t) else "no [[A]]/[[B]]/[[C]] verdict")
-        outcomes, agree = [], 0
-        for i in range(len(items)):
+        outcomes, agree, rows = [], 0, []
+        for i, (e, a, b) in enumerate(items):
             first, second = verdicts[2 * i], verdicts[2 * i + 1]
+            row = {"example_id": e.id, "baseline": o.baseline, "verdict": None, "completion": a,
+                   "baseline_completion": b, "judge_ab": first.text if first.ok else None,
+                   "judge_ba": second.text if second.ok else None}
+            rows.append(row)
             if not (first.ok and second.ok):
                 continue
             v1, v2 = parse_verdict(first.text), parse_verdict(second.text)
@@ -98,7 +103,13 @@ class PairwiseJudge(dpokd.Judge):
             r1 = {"A": "ours", "B": "base", "C": "tie"}[v1]
             r2 = {"A": "base", "B": "ours", "C": "tie"}[v2]
             agree += r1 == r2
+            row["verdict"] = r1 if r1 == r2 else "tie"
             outcomes.append({"ours": 1.0, "base": 0.0, "tie": 0.5}[r1] if r1 == r2 else 0.5)
+        if self.context.run_dir is not None:
+            # Per-example verdicts, for the report's drill-down and the judge's calibration against execution.
+            out = self.context.run_dir / "eval" / f"{self.name}-{name.replace('@', '_')}.jsonl"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
         n = len(outcomes)
         model_ids = sorted({v.model for v in verdicts if v.model})
         details = {"judge_model": model_ids, "baseline": o.baseline}
