@@ -53,8 +53,18 @@ class Engine:
         self.context.log(f"[bold]{name}[/] done in {time.monotonic() - start:.1f}s")
 
     def execute(self) -> list[Score]:
+        if self.fresh or not self.run.is_done("report"):  # a finished run is shown without keys
+            self.preflight()  # before the lock, which makes the run directory
         with self.run.lock(), _disk_full_names_the_file():
             return self._execute()
+
+    def preflight(self) -> None:
+        """What can fail without reading data or writing a file: keys, models, the sandbox."""
+        models.preflight(self.spec, self.context)  # retired or unpriced API models
+        for plugin in (self.teacher, *self.judges, self.student, self.task):
+            plugin.preflight()
+        if self.spec.run.verified_pairs:
+            check_isolation()  # verified pairs run the answers' code
 
     def _execute(self) -> list[Score]:
         run = self.run
@@ -76,11 +86,6 @@ class Engine:
 
     def prepare(self) -> list[Example]:
         """Everything that can fail cheaply fails here, before the first paid call or file."""
-        models.preflight(self.spec, self.context)  # retired or unpriced API models
-        for plugin in (self.teacher, *self.judges, self.student, self.task):
-            plugin.preflight()
-        if self.spec.run.verified_pairs:
-            check_isolation()  # verified pairs run the answers' code
         train = self.task.examples("train")
         try:
             self._check_data(train)
