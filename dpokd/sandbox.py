@@ -454,6 +454,14 @@ class Sandbox:
             if self._cgroups:
                 self._cgroups.flush()
 
+    def self_test(self) -> None:
+        """Refuse limits under which even a correct program cannot pass: every score would be 0."""
+        probe = self.run(Job("from typing import List\ndef probe(xs: List[int]) -> int:\n    return sum(xs)\n",
+                             "def check(candidate):\n    assert candidate([1, 2]) == 3\n", "probe"))
+        if not probe.passed:
+            raise ConfigError(f"sandbox: a correct program does not pass under these limits ({probe.reason}); "
+                              f"raise `memory_mb` (now {self.limits.memory_mb}) or `timeout` (now {self.limits.timeout:g})")
+
     def _rlimits(self) -> dict[str, int]:
         limits = self.limits
         rlimits = {

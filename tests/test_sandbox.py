@@ -414,3 +414,10 @@ def test_without_isolation_the_sandbox_refuses_to_run_next_to_api_keys(monkeypat
     monkeypatch.setenv("OPENAI_API_KEY", "sk-hostile-secret")
     monkeypatch.setenv(sandbox_module.UNISOLATED_ENV, "1")
     Sandbox(log=lambda message: None)  # the documented override
+
+
+def test_limits_under_which_nothing_can_pass_are_refused_up_front():
+    """Otherwise every system, the teacher included, would silently score 0."""
+    Sandbox(Limits(timeout=3.0, memory_mb=256), workers=1).self_test()
+    with pytest.raises(ConfigError, match=r"a correct program does not pass under these limits.*`timeout` \(now 0.001\)"):
+        Sandbox(Limits(timeout=0.001), workers=1).self_test()

@@ -71,6 +71,14 @@ class ExecutionJudge(dpokd.Judge):
 
     def preflight(self) -> None:
         check_isolation()
+        try:
+            self._sandbox().self_test()
+        except dpokd.ConfigError as exc:
+            raise dpokd.ConfigError(f"judges ({self.name}): {exc}") from None
+
+    def _sandbox(self) -> Sandbox:
+        o = self.options
+        return Sandbox(Limits(timeout=o.timeout, memory_mb=o.memory_mb), workers=o.workers, log=self.context.log)
 
     def eval_examples(self, task: dpokd.Task) -> list[Example]:
         examples = task.examples("eval")
@@ -84,7 +92,7 @@ class ExecutionJudge(dpokd.Judge):
         o = self.options
         if o.samples > 1 and o.temperature == 0:
             self.context.log(f"[yellow]warning:[/] judges.{self.name}: {o.samples} samples at temperature 0 are identical")
-        sandbox = Sandbox(Limits(timeout=o.timeout, memory_mb=o.memory_mb), workers=o.workers, log=self.context.log)
+        sandbox = self._sandbox()
         scores = []
         for name, system in systems.items():
             n = o.samples
