@@ -173,6 +173,17 @@ def _reason(exc: BaseException) -> str:
     return reasons[1] if len(reasons) > 1 and "occurred while generating" in reasons[0] else reasons[0]
 
 
+def _check_template(template: str | None, field: str) -> str | None:
+    """A template fills ``{field}`` alone; anything else would fail on the first example, after validate."""
+    if template is not None:
+        try:
+            template.format(**{field: "x"})
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"not a template with the one field {{{field}}} ({type(exc).__name__}: {exc}); "
+                             f"got {template!r}") from None
+    return template
+
+
 def _option_for(options, column: str) -> str:
     return next(name for name in ("id_column", "problem_column", "solution_column") if getattr(options, name) == column)
 
@@ -181,6 +192,12 @@ class LeetCodeSummary(_LeetCode):
     """Summarize a LeetCode solution. The dataset has no summaries: an LLM teacher writes them."""
 
     name = "leetcode-summary"
+
+    class Options(_LeetCode.Options):
+        @dpokd.field_validator("template")
+        @classmethod
+        def _template_fields(cls, v: str | None) -> str | None:
+            return _check_template(v, "code")
 
     def _example(self, row: dict) -> Example:
         template = self.options.template or SUMMARY_TEMPLATE
@@ -192,6 +209,12 @@ class LeetCodeCodegen(_LeetCode):
     """Solve a LeetCode problem from its statement; the dataset's solution is the reference."""
 
     name = "leetcode-codegen"
+
+    class Options(_LeetCode.Options):
+        @dpokd.field_validator("template")
+        @classmethod
+        def _template_fields(cls, v: str | None) -> str | None:
+            return _check_template(v, "problem")
 
     def _example(self, row: dict) -> Example:
         template = self.options.template or CODEGEN_TEMPLATE
