@@ -65,6 +65,12 @@ class Engine:
             plugin.preflight()
         if self.spec.run.verified_pairs:
             check_isolation()  # verified pairs run the answers' code
+        names = self.system_names()
+        for i, judge in enumerate(self.judges):
+            for option, system in judge.systems_named().items():
+                if system not in names:
+                    raise SpecError(f"{system!r} is not a system of this run; the systems are {', '.join(names)}",
+                                    path=str(self.spec.path), field=f"judges[{i}].{option}")
 
     def _execute(self) -> list[Score]:
         run = self.run
@@ -266,12 +272,18 @@ class Engine:
             self.run.write_results(scores)
         return scores
 
-    def systems(self) -> dict[str, System]:
-        systems = {"teacher": System("teacher", _aligned(self.teacher.answer, "teacher"))}
-        checkpoints: list[tuple[str, Path | None]] = [("student@base", None)]
+    def _checkpoints(self) -> list[tuple[str, int | None]]:
+        """The student's judged checkpoints: the base model and the iterations the spec asks for."""
         last = self.spec.run.iterations
         wanted = range(1, last + 1) if self.spec.run.evaluate == "all" else [last]
-        checkpoints += [(f"student@iter_{k}", self._adapter(k)) for k in wanted]
+        return [("student@base", None)] + [(f"student@iter_{k}", k) for k in wanted]
+
+    def system_names(self) -> list[str]:
+        return ["teacher"] + [name for name, _ in self._checkpoints()]
+
+    def systems(self) -> dict[str, System]:
+        systems = {"teacher": System("teacher", _aligned(self.teacher.answer, "teacher"))}
+        checkpoints = [(name, None if k is None else self._adapter(k)) for name, k in self._checkpoints()]
         for name, adapter in checkpoints:
             systems[name] = System(name, _aligned(_with_adapter(self.student, adapter, "generate"), name),
                                    _with_adapter(self.student, adapter, "logprob"))

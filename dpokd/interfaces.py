@@ -155,3 +155,8 @@ class Judge(Plugin):
 
     def evaluate(self, systems: dict[str, System], task: Task) -> list[Score]:
         raise NotImplementedError
+
+    def systems_named(self) -> dict[str, str]:
+        """``{option: system}`` for each option that names a system (a baseline): the engine checks
+        them against the run's systems before any paid call."""
+        return {}

@@ -70,7 +70,8 @@ LEETCODE = ROOT / "tests" / "fixtures" / "leetcode.jsonl"
 SYNTHETIC = 'plugin = "synthetic-codegen"\nn_train = 8\nn_eval = 4\nlevels = [1]'
 
 
-def small_spec(url: str, *, name: str, task: str = SYNTHETIC, run: str = "", student: str = "max_length = 64") -> str:
+def small_spec(url: str, *, name: str, task: str = SYNTHETIC, run: str = "", student: str = "max_length = 64",
+               judge: str = "") -> str:
     return f"""
 [run]
 name = "{name}"
@@ -90,6 +91,7 @@ max_new_tokens = 16
 {student}
 [[judges]]
 plugin = "teacher-likelihood"
+{judge}
 """
 
 
@@ -107,7 +109,10 @@ def teacher():
      "task: the eval split is empty, so judges[0] (teacher-likelihood) has nothing to judge"),
     (dict(task=f'plugin = "leetcode-codegen"\ndataset = "{LEETCODE}"', run="verified_pairs = true"),
      "run.verified_pairs: the task's examples carry no tests"),
-], ids=["max_length", "target_modules", "empty_eval_split", "verified_pairs_without_tests"])
+    (dict(judge='teacher = "student@iter_3"'),
+     "judges[0].teacher: 'student@iter_3' is not a system of this run; the systems are teacher, student@base, "
+     "student@iter_1"),
+], ids=["max_length", "target_modules", "empty_eval_split", "verified_pairs_without_tests", "judge_names_no_system"])
 def test_spec_the_data_cannot_serve_stops_before_any_paid_call(case, expected, teacher, tmp_path):
     spec = tmp_path / "s.toml"
     spec.write_text(small_spec(teacher.url, name="s", **case))

@@ -16,6 +16,9 @@ class TeacherLikelihoodJudge(dpokd.Judge):
         teacher: str = dpokd.Field("teacher", description="the system whose answers are scored")
         limit: int | None = dpokd.Field(None, ge=1, description="use only the first N eval prompts")
 
+    def systems_named(self) -> dict[str, str]:
+        return {"teacher": self.options.teacher}
+
     def evaluate(self, systems: dict[str, dpokd.System], task: dpokd.Task) -> list[Score]:
         if self.options.teacher not in systems:
             raise dpokd.ConfigError(f"judges: teacher-likelihood.teacher {self.options.teacher!r} is not a system "

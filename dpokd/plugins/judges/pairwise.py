@@ -65,6 +65,9 @@ class PairwiseJudge(dpokd.Judge):
             self.context.log(f"[yellow]warning:[/] judge model {self.options.model!r} is a floating alias; its results "
                              "may drift as the provider updates it (pin a dated version to compare runs)")
 
+    def systems_named(self) -> dict[str, str]:
+        return {"baseline": self.options.baseline}
+
     def evaluate(self, systems: dict[str, dpokd.System], task: dpokd.Task) -> list[Score]:
         o = self.options
         if o.baseline not in systems:
