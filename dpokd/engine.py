@@ -291,9 +291,16 @@ class Engine:
 
     def report(self) -> None:
         from .leaderboard import plot_curves
+        from .report import record_examples, write_report
 
         with self.stage("report"):
             plot_curves(self.run.path)
+            judged = []  # the prompts every judge asked, so the report can show them beside the answers
+            for judge in self.judges:
+                examples_of = getattr(judge, "eval_examples", None)  # judges that bring their own eval set
+                judged += examples_of(self.task) if examples_of is not None else self.task.examples("eval")
+            record_examples(self.run.path, judged)
+            write_report([self.run.path], self.run.path / "report.html")
 
 
 def _with_adapter(student: Student, adapter: Path | None, method: str):

@@ -162,6 +162,11 @@ def fmt_calibration(found: dict[str, Any] | None) -> tuple[str, str, str]:
     return (accuracy, kappa, str(found["pairs"]))
 
 
+def short_name(system: str) -> str:
+    """``student@iter_2`` -> ``iter_2``: for narrow headers, where the student is understood."""
+    return system.removeprefix("student@")
+
+
 def _reference_names(rows: list[dict[str, Any]]) -> str:
     names = sorted({r["vs_ref"]["against"] for r in rows if r.get("vs_ref")})
     return " / ".join(names) or REFERENCE
@@ -275,7 +280,7 @@ def _table(rows: list[dict[str, Any]], columns: list[str], best: dict[str, int],
             table.add_column("95% CI", justify="right", no_wrap=True, style="dim")
     deltas = [key for key in ("vs_ref", "vs_prev") if any(r.get(key) for r in rows)]
     for key in deltas:
-        against = _reference_names(rows) if key == "vs_ref" else "prev"
+        against = short_name(_reference_names(rows)) if key == "vs_ref" else "prev"
         table.add_column(f"Δ vs {against}", justify="right", no_wrap=True)
         table.add_column("95% CI", justify="right", no_wrap=True, style="dim")
         table.add_column("p", justify="right", no_wrap=True)
@@ -299,8 +304,9 @@ def _table(rows: list[dict[str, Any]], columns: list[str], best: dict[str, int],
         table.add_row(*cells)
     console.print(table)
     if deltas:
-        console.print(f"Δ: paired difference in {PAIRED_METRIC} on the same examples, its 95% paired bootstrap CI, "
-                      "and McNemar's exact p; prev: the checkpoint before (see the JSON for which)", style="dim")
+        console.print(f"Δ: the paired difference in {PAIRED_METRIC} on the same examples, its 95% paired bootstrap CI "
+                      f"and McNemar's exact p; against {_reference_names(rows)} and, for each checkpoint, the one "
+                      "before it (prev)", style="dim")
     if judged:
         console.print("judge acc, κ: where exactly one of a system's and its baseline's answers passes the tests, how "
                       "often the LLM judge prefers the passing one, and Cohen's κ against execution", style="dim")

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DpokdError
-from .leaderboard import (EXTRAS, _columns, _fmt, _previous_checkpoint, _reference_names, curves_png, fmt_calibration, fmt_delta,
-                          load_rows, plain_rows)
+from .leaderboard import (EXTRAS, _columns, _fmt, _previous_checkpoint, _reference_names, curves_png, fmt_calibration,
+                          fmt_delta, load_rows, plain_rows, short_name)
 from .outcomes import AGAIN, eval_path, execution_rows, pairwise_rows, pass_shares, passed
 from .records import Example
 from .runs import RunDir, read_json, read_jsonl, write_jsonl
@@ -69,7 +69,7 @@ def render_report(run_dirs: list[Path], against: str | None = None) -> str:
     return env.get_template("report.html").render(
         title="dpokd report: " + ", ".join(run.name for run in runs),
         columns=_columns(rows), rows=plain, runs=runs, systems=systems, statuses=statuses,
-        fmt_delta=fmt_delta, fmt_calibration=fmt_calibration, extras=EXTRAS,
+        fmt_delta=fmt_delta, fmt_calibration=fmt_calibration, short_name=short_name, extras=EXTRAS,
         has=lambda key: any(r.get(key) for r in plain), reference=_reference_names(rows),
         data={"previous": {run.name: run.previous for run in runs}}, script=script, script_hash=script_hash,
     )

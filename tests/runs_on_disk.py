@@ -19,7 +19,8 @@ Outcome = Callable[[str, int, int], bool]  # (system, problem, sample) -> passed
 
 def make_run(path: Path, *, systems: list[str], problems: int, samples: int = 1, passes: Outcome,
              text: Callable[[str, int, int], str] = lambda s, i, j: f"def f(x):\n    return x  # {s} {i} {j}\n",
-             judge: str = "execution", iterations: int = 0, prompt: Callable[[int], str] | None = None) -> Path:
+             judge: str = "execution", iterations: int = 0, prompt: Callable[[int], str] | None = None,
+             reason: Callable[[str, int], str] = lambda s, i: f"AssertionError: check(task/{i}) failed") -> Path:
     """A run whose ``judge`` scored every system on ``problems`` problems, ``samples`` samples each."""
     run = RunDir(path)
     run.create(fresh=True)
@@ -32,7 +33,7 @@ def make_run(path: Path, *, systems: list[str], problems: int, samples: int = 1,
             outcomes = [passes(system, i, j) for j in range(samples)]
             per_problem.append(pass_at_k(samples, sum(outcomes), 1))
             rows += [{"example_id": example_id, "status": "passed" if ok else "failed",
-                      "reason": "" if ok else f"AssertionError: check({example_id}) failed", "sample": j,
+                      "reason": "" if ok else reason(system, i), "sample": j,
                       "completion": text(system, i, j)} for j, ok in enumerate(outcomes)]
         out = eval_path(path, judge, system)
         out.parent.mkdir(parents=True, exist_ok=True)
