@@ -150,6 +150,12 @@ def test_judge_calibration_is_kappa_1_for_a_right_judge_and_0_for_one_that_alway
         "pairs": 3, "accuracy": 1.0, "kappa": 1.0}
     verdicts = [json.loads(line) for line in (right / "eval" / "llm-pairwise-student_iter_1.jsonl").read_text().splitlines()]
     assert len(verdicts) == 6 and {v["verdict"] for v in verdicts} <= {"ours", "base", "tie"}
+    # The report shows the same calibration, and each example's verdict beside the answers.
+    assert run_cli("view", str(right)).returncode == 0
+    page = (right / "report.html").read_text()
+    assert 'data-metric="judge_calibration.kappa" data-value="1.0"' in page
+    assert 'data-metric="judge_calibration.pairs" data-value="3"' in page
+    assert page.count('<div class="verdict" data-system="student@iter_1">') == 6
 
     always_a = _judged_run(tmp_path / "always-a", lambda body: "[[A]]", "judge-a")
     rows = {r["system"]: r for r in json.loads(run_cli("leaderboard", str(always_a), "--format", "json").stdout)}
