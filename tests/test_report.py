@@ -192,6 +192,17 @@ def test_report_numbers_are_the_leaderboards_json(tmp_path):
         assert_numbers_are_the_leaderboards(parse(html), leaderboard([run], *extra))
 
 
+def test_one_report_of_several_runs(tmp_path):
+    runs = [make_run(tmp_path / name, systems=["teacher", "student@base", "student@iter_1"], problems=6, iterations=1,
+                     passes=lambda s, i, j, k=k: s != "student@base" and i >= k) for k, name in enumerate(("a", "b"))]
+    out = run_cli("view", *map(str, runs), "-o", str(tmp_path / "both.html"))
+    assert out.returncode == 0, out.stderr
+    dom = parse((tmp_path / "both.html").read_text())
+    assert_numbers_are_the_leaderboards(dom, leaderboard(runs))
+    assert {e.attrs["data-run"] for e in dom.find_all("details", cls="example")} == {"a", "b"}
+    assert len(dom.find_all("details", cls="example")) == 12
+
+
 def test_view_of_an_unfinished_run_is_a_clear_error(tmp_path):
     (tmp_path / "r").mkdir()
     out = run_cli("view", str(tmp_path / "r"))
