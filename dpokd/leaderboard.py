@@ -266,11 +266,12 @@ def _csv_extra(r: dict[str, Any]) -> dict[str, Any]:
 
 def _table(rows: list[dict[str, Any]], columns: list[str], best: dict[str, int], console) -> None:
     """The terminal table: a confidence interval gets a column of its own, so that rows stay one line."""
+    from rich.markup import escape
     from rich.table import Table
 
     runs = sorted({r["run"] for r in rows})
     one_run = len(runs) == 1
-    table = Table(title=f"dpokd leaderboard: {runs[0]}" if one_run else "dpokd leaderboard")
+    table = Table(title=f"dpokd leaderboard: {escape(runs[0])}" if one_run else "dpokd leaderboard")
     for name in (["system"] if one_run else ["run", "system"]):
         table.add_column(name, no_wrap=True)
     with_ci = {c for c in columns if any(f"{c}_ci" in r for r in rows)}
@@ -280,7 +281,7 @@ def _table(rows: list[dict[str, Any]], columns: list[str], best: dict[str, int],
             table.add_column("95% CI", justify="right", no_wrap=True, style="dim")
     deltas = [key for key in ("vs_ref", "vs_prev") if any(r.get(key) for r in rows)]
     for key in deltas:
-        against = short_name(_reference_names(rows)) if key == "vs_ref" else "prev"
+        against = escape(short_name(_reference_names(rows))) if key == "vs_ref" else "prev"
         table.add_column(f"Δ vs {against}", justify="right", no_wrap=True)
         table.add_column("95% CI", justify="right", no_wrap=True, style="dim")
         table.add_column("p", justify="right", no_wrap=True)
@@ -289,8 +290,8 @@ def _table(rows: list[dict[str, Any]], columns: list[str], best: dict[str, int],
         for name in ("judge acc", "κ", "pairs"):
             table.add_column(name, justify="right", no_wrap=True)
     for r in rows:
-        cells = [] if one_run else [r["run"]]
-        cells.append(r["system"])
+        cells = [] if one_run else [escape(r["run"])]  # names may hold [brackets], which rich reads as markup
+        cells.append(escape(r["system"]))
         for column in columns:
             text = _fmt(r.get(column), metric=column)
             cells.append(f"[bold green]{text}[/]" if best.get(column) == id(r) else text)
@@ -305,7 +306,7 @@ def _table(rows: list[dict[str, Any]], columns: list[str], best: dict[str, int],
     console.print(table)
     if deltas:
         console.print(f"Δ: the paired difference in {PAIRED_METRIC} on the same examples, its 95% paired bootstrap CI "
-                      f"and McNemar's exact p; against {_reference_names(rows)} and, for each checkpoint, the one "
+                      f"and McNemar's exact p; against {escape(_reference_names(rows))} and, for each checkpoint, the one "
                       "before it (prev)", style="dim")
     if judged:
         console.print("judge acc, κ: where exactly one of a system's and its baseline's answers passes the tests, how "

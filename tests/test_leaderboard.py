@@ -163,3 +163,12 @@ def test_judge_calibration_is_kappa_1_for_a_right_judge_and_0_for_one_that_alway
     assert rows["student@iter_1"]["judge_calibration"]["accuracy"] == 0.0
     table = run_cli("leaderboard", str(always_a)).stdout
     assert "judge acc" in table and "κ" in table
+
+
+def test_names_with_brackets_show_as_written_in_the_terminal_table(tmp_path):
+    run = RunDir(tmp_path / "[red]run")
+    run.create(fresh=True)
+    run.write_results([Score(judge="execution", system="[bold]x[/bold]", metric="pass@1", value=0.5, n=4)])
+    out = run_cli("leaderboard", str(run.path))
+    assert out.returncode == 0, out.stderr
+    assert "[bold]x[/bold]" in out.stdout and "[red]run" in out.stdout
