@@ -8,6 +8,7 @@ offline cache miss, 4 a stage stopped on purpose (failure share or budget; re-ru
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -17,10 +18,21 @@ from . import __version__
 from .errors import DpokdError
 
 
+def _no_color(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        os.environ["NO_COLOR"] = "1"  # rich reads it, and so do the libraries and subprocesses dpokd runs
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="dpokd")
+@click.option("--no-color", is_flag=True, expose_value=False, is_eager=True, callback=_no_color,
+              help="No colors in the output (as does NO_COLOR=1 in the environment).")
 def cli() -> None:
-    """DPO knowledge distillation: align a small model to a strong one without human labels."""
+    """DPO knowledge distillation: align a small model to a strong one without human labels.
+
+    Shell completion (bash): eval "$(_DPOKD_COMPLETE=bash_source dpokd)"; zsh_source and fish_source likewise.
+    """
+
 
 
 def escape(text: str) -> str:
@@ -113,7 +125,9 @@ def plan(spec: Path, fmt: str) -> None:
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON: {\"plugins\": [...], \"broken\": [...]}.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print JSON: {\"plugins\": [...], \"broken\": [...]}; each plugin's option_details has every "
+                   "option's type, default and description.")
 @click.option("--traceback", "-v", "show_traceback", is_flag=True, help="Show the full traceback of each plugin that failed to load.")
 def plugins(as_json: bool, show_traceback: bool) -> None:
     """List installed tasks, teachers, students and judges, and plugins that failed to load."""
@@ -123,7 +137,7 @@ def plugins(as_json: bool, show_traceback: bool) -> None:
     reg = registry()
     rows = [
         {"kind": e.kind, "name": e.name, "package": e.package, "version": e.version,
-         "aliases": list(e.aliases), "options": list(e.cls.Options.model_fields)}
+         "aliases": list(e.aliases), "options": list(e.cls.Options.model_fields), "option_details": e.option_details()}
         for kind in KINDS
         for e in reg.entries(kind)
     ]
@@ -280,11 +294,43 @@ def cache_clear(cache_dir: Path, yes: bool) -> None:
     click.echo(f"deleted {n} entries")
 
 
+@cli.command()
+@click.argument("run_dir", metavar="RUN_DIR", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--repo", required=True, metavar="ORG/NAME", help="The model repository on the Hugging Face hub.")
+@click.option("--iteration", type=click.IntRange(min=1), default=None, help="The checkpoint to push (default: the last).")
+@click.option("--private", is_flag=True, help="Create the repositories private.")
+@click.option("--with-pairs", is_flag=True, help="Also push that iteration's pairs and their card to a dataset repository.")
+@click.option("--dataset-repo", metavar="ORG/NAME", default=None, help="The dataset repository (default: ORG/NAME-pairs).")
+@click.option("--dry-run", is_flag=True, help="List what would be uploaded, and upload nothing.")
+def push(run_dir: Path, repo: str, iteration: int | None, private: bool, with_pairs: bool, dataset_repo: str | None,
+         dry_run: bool) -> None:
+    """Publish RUN_DIR's checkpoint to the hub: the adapter, its model card, results.json and the spec.
+
+    The token comes from HF_TOKEN (or `hf auth login`), the hub from HF_ENDPOINT, as for every hub tool.
+    """
+    from .push import plan, push as push_uploads
+
+    uploads = plan(run_dir, repo, iteration=iteration, with_pairs=with_pairs, dataset_repo=dataset_repo)
+    if dry_run:
+        for upload in uploads:
+            click.echo(f"would upload to {upload.repo_type} repository {upload.repo_id}{' (private)' if private else ''}:")
+            for name in sorted(upload.files):
+                click.echo(f"  {name}  ({upload.size(name):,} bytes)")
+        return
+    for upload, url in zip(uploads, push_uploads(uploads, private=private)):
+        click.echo(f"pushed {len(upload.files)} files to {url}")
+
+
 INTERRUPTED = "interrupted; re-run the same command to resume"
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors become one line and an exit code; bugs keep tracebacks."""
+    for arg in sys.argv[1:] if argv is None else argv:  # before the first console is made
+        if arg == "--no-color":
+            os.environ["NO_COLOR"] = "1"
+        if not arg.startswith("-"):
+            break
     err = _console(stderr=True)
     try:
         from .registry import STRICT_ENV, registry, strict_mode

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from . import models
+from .cards import write_run_cards
 from .contamination import overlapping
 from .errors import ConfigError, DpokdError, PluginError, SpecError
 from .interfaces import Context, Student, System
@@ -24,6 +25,7 @@ from .runs import (DiskFull, RunDir, data_fingerprint, damaged, is_disk_full, re
                    write_json, write_jsonl)
 from .sandbox import check_isolation
 from .spec import RunOptions, Spec
+from .trackers import log_scores
 
 CONTAMINATION_WARN_SHARE = 0.01
 
@@ -86,6 +88,7 @@ class Engine:
             rejected = self.rejected(k, train)
             self.pairs(k, train, chosen, rejected)
             self.train(k)
+            write_run_cards(self.run.path)  # the pairs' and the adapter's cards, scores added after evaluation
         scores = self.evaluate(chosen)
         self.report()
         return scores
@@ -270,6 +273,9 @@ class Engine:
             for judge in self.judges:
                 scores += judge.evaluate(systems, self.task)
             self.run.write_results(scores)
+            write_run_cards(self.run.path)
+            log_scores(self.run.path, getattr(getattr(self.student, "options", None), "report_to", ()), scores,
+                       self.context.log)
         return scores
 
     def _checkpoints(self) -> list[tuple[str, int | None]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from .evaluation import pass_at_k
 from .runs import damaged, read_jsonl
@@ -18,8 +19,11 @@ PAIRWISE_VERDICTS = ("ours", "base", "tie")
 
 
 def eval_path(run_dir: Path, judge: str, system: str) -> Path:
-    """Where a judge's per-example rows for one system are (the judges write them under this name)."""
-    return Path(run_dir) / "eval" / f"{judge}-{system.replace('@', '_')}.jsonl"
+    """Where a judge's per-example rows for one system are (the judges write them under this name).
+
+    System names come from specs: quoted, a name is one file name, and two names never share one.
+    """
+    return Path(run_dir) / "eval" / quote(f"{judge}-{system}.jsonl", safe="@+-_.,=")
 
 
 def execution_rows(run_dir: Path, judge: str, system: str) -> list[dict[str, Any]] | None:

@@ -1,21 +1,30 @@
-"""Progress bars: a rich bar on a terminal, nothing elsewhere (logs and CI stay clean)."""
+"""Progress bars: a rich bar on a terminal; elsewhere (CI logs, ``| tee``) a few plain lines.
+
+A redrawn bar in a log file is a wall of control codes, so off a terminal each bar becomes one
+line at every quarter of the way and one at the end.
+"""
 
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
 from .interfaces import Context
 
 Advance = Callable[..., None]
+PLAIN_MARKS = 4  # lines per bar off a terminal (at 25 %, 50 %, 75 % and done)
 
 
 @contextmanager
 def progress(context: Context, label: str, total: int) -> Iterator[Advance]:
     """``with progress(ctx, "teacher", n) as advance: advance(1, status="$0.01")``."""
     console = context.console
-    if not total or console is None or not console.is_terminal:
+    if not total or console is None:
         yield lambda n=1, status="": None
+        return
+    if not console.is_terminal:
+        yield _plain(console, label, total)
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -24,3 +33,19 @@ def progress(context: Context, label: str, total: int) -> Iterator[Advance]:
     task = bar.add_task(label, total=total, status="")
     with bar:
         yield lambda n=1, status="": bar.update(task, advance=n, status=status)
+
+
+def _plain(console, label: str, total: int) -> Advance:
+    start = time.monotonic()
+    state = {"done": 0, "mark": 0}
+
+    def advance(n: int = 1, status: str = "") -> None:
+        state["done"] = min(total, state["done"] + n)
+        mark = state["done"] * PLAIN_MARKS // total
+        if mark > state["mark"]:
+            state["mark"] = mark
+            tail = f" {status}" if status else ""
+            console.print(f"{label}: {state['done']}/{total} ({100 * state['done'] // total}%) "
+                          f"{time.monotonic() - start:.1f}s{tail}", markup=False, highlight=False)
+
+    return advance

@@ -53,6 +53,28 @@ class Entry:
     version: str
     aliases: tuple[str, ...] = ()
 
+    def option_details(self) -> dict[str, dict[str, Any]]:
+        """Each option's type, default (absent when it is required) and description, for ``plugins --json``."""
+        from pydantic_core import PydanticUndefined, to_jsonable_python
+
+        out: dict[str, dict[str, Any]] = {}
+        for name, info in self.cls.Options.model_fields.items():
+            detail: dict[str, Any] = {"type": _type_name(info.annotation), "required": info.is_required()}
+            if not info.is_required():
+                default = info.get_default(call_default_factory=True)
+                if default is not PydanticUndefined:
+                    detail["default"] = to_jsonable_python(default, fallback=repr)
+            detail["description"] = info.description or ""
+            out[name] = detail
+        return out
+
+
+def _type_name(annotation: Any) -> str:
+    """``int``, ``str | None``, ``Literal['nf4', 'fp4']``: the annotation as a reader writes it."""
+    if isinstance(annotation, type) and not getattr(annotation, "__args__", None):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "").replace("pathlib.", "")
+
 
 @dataclass
 class BrokenPlugin:

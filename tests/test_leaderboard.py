@@ -97,10 +97,10 @@ def test_against_picks_the_reference_and_an_unknown_one_is_named(tmp_path):
 
 def test_a_damaged_eval_file_is_a_clear_error(tmp_path):
     run = paired_run(tmp_path / "r")
-    (run / "eval" / "execution-student_iter_1.jsonl").write_text('{"example_id": "task/0", "status": "passed"}\n{"exa')
+    (run / "eval" / "execution-student@iter_1.jsonl").write_text('{"example_id": "task/0", "status": "passed"}\n{"exa')
     out = run_cli("leaderboard", str(run))
     assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert "execution-student_iter_1.jsonl: line 2 is not valid JSON" in out.stderr and "results.json" in out.stderr
+    assert "execution-student@iter_1.jsonl: line 2 is not valid JSON" in out.stderr and "results.json" in out.stderr
 
 
 # -- judge calibration ---------------------------------------------------------------------------
@@ -148,7 +148,7 @@ def test_judge_calibration_is_kappa_1_for_a_right_judge_and_0_for_one_that_alway
     assert rows["student@iter_1"]["judge_calibration"] == {
         "judge": "llm-pairwise", "execution": "execution", "baseline": "student@base",
         "pairs": 3, "accuracy": 1.0, "kappa": 1.0}
-    verdicts = [json.loads(line) for line in (right / "eval" / "llm-pairwise-student_iter_1.jsonl").read_text().splitlines()]
+    verdicts = [json.loads(line) for line in (right / "eval" / "llm-pairwise-student@iter_1.jsonl").read_text().splitlines()]
     assert len(verdicts) == 6 and {v["verdict"] for v in verdicts} <= {"ours", "base", "tie"}
     # The report shows the same calibration, and each example's verdict beside the answers.
     assert run_cli("view", str(right)).returncode == 0

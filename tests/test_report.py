@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from dpokd.outcomes import eval_path
+
 from .conftest import ROOT, run_cli
 from .runs_on_disk import make_run
 
@@ -174,7 +176,7 @@ def test_hostile_answers_prompts_and_names_show_as_text(tmp_path):
     # The 100 kB line is shown as text, clipped, with where to find the rest.
     longest = max(completions, key=len)
     assert longest == LONG_LINE[:20_000]
-    assert f"{len(LONG_LINE) - 20_000} more characters in eval/execution-student_iter_1.jsonl" in dom.text
+    assert f"{len(LONG_LINE) - 20_000} more characters in eval/execution-student@iter_1.jsonl" in dom.text
     data = json.loads(dom.find_all("script", id="report-data")[0].text)
     assert list(data["previous"]) == ["r<!--<script>"]
     assert_numbers_are_the_leaderboards(dom, leaderboard([run]))
@@ -255,7 +257,7 @@ def quickstart(tmp_path_factory):
 
 
 def _passed(run: Path, system: str) -> dict[str, bool]:
-    rows = [json.loads(line) for line in (run / "eval" / f"execution-{system.replace('@', '_')}.jsonl").open()]
+    rows = [json.loads(line) for line in eval_path(run, "execution", system).open()]
     return {r["example_id"]: r["status"] == "passed" for r in rows}
 
 

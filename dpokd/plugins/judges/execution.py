@@ -11,6 +11,7 @@ from collections import defaultdict
 
 import dpokd
 from dpokd.evaluation import bootstrap_ci, extract_code, humaneval_examples, pass_at_k
+from dpokd.outcomes import eval_path
 from dpokd.progress import progress
 from dpokd.records import Example, Score
 from dpokd.sandbox import Limits, Sandbox, check_isolation, job_for
@@ -105,7 +106,7 @@ class ExecutionJudge(dpokd.Judge):
             scores.append(Score(judge=self.name, system=name, metric="answer_chars",
                                 value=sum(lengths) / max(1, len(lengths)), n=len(lengths), higher_is_better=False))
             if self.context.run_dir is not None:
-                out = self.context.run_dir / "eval" / f"{self.name}-{name.replace('@', '_')}.jsonl"
+                out = eval_path(self.context.run_dir, self.name, name)
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_text("".join(json.dumps({**r, "sample": i % n, "completion": a.text}) + "\n"
                                        for i, (r, a) in enumerate(zip(rows, answers))))

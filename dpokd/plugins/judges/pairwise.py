@@ -13,6 +13,7 @@ import re
 import dpokd
 from dpokd.evaluation import bootstrap_ci
 from dpokd.llm import LLMClient, LLMOptions, check_key
+from dpokd.outcomes import eval_path
 from dpokd.records import Example, Score
 
 SYSTEM_PROMPT = (
@@ -110,7 +111,7 @@ class PairwiseJudge(dpokd.Judge):
             outcomes.append({"ours": 1.0, "base": 0.0, "tie": 0.5}[r1] if r1 == r2 else 0.5)
         if self.context.run_dir is not None:
             # Per-example verdicts, for the report's drill-down and the judge's calibration against execution.
-            out = self.context.run_dir / "eval" / f"{self.name}-{name.replace('@', '_')}.jsonl"
+            out = eval_path(self.context.run_dir, self.name, name)
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
         n = len(outcomes)

@@ -7,6 +7,7 @@ builds a small Phi-architecture model for CPUs and loads it through the very sam
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -17,6 +18,7 @@ import dpokd
 from dpokd.cache import request_key
 from dpokd.progress import progress
 from dpokd.records import Completion, Example, PreferencePair
+from dpokd.trackers import TENSORBOARD_DIR, check_available, iteration_run
 
 from .tiny import TINY_ID, tiny_model_dir
 
@@ -31,6 +33,7 @@ class HFQLoRAStudent(dpokd.Student):
     """A causal LM in 4-bit with a LoRA adapter; DPO through ``trl.DPOTrainer``."""
 
     name = "hf-qlora"
+    trained_pairs: int | None = None  # pairs of the training that made the current adapter, for its card
 
     class Options(dpokd.Options):
         model: str = dpokd.Field("microsoft/phi-2", description="HF hub id or local path; 'dpokd:tiny' builds a small model for CPUs")
@@ -54,6 +57,8 @@ class HFQLoRAStudent(dpokd.Student):
         max_length: int | None = dpokd.Field(1024, ge=8, description="longest prompt+answer in tokens (truncated)")
         gradient_checkpointing: bool = dpokd.Field(False, description="trade compute for memory in training")
         precompute_ref_log_probs: bool = dpokd.Field(False, description="compute reference log-probs once before training")
+        report_to: list[str] = dpokd.Field([], description="experiment trackers for the training curves and judge scores "
+                                           "(TRL's report_to): 'tensorboard', 'wandb', 'trackio', ...; default none")
         max_new_tokens: int = dpokd.Field(256, ge=1, description="most tokens per generated answer")
         temperature: float = dpokd.Field(0.0, ge=0, description="sampling temperature; 0 means greedy")
         top_p: float = dpokd.Field(1.0, gt=0, le=1, description="nucleus sampling mass")
@@ -92,6 +97,20 @@ class HFQLoRAStudent(dpokd.Student):
                     close = difflib.get_close_matches(name, TRL_LOSSES, n=1)
                     hint = f"did you mean {close[0]!r}? " if close else ""
                     raise ValueError(f"unknown TRL loss type {name!r}; {hint}(known: {', '.join(TRL_LOSSES)})")
+            return v
+
+        @dpokd.field_validator("report_to")
+        @classmethod
+        def _known_trackers(cls, v: list[str]) -> list[str]:
+            import difflib
+
+            from dpokd.trackers import TRACKERS
+
+            for name in v:
+                if name not in TRACKERS:
+                    close = difflib.get_close_matches(name, TRACKERS, n=1)
+                    hint = f"did you mean {close[0]!r}? " if close else ""
+                    raise ValueError(f"unknown tracker {name!r}; {hint}(known: {', '.join(TRACKERS)})")
             return v
 
         @dpokd.field_validator("loss_weights")
@@ -165,6 +184,7 @@ class HFQLoRAStudent(dpokd.Student):
         """Check the model can be used before any teacher spend: config reachable, memory enough."""
         o = self.options
         _quiet_libraries()
+        check_available(o.report_to)
         if o.load_in_4bit:
             try:
                 import bitsandbytes  # noqa: F401
@@ -256,9 +276,14 @@ class HFQLoRAStudent(dpokd.Student):
         """The adapter in standard PEFT format: ``PeftModel.from_pretrained(base, directory)`` loads it."""
         self._ensure_model().save_pretrained(str(directory))
         self.tokenizer.save_pretrained(str(directory))
+        from dpokd.cards import write_adapter_card
+
+        write_adapter_card(Path(directory), self.options.model_dump(mode="json"), pairs=self.trained_pairs,
+                           run_dir=self.context.run_dir)
 
     def load(self, directory: Path | None) -> None:
         model = self._ensure_model()
+        self.trained_pairs = None  # a loaded adapter's pairs are told by its own card
         if directory is None:
             self.adapter_hash = self.adapter_dir = None
             return
@@ -430,12 +455,15 @@ class HFQLoRAStudent(dpokd.Student):
         if self.adapter_hash is None and self.trained_steps:
             raise RuntimeError("train_dpo after load(None) would discard the trained adapter")
         dataset = Dataset.from_list([{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in pairs])
+        check_available(o.report_to)
+        group, run_name = iteration_run(output_dir, self.context.run_dir)
         config = DPOConfig(
             output_dir=str(output_dir / "trainer"), per_device_train_batch_size=o.batch_size,
             gradient_accumulation_steps=o.grad_accum, learning_rate=o.learning_rate, num_train_epochs=o.epochs,
             beta=o.beta, loss_type=list(o.loss), loss_weights=o.loss_weights, max_length=o.max_length,
             gradient_checkpointing=o.gradient_checkpointing, precompute_ref_log_probs=o.precompute_ref_log_probs,
-            optim="adamw_torch", seed=self.seed, data_seed=self.seed, logging_steps=1, save_strategy="no", report_to=[],
+            optim="adamw_torch", seed=self.seed, data_seed=self.seed, logging_steps=1, save_strategy="no",
+            report_to=list(o.report_to), run_name=run_name, project=group,
             use_cpu=not torch.cuda.is_available(), bf16=_compute_dtype(o.compute_dtype, torch.cuda.is_available()) == torch.bfloat16,
             disable_tqdm=True, dataloader_num_workers=0,
         )
@@ -468,8 +496,10 @@ class HFQLoRAStudent(dpokd.Student):
         trainer = DPOTrainer(model=model, args=config, train_dataset=dataset, processing_class=self.tokenizer,
                              callbacks=[StepLog()])
         trainer.remove_callback(PrinterCallback)  # metrics go to train_log.jsonl, not stdout
+        _place_trackers(trainer, output_dir / TENSORBOARD_DIR)
         try:
-            result = trainer.train()
+            with _env(WANDB_RUN_GROUP=group if "wandb" in o.report_to else None):
+                result = trainer.train()
         finally:
             # TRL copies the adapter into a frozen "ref" adapter; a second trainer on this model needs it gone.
             if "ref" in model.peft_config:
@@ -478,6 +508,7 @@ class HFQLoRAStudent(dpokd.Student):
         self.trained_steps += result.global_step
         self.adapter_hash = self._hash_adapter()
         self.adapter_dir = None
+        self.trained_pairs = len(pairs)
         if trainer.is_world_process_zero():
             self.save(output_dir / "adapter")
             self.adapter_dir = output_dir / "adapter"
@@ -563,6 +594,34 @@ def _quiet_libraries() -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+
+
+def _place_trackers(trainer, tensorboard_dir: Path) -> None:
+    """TensorBoard's events go to ``tensorboard_dir`` (transformers' default is a dated folder under
+    the trainer's output), emptied first so a retried iteration does not show the failed attempt."""
+    import shutil
+
+    from transformers.integrations import TensorBoardCallback
+
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, TensorBoardCallback):
+            shutil.rmtree(tensorboard_dir, ignore_errors=True)
+            callback.logging_dir = str(tensorboard_dir)
+
+
+@contextlib.contextmanager
+def _env(**values: str | None):
+    """Set environment variables for the block (wandb reads its run group from one)."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update({k: v for k, v in values.items() if v is not None})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _disable_cpu_repacking(model) -> None:
