@@ -1,8 +1,8 @@
 """The ``dpokd`` command line. The only place that turns errors into exit codes.
 
 0 success, 1 a bug (with its traceback) or a declined confirmation, 2 a bad spec or usage, 3 an
-offline cache miss, 4 a stage stopped on purpose (failure share or budget; re-run to resume),
-130 interrupted by Ctrl-C (SIGINT; re-run to resume).
+offline cache miss, 4 a stage stopped on purpose (failure share: re-run to resume; budget: raise
+max_usd), 130 interrupted by Ctrl-C (SIGINT; re-run to resume).
 """
 
 from __future__ import annotations
@@ -55,12 +55,23 @@ def _console(stderr: bool = False):
 @click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--offline", is_flag=True, envvar="DPOKD_OFFLINE", help="Replay every API answer from the cache; a miss is an error (exit 3).")
 @click.option("--fresh", is_flag=True, help="Discard an existing run directory of this spec and start over.")
-def run(spec: Path, offline: bool, fresh: bool) -> None:
-    """Run the experiment SPEC end to end (resumes an unfinished run)."""
+@click.option("--retry-refused", is_flag=True, help="Ask again where the cache holds a provider's refusal (a safety block).")
+def run(spec: Path, offline: bool, fresh: bool, retry_refused: bool) -> None:
+    """Run the experiment SPEC end to end (resumes an unfinished run).
+
+    SPEC may be a replay bundle from `dpokd export` (run.tar.gz): it is replayed into run.replay/
+    beside it, from the bundle's cache, and its results are compared with the exported ones.
+    """
+    from .bundle import is_bundle, replay
     from .engine import run_spec
     from .spec import load_spec
 
-    run_spec(load_spec(spec), offline=offline, fresh=fresh, console=_console())
+    if offline and retry_refused:
+        raise click.UsageError("--retry-refused asks the provider again, which --offline forbids; use one of them")
+    if is_bundle(spec):
+        replay(spec, offline=offline, fresh=fresh, retry_refused=retry_refused, console=_console())
+        return
+    run_spec(load_spec(spec), offline=offline, fresh=fresh, console=_console(), retry_refused=retry_refused)
 
 
 @cli.command()
@@ -282,16 +293,47 @@ def cache_stats(cache_dir: Path) -> None:
 @cache.command("clear")
 @_cache_dir
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-def cache_clear(cache_dir: Path, yes: bool) -> None:
-    """Delete every cached answer (they will be paid for again)."""
+@click.option("--refused", is_flag=True, help="Delete only the cached refusals (safety blocks): the next run asks those prompts again.")
+@click.option("--key", "keys", multiple=True, help="Delete only this entry (e.g. a damaged one an error named); repeatable.")
+def cache_clear(cache_dir: Path, yes: bool, refused: bool, keys: tuple[str, ...]) -> None:
+    """Delete cached answers (they will be paid for again): all, the refusals, or the entries named."""
     from .cache import ResponseCache
 
+    if refused and keys:
+        raise click.UsageError("--refused and --key each choose what to delete; use one of them")
     store = ResponseCache(cache_dir)
-    n = store.stats()["entries"]
+    if keys:
+        click.echo(f"deleted {store.delete(keys)} of {len(keys)} entries")
+        return
+    chosen = store.refused_keys() if refused else None
+    n = len(chosen) if chosen is not None else store.stats()["entries"]
+    what = "cached refusals" if refused else "cached answers"
     if not yes:
-        click.confirm(f"delete {n} cached answers in {cache_dir}?", abort=True)
-    store.clear()
-    click.echo(f"deleted {n} entries")
+        click.confirm(f"delete {n} {what} in {cache_dir}?", abort=True)
+    if chosen is not None:
+        store.delete(chosen)
+    else:
+        store.clear()
+    click.echo(f"deleted {n} {'refusals' if refused else 'entries'}")
+
+
+@cli.command()
+@click.argument("run_dir", metavar="RUN", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The bundle to write, e.g. run.tar.gz.")
+@click.option("--cache-dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+              help="The cache the run used (default: its spec's run.cache_dir).")
+def export(run_dir: Path, output: Path, cache_dir: Path | None) -> None:
+    """Write a replay bundle of the finished run RUN (a run directory, e.g. runs/NAME).
+
+    It holds the resolved spec, the manifest, the results and exactly the cache entries the run
+    read. `dpokd run BUNDLE --offline` reproduces the results with no key and no other cache.
+    """
+    from .bundle import export as export_bundle
+
+    info = export_bundle(run_dir, output, cache_dir)
+    click.echo(f"wrote {output}: spec, manifest, results and {info['entries']} cache entries "
+               f"({info['refusals']} refusals), {info['bytes'] / 1024:.1f} KiB")
 
 
 @cli.command()

@@ -31,7 +31,8 @@ CONTAMINATION_WARN_SHARE = 0.01
 
 
 class Engine:
-    def __init__(self, spec: Spec, *, offline: bool = False, fresh: bool = False, console=None):
+    def __init__(self, spec: Spec, *, offline: bool = False, fresh: bool = False, console=None,
+                 retry_refused: bool = False):
         self.spec = spec
         _check_run_name(spec)
         self.run = RunDir(spec.run.output_dir / spec.name)
@@ -40,7 +41,7 @@ class Engine:
         if not fresh:
             self.run.check_spec(spec.resolved(), spec.path)
         self.context = Context(cache_dir=spec.run.cache_dir, run_dir=self.run.path, offline=offline,
-                               seed=spec.run.seed, console=console)
+                               seed=spec.run.seed, console=console, retry_refused=retry_refused)
         self.task = spec.task.build(self.context)
         self.teacher = spec.teacher.build(self.context)
         self.student: Student = spec.student.build(self.context)
@@ -412,11 +413,12 @@ def train_once(spec: Spec, pairs_path: Path, output: Path, adapter: Path | None 
     return {"rank": int(os.environ.get("RANK", 0)), "world_size": int(os.environ.get("WORLD_SIZE", 1)), **metrics}
 
 
-def run_spec(spec: Spec, *, offline: bool = False, fresh: bool = False, console=None) -> Path:
+def run_spec(spec: Spec, *, offline: bool = False, fresh: bool = False, console=None,
+             retry_refused: bool = False) -> Path:
     """``dpokd run``: execute (or resume) the spec, then print its leaderboard."""
     from .leaderboard import load_rows, render
 
-    engine = Engine(spec, offline=offline, fresh=fresh, console=console)
+    engine = Engine(spec, offline=offline, fresh=fresh, console=console, retry_refused=retry_refused)
     try:
         engine.execute()
     finally:

@@ -265,7 +265,7 @@ class LLMClient:
         return done
 
     def api_key(self) -> str | None:
-        key = os.environ.get(key_env(self.options))
+        key = os.environ.get(key_env(self.options)) or None  # an empty variable is no key
         if key is None and (is_local(self.options.api_base) or provider_of(self.options.model) == "hosted_vllm"):
             key = "local"  # OpenAI-compatible local and vLLM servers accept any key, but the SDK wants one
         return key

@@ -22,9 +22,12 @@ from typing import Any, Callable
 
 
 def _last_user(body: dict[str, Any]) -> str:
-    """The last user message of a chat request, or a text completion's prompt."""
+    """The last user message of a chat request (OpenAI or Gemini shape), or a text completion's prompt."""
     if "prompt" in body:
         return body["prompt"]
+    if "contents" in body:
+        return next(("".join(p.get("text", "") for p in c.get("parts", []))
+                     for c in reversed(body["contents"]) if c.get("role", "user") == "user"), "")
     return next((m["content"] for m in reversed(body.get("messages", [])) if m.get("role") == "user"), "")
 
 
@@ -59,7 +62,7 @@ class LoopbackServer:
     def plan(self, *behaviours: dict[str, Any]) -> None:
         """Behaviours for the next requests, in order: ``{"status": 429, "retry_after": 1}``,
         ``{"status": 500}``, ``{"delay": 0.2}``, ``{"hang": True}``, ``{"malformed": True}``,
-        ``{"blocked": True}``, ``{"finish_reason": "length"}``."""
+        ``{"blocked": True}``, ``{"prompt_blocked": True}`` (Gemini only), ``{"finish_reason": "length"}``."""
         with self._lock:
             self._plan.extend(behaviours)
 
@@ -122,7 +125,35 @@ class LoopbackServer:
                       "total_tokens": prompt_tokens + completion_tokens},
         }, {}
 
-    async def _handle(self, request):
+    def _gemini_reply(self, body: dict[str, Any], behaviour: dict[str, Any]) -> tuple[int, dict[str, Any] | str, dict]:
+        """The same, in Gemini's ``generateContent`` shape, with its two kinds of block:
+        ``blocked`` (a candidate with ``finishReason: SAFETY`` and no content) and
+        ``prompt_blocked`` (no candidate, ``promptFeedback.blockReason``)."""
+        status, payload, headers = self._reply(body, {k: v for k, v in behaviour.items() if k != "blocked"})
+        if status != 200 or isinstance(payload, str):
+            if isinstance(payload, dict):
+                payload = {"error": {"code": status, "message": payload["error"]["message"], "status": "SCRIPTED"}}
+            return status, payload, headers
+        prompt_tokens = len(_last_user(body).split())
+        usage = {"promptTokenCount": prompt_tokens, "totalTokenCount": prompt_tokens}
+        ratings = [{"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "HIGH", "blocked": True}]
+        if behaviour.get("prompt_blocked"):
+            return 200, {"promptFeedback": {"blockReason": "SAFETY", "safetyRatings": ratings}, "usageMetadata": usage,
+                         "modelVersion": self.model_id or "loopback"}, {}
+        if behaviour.get("blocked"):
+            candidate = {"finishReason": "SAFETY", "index": 0, "safetyRatings": ratings}
+        else:
+            text = payload["choices"][0]["message"]["content"]
+            usage = {**usage, "candidatesTokenCount": len(text.split()), "totalTokenCount": prompt_tokens + len(text.split())}
+            finish = {"stop": "STOP", "length": "MAX_TOKENS"}.get(behaviour.get("finish_reason", "stop"), "OTHER")
+            candidate = {"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": finish, "index": 0}
+        return 200, {"candidates": [candidate], "usageMetadata": usage, "modelVersion": self.model_id or "loopback"}, {}
+
+    async def _gemini(self, request):
+        """``POST {api_base}/models/MODEL:generateContent``, where litellm's ``gemini/`` adapter sends."""
+        return await self._handle(request, gemini=True)
+
+    async def _handle(self, request, gemini: bool = False):
         from aiohttp import web
 
         body = await request.json()
@@ -136,7 +167,7 @@ class LoopbackServer:
             await asyncio.sleep(behaviour.get("delay", self.latency))
             if behaviour.get("hang"):
                 await self._stopping.wait()  # until the server stops: the client must time out first
-            status, payload, headers = self._reply(body, behaviour)
+            status, payload, headers = (self._gemini_reply if gemini else self._reply)(body, behaviour)
             if isinstance(payload, str):
                 return web.Response(text=payload, status=status, content_type="application/json")
             return web.json_response(payload, status=status, headers=headers)
@@ -261,6 +292,7 @@ class LoopbackServer:
         app.router.add_post("/chat/completions", self._handle)
         app.router.add_post("/v1/completions", self._handle)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/models/{target}", self._gemini)
         app.router.add_post("/v1/load_lora_adapter", self._load_lora_adapter)
         app.router.add_post("/v1/files", self._create_file)
         app.router.add_get("/v1/files/{file_id}/content", self._file_content)
