@@ -39,7 +39,7 @@ class Engine:
         self.fresh = fresh
         self.run.check_location(fresh, spec.path)
         if not fresh:
-            self.run.check_spec(spec.resolved(), spec.path)
+            self.run.check_spec(spec.resolved(), spec.path, spec.written())
         self.context = Context(cache_dir=spec.run.cache_dir, run_dir=self.run.path, offline=offline,
                                seed=spec.run.seed, console=console, retry_refused=retry_refused)
         self.task = spec.task.build(self.context)

@@ -156,13 +156,26 @@ class RunDir:
             raise damaged(path, 'has no "spec" table')
         return data
 
-    def check_spec(self, resolved: dict[str, Any], spec_path: Path) -> None:
-        """Refuse to continue a run whose spec changed, naming the changed fields."""
+    def check_spec(self, resolved: dict[str, Any], spec_path: Path, written: set[str] = frozenset()) -> None:
+        """Refuse to continue a run whose spec changed, naming the changed fields.
+
+        An option only one side has, in a table naming the same plugin on both sides, and not
+        written in the spec, is a default another dpokd version added or dropped: no change.
+        """
         manifest = self.manifest()
         if manifest is None:
             return
-        changed = sorted(set(_flatten(manifest["spec"]).items()) ^ set(_flatten(resolved).items()))
-        fields = sorted({key for key, _ in changed})
+        before, now = _flatten(manifest["spec"]), _flatten(resolved)
+        fields = []
+        for key in sorted(before.keys() | now.keys()):
+            if key in before and key in now:
+                if before[key] != now[key]:
+                    fields.append(key)
+                continue
+            table = key.split(".", 1)[0]
+            same_table = table == "run" or before.get(f"{table}.plugin", 0) == now.get(f"{table}.plugin", 1)
+            if not same_table or key in written:
+                fields.append(key)
         if fields:
             raise SpecError(
                 f"the run in {self.path} was started with a different spec; changed: {', '.join(fields)}. "

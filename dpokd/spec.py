@@ -88,6 +88,13 @@ class Spec:
             "judges": [table(j) for j in self.judges],
         }
 
+    def written(self) -> set[str]:
+        """The fields the spec's author wrote, as ``resolved()`` paths (``student.lora_r``)."""
+        tables = {"run": self.run, **{c.kind: c.options for c in (self.task, self.teacher, self.student) if c}}
+        tables.update({f"judges[{i}]": j.options for i, j in enumerate(self.judges)})
+        tables.update({f"systems[{i}]": s.options for i, s in enumerate(getattr(self, "systems", ()))})
+        return {f"{table}.{field}" for table, model in tables.items() for field in model.model_fields_set}
+
 
 def load_spec(path: str | Path) -> Spec:
     """Read and validate a spec file; raises SpecError listing every problem found."""

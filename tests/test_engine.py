@@ -171,6 +171,36 @@ def test_changed_spec_is_refused_naming_the_fields(teacher_server, tmp_path):
     assert "student.epochs" in out.stderr and "student.lora_alpha" in out.stderr and "--fresh" in out.stderr
 
 
+def test_options_an_upgrade_added_or_dropped_do_not_block_a_resume(teacher_server, tmp_path):
+    """A default only one dpokd version knows is no change; an option the author wrote, or a new judge, is."""
+    import pytest
+
+    from dpokd.errors import SpecError
+    from dpokd.runs import RunDir
+    from dpokd.spec import load_spec
+
+    spec = tmp_path / "s.toml"
+    spec.write_text(spec_text(teacher_server.url, name="s", mode="offline", iterations=1, cache="cache"))
+    loaded = load_spec(spec)
+    run = RunDir(tmp_path / "runs" / "s")
+    run.create(fresh=False)
+    older = loaded.resolved()
+    del older["student"]["report_to"]  # an option this dpokd added
+    older["student"]["an_option_since_dropped"] = 1
+    run.write_manifest(older, {})
+    run.check_spec(loaded.resolved(), spec, loaded.written())  # resumes
+
+    spec.write_text(spec.read_text().replace("[student]\n", '[student]\nreport_to = ["tensorboard"]\n'))
+    written = load_spec(spec)
+    with pytest.raises(SpecError, match=r"changed: student.report_to"):
+        run.check_spec(written.resolved(), spec, written.written())
+    spec.write_text(spec_text(teacher_server.url, name="s", mode="offline", iterations=1, cache="cache")
+                    + '\n[[judges]]\nplugin = "teacher-likelihood"\n')
+    more = load_spec(spec)
+    with pytest.raises(SpecError, match=r"judges\[\d\]\.plugin"):
+        run.check_spec(more.resolved(), spec, more.written())
+
+
 def test_online_run_generating_on_a_vllm_server_loads_each_iterations_adapter(teacher_server, tmp_path):
     """The student's generations go to a vLLM server (the loopback server serving vLLM's surface)."""
     with LoopbackServer(lambda body: f"    return 0  # {body['model']}", served_model="tiny-base") as vllm:
