@@ -115,9 +115,19 @@ def validate(specs: tuple[Path, ...]) -> None:
         if any(issue.level == "error" for issue in issues):
             failed += 1
         else:
-            out.print(f"[green]ok[/] {path} ({spec.run.mode}, {spec.teacher.plugin} -> {spec.student.plugin})")
+            out.print(f"[green]ok[/] {path} ({spec.run.mode}, {_summary(spec)})")
     if failed:
         raise SystemExit(2)
+
+def _summary(spec) -> str:
+    """What a valid spec runs, in a few words: teacher -> student, and the extra systems."""
+    parts = []
+    if spec.teacher is not None and spec.student is not None:
+        parts.append(f"{spec.teacher.plugin} -> {spec.student.plugin}")
+    if spec.systems:
+        parts.append(f"{len(spec.systems)} systems: {', '.join(s.name for s in spec.systems)}")
+    return "; ".join(parts) or ", ".join(c.plugin for c in (spec.teacher, spec.student) if c is not None)
+
 
 
 @cli.command()

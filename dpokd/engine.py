@@ -1,6 +1,7 @@
 """The DPO-KD pipeline: stages written to disk one after another, so a run resumes where it stopped.
 
-prepare -> teacher -> (student -> pairs -> train) x iterations -> evaluate -> report.
+prepare -> teacher -> (student -> pairs -> train) x iterations -> evaluate -> report;
+an eval run (``mode = "eval"``) is prepare -> evaluate -> report.
 The engine only orchestrates: model, HTTP and scoring code live in the plugins.
 """
 
@@ -43,9 +44,11 @@ class Engine:
         self.context = Context(cache_dir=spec.run.cache_dir, run_dir=self.run.path, offline=offline,
                                seed=spec.run.seed, console=console, retry_refused=retry_refused)
         self.task = spec.task.build(self.context)
-        self.teacher = spec.teacher.build(self.context)
-        self.student: Student = spec.student.build(self.context)
+        self.teacher = spec.teacher.build(self.context) if spec.teacher is not None else None
+        self.student: Student | None = spec.student.build(self.context) if spec.student is not None else None
         self.judges = [j.build(self.context) for j in spec.judges]
+        self.extra = {s.name: s.build(self.context) for s in spec.systems}  # [[systems]], by name
+        self.loaded = _OneStudentLoaded()
 
     # -- stages -----------------------------------------------------------------------------------
     @contextmanager
@@ -64,9 +67,10 @@ class Engine:
     def preflight(self) -> None:
         """What can fail without reading data or writing a file: keys, models, the sandbox."""
         models.preflight(self.spec, self.context)  # retired or unpriced API models
-        for plugin in (self.teacher, *self.judges, self.student, self.task):
-            plugin.preflight()
-        if self.spec.run.verified_pairs:
+        for plugin in (self.teacher, *self.judges, self.student, self.task, *self.extra.values()):
+            if plugin is not None:
+                plugin.preflight()
+        if self.spec.run.verified_pairs and not self.eval_only:
             check_isolation()  # verified pairs run the answers' code
         names = self.system_names()
         for i, judge in enumerate(self.judges):
@@ -83,8 +87,8 @@ class Engine:
             self.context.log(f"{run.path} is finished; showing its results (use --fresh to start over)")
             return run.results()
         train = self.prepare()
-        chosen = self.teach(train)
-        iterations = self.spec.run.iterations
+        chosen = [] if self.eval_only else self.teach(train)
+        iterations = 0 if self.eval_only else self.spec.run.iterations
         for k in range(1, iterations + 1):
             rejected = self.rejected(k, train)
             self.pairs(k, train, chosen, rejected)
@@ -94,12 +98,21 @@ class Engine:
         self.report()
         return scores
 
+    @property
+    def eval_only(self) -> bool:
+        return self.spec.run.mode == "eval"
+
+    def students(self) -> list[Student]:
+        """Every student plugin of the run: its own and those of [[systems]]."""
+        return [p for p in (self.student, *self.extra.values()) if isinstance(p, Student)]
+
     def prepare(self) -> list[Example]:
         """Everything that can fail cheaply fails here, before the first paid call or file."""
         train = self.task.examples("train")
         try:
             self._check_data(train)
-            self.student.prepare(train)  # checks what needs the tokenizer (max_length)
+            for student in self.students():
+                student.prepare(train)  # checks what needs the tokenizer (max_length); dpokd:tiny is built from it
         except ConfigError as exc:
             raise ConfigError(f"{self.spec.path}: {exc}") from None
         data = self._fingerprints(train)
@@ -129,14 +142,14 @@ class Engine:
 
     def _check_data(self, train: list[Example]) -> None:
         """What the spec asks of the task's data, checked before anything is paid for or written."""
-        if not train:
+        if not train and not self.eval_only:
             raise ConfigError("task: the train split is empty")
         for judge, component in zip(self.judges, self.spec.judges):
             examples_of = getattr(judge, "eval_examples", None)  # judges that bring their own eval set
             if not (examples_of(self.task) if examples_of is not None else self.task.examples("eval")):
                 raise ConfigError(f"task: the eval split is empty, so {component.field} ({component.plugin}) has "
                                   "nothing to judge; hold out more examples (e.g. raise `task.eval_fraction`)")
-        if self.spec.run.verified_pairs and not all(e.tests and e.entry_point for e in train):
+        if self.spec.run.verified_pairs and not self.eval_only and not all(e.tests and e.entry_point for e in train):
             raise ConfigError("run.verified_pairs: the task's examples carry no tests; set verified_pairs = false")
 
     def _contamination(self, train: list[Example]) -> dict[str, Any]:
@@ -270,7 +283,7 @@ class Engine:
         with self.stage("evaluate"):
             systems = self.systems()
             scores: list[Score] = [Score(judge="run", system="teacher", metric=m, value=v, higher_is_better=False)
-                                   for m, v in _usage(chosen).items()]
+                                   for m, v in _usage(chosen).items()] if chosen else []
             for judge in self.judges:
                 scores += judge.evaluate(systems, self.task)
             self.run.write_results(scores)
@@ -281,20 +294,35 @@ class Engine:
 
     def _checkpoints(self) -> list[tuple[str, int | None]]:
         """The student's judged checkpoints: the base model and the iterations the spec asks for."""
+        if self.student is None:
+            return []
+        if self.eval_only:
+            return [("student@base", None)]
         last = self.spec.run.iterations
         wanted = range(1, last + 1) if self.spec.run.evaluate == "all" else [last]
         return [("student@base", None)] + [(f"student@iter_{k}", k) for k in wanted]
 
     def system_names(self) -> list[str]:
-        return ["teacher"] + [name for name, _ in self._checkpoints()]
+        return (["teacher"] if self.teacher is not None else []) + [name for name, _ in self._checkpoints()] + list(self.extra)
 
     def systems(self) -> dict[str, System]:
-        systems = {"teacher": System("teacher", _aligned(self.teacher.answer, "teacher"))}
+        """What the judges score: the teacher, the student's checkpoints, then the [[systems]] in spec order."""
+        systems = {}
+        if self.teacher is not None:
+            systems["teacher"] = System("teacher", _aligned(self.teacher.answer, "teacher"))
         checkpoints = [(name, None if k is None else self._adapter(k)) for name, k in self._checkpoints()]
         for name, adapter in checkpoints:
-            systems[name] = System(name, _aligned(_with_adapter(self.student, adapter, "generate"), name),
-                                   _with_adapter(self.student, adapter, "logprob"))
+            systems[name] = self._student_system(name, self.student, adapter)
+        for name, plugin in self.extra.items():
+            if isinstance(plugin, Student):
+                systems[name] = self._student_system(name, plugin, None)  # None: its own `adapter`, if any
+            else:
+                systems[name] = System(name, _aligned(plugin.answer, name))
         return systems
+
+    def _student_system(self, name: str, student: Student, adapter: Path | None) -> System:
+        return System(name, _aligned(_with_adapter(student, adapter, "generate", self.loaded), name),
+                      _with_adapter(student, adapter, "logprob", self.loaded))
 
     def report(self) -> None:
         from .leaderboard import plot_curves
@@ -310,8 +338,22 @@ class Engine:
             write_report([self.run.path], self.run.path / "report.html")
 
 
-def _with_adapter(student: Student, adapter: Path | None, method: str):
+class _OneStudentLoaded:
+    """Unloads the student last used before another one loads: two 4-bit models never share memory."""
+
+    def __init__(self):
+        self.current: Student | None = None
+
+    def use(self, student: Student) -> None:
+        if self.current is not None and self.current is not student:
+            self.current.unload()
+        self.current = student
+
+
+def _with_adapter(student: Student, adapter: Path | None, method: str, loaded: _OneStudentLoaded | None = None):
     def call(*args):
+        if loaded is not None:
+            loaded.use(student)
         student.load(adapter)
         return getattr(student, method)(*args)
 
@@ -404,6 +446,9 @@ def train_once(spec: Spec, pairs_path: Path, output: Path, adapter: Path | None 
     """``dpokd train``: one ``train_dpo`` call, as launched by torchrun or accelerate (one per rank)."""
     import os
 
+    if spec.student is None:
+        raise SpecError("`dpokd train` trains the spec's student, and it has no [student] table", path=str(spec.path),
+                        field="student")
     context = Context(cache_dir=spec.run.cache_dir, seed=spec.run.seed)
     student: Student = spec.student.build(context)
     student.prepare(spec.task.build(context).examples("train"))

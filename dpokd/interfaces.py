@@ -75,6 +75,8 @@ class Plugin:
     def __init__(self, options: Options | None = None, context: Context | None = None):
         self.options = options if options is not None else self.Options()
         self.context = context if context is not None else Context()
+        # The spec table this plugin was built from ("teacher", "systems[1]"), for its messages.
+        self.field: str = self.kind
 
     @property
     def seed(self) -> int:
@@ -137,6 +139,9 @@ class Student(Plugin):
     def load(self, directory: Path | None) -> None:
         """Load the adapter saved in ``directory``; ``None`` returns to the base model."""
         raise NotImplementedError
+
+    def unload(self) -> None:
+        """Free the model's memory before another student's loads; the next call loads it again."""
 
 
 @dataclass

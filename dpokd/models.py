@@ -226,7 +226,7 @@ def api_models(spec: Spec) -> Iterator[tuple[str, LLMOptions]]:
     """``(field, options)`` of every component of ``spec`` that calls a model through litellm."""
     components = (spec.teacher, *spec.judges, *getattr(spec, "systems", ()))
     for component in components:
-        if isinstance(component.options, LLMOptions):
+        if component is not None and isinstance(component.options, LLMOptions):  # an eval run may have no teacher
             yield component.field, component.options
 
 

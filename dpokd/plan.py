@@ -92,8 +92,9 @@ def make_plan(spec: Spec) -> Plan:
     task = spec.task.build(context)
     train = planner.examples(lambda: task.examples("train"), "task")
     evals = None if train is None else planner.examples(lambda: task.examples("eval"), "task")
-    planner.teacher(spec.teacher, train, "teacher", "train split")
-    planner.student(train)
+    if spec.run.mode != "eval":  # an eval run trains nothing: its systems answer the judges only
+        planner.teacher(spec.teacher, train, "teacher", "train split")
+        planner.student(train)
     planner.judges(task, evals)
     planner.keys()
     return plan
@@ -114,8 +115,8 @@ class _Planner:
             return None
 
     # -- API requests -----------------------------------------------------------------------------
-    def teacher(self, component: Component, examples: list[Example] | None, stage: str, what: str) -> None:
-        if not isinstance(component.options, LLMOptions):
+    def teacher(self, component: Component | None, examples: list[Example] | None, stage: str, what: str) -> None:
+        if component is None or not isinstance(component.options, LLMOptions):
             return
         self.ask(component.options, component.field, stage, f"{component.field}: {what}", examples)
 
@@ -207,7 +208,13 @@ class _Planner:
     # -- the judges -------------------------------------------------------------------------------
     def judges(self, task, evals: list[Example] | None) -> None:
         run = self.spec.run
-        students = 1 + (run.iterations if run.evaluate == "all" else 1)
+        if self.spec.student is None:
+            students = 0
+        else:
+            students = 1 + (0 if run.mode == "eval" else run.iterations if run.evaluate == "all" else 1)
+        # The systems that answer through an API, by name: the teacher and [[systems]] entries.
+        answerers = {"teacher": self.spec.teacher, **{c.name: c for c in self.spec.systems}}
+        systems = students + len(self.spec.systems) + (self.spec.teacher is not None)
         for component in self.spec.judges:
             judge = component.build(self.context)
             o = component.options
@@ -215,13 +222,15 @@ class _Planner:
             if hasattr(judge, "eval_examples"):  # execution, humaneval: each system answers its problems
                 problems = self.examples(lambda: judge.eval_examples(task), f"{where} eval set")
                 asked = None if problems is None else [s for e in problems for s in e.samples(o.samples, o.temperature)]
-                self.teacher(self.spec.teacher, asked, "evaluate", where)
+                for answerer in answerers.values():
+                    self.teacher(answerer, asked, "evaluate", where)
             elif component.plugin == "teacher-likelihood":
-                self.teacher(self.spec.teacher, _first(evals, o.limit), "evaluate", where)
+                self.teacher(answerers.get(o.teacher), _first(evals, o.limit), "evaluate", where)
             elif component.plugin == "llm-pairwise":
                 examples = _first(evals, o.limit)
-                self.teacher(self.spec.teacher, examples, "evaluate", where)
-                self.verdicts(component, examples, 1 + students)
+                for answerer in answerers.values():
+                    self.teacher(answerer, examples, "evaluate", where)
+                self.verdicts(component, examples, systems)
             else:
                 self.plan.unknown.append(f"{where}: a judge dpokd cannot plan; its API use is not counted")
 
@@ -238,7 +247,7 @@ class _Planner:
         row.cached = 0
         row.note = (f"each of {systems - 1} systems against {o.baseline}, in both orders; the answers compared are "
                     "not known yet, so none is counted as cached and the input tokens are estimates")
-        answer_tokens = getattr(self.spec.student.options, "max_new_tokens", 256)
+        answer_tokens = getattr(getattr(self.spec.student, "options", None), "max_new_tokens", 256)
         chars = sum(len(o.system_prompt or "") + len(e.prompt) + len(e.input or "") for e in examples)
         row.input_tokens = 2 * (systems - 1) * math.ceil(chars / CHARS_PER_TOKEN) + row.requests * 2 * answer_tokens
         if o.max_tokens is not None:
@@ -248,8 +257,10 @@ class _Planner:
     # -- keys -------------------------------------------------------------------------------------
     def keys(self) -> None:
         needed: dict[str, list[str]] = {}
-        components = (self.spec.teacher, *self.spec.judges)
+        components = (self.spec.teacher, *self.spec.judges, *self.spec.systems)
         for component in components:
+            if component is None:
+                continue
             o = component.options
             if not isinstance(o, LLMOptions) or is_local(o.api_base) or provider_of(o.model) == "hosted_vllm":
                 continue

@@ -2,12 +2,14 @@
 
 First the shape (the ``[run]`` table and one table per component), then each component table
 against its plugin's own ``Options`` model. Every error names the file, the field path the user
-wrote (``student.lora_r``, ``judges[1].model``), what was expected and what was found.
+wrote (``student.lora_r``, ``judges[1].model``, ``systems[0].adapter``), what was expected and what
+was found.
 """
 
 from __future__ import annotations
 
 import difflib
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +22,11 @@ from .interfaces import Context, Options, Plugin, spec_path
 
 SpecPath = Annotated[Path, AfterValidator(spec_path)]
 COMPONENTS = ("task", "teacher", "student")
-TABLES = ("run", *COMPONENTS, "judges")
+TABLES = ("run", *COMPONENTS, "judges", "systems")
+# A system's name is a leaderboard row and part of the judges' file names.
+SYSTEM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
+# The names of a run's own systems: its teacher and its student's checkpoints.
+RESERVED_SYSTEM = re.compile(r"^(teacher|student@.*)$")
 
 
 class RunOptions(BaseModel):
@@ -31,7 +37,8 @@ class RunOptions(BaseModel):
     name: str | None = Field(
         None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="run directory name; default: the spec file's name"
     )
-    mode: Literal["offline", "online"] = Field("offline", description="offline: student answers once; online: every iteration")
+    mode: Literal["offline", "online", "eval"] = Field(
+        "offline", description="offline: student answers once; online: every iteration; eval: only judge the systems")
     iterations: int = Field(1, ge=1, description="DPO rounds; online only, offline is always 1")
     # numpy, which training seeds through transformers, takes only 0..2**32-1.
     seed: int = Field(0, ge=0, le=2**32 - 1, description="seed for data splits, generation and training")
@@ -44,8 +51,9 @@ class RunOptions(BaseModel):
     @field_validator("iterations")
     @classmethod
     def _offline_runs_once(cls, iterations: int, info: ValidationInfo) -> int:
-        if info.data.get("mode") == "offline" and iterations != 1:
-            raise ValueError(f"must be 1 when `mode` is 'offline' (got {iterations}); use mode = 'online' to iterate")
+        mode = info.data.get("mode")
+        if mode in ("offline", "eval") and iterations != 1:
+            raise ValueError(f"must be 1 when `mode` is {mode!r} (got {iterations}); use mode = 'online' to iterate")
         return iterations
 
 
@@ -57,10 +65,13 @@ class Component:
     plugin: str
     cls: type[Plugin]
     options: Options
-    field: str  # where it sits in the spec: "teacher", "judges[1]"
+    field: str  # where it sits in the spec: "teacher", "judges[1]", "systems[0]"
+    name: str | None = None  # a [[systems]] entry's row name
 
     def build(self, context: Context) -> Any:
-        return self.cls(self.options, context)
+        plugin = self.cls(self.options, context)
+        plugin.field = self.field  # so its messages name the table it came from
+        return plugin
 
 
 @dataclass(frozen=True)
@@ -68,9 +79,10 @@ class Spec:
     path: Path
     run: RunOptions
     task: Component
-    teacher: Component
-    student: Component
+    teacher: Component | None  # None only in an eval run
+    student: Component | None  # None only in an eval run
     judges: tuple[Component, ...]
+    systems: tuple[Component, ...] = ()  # [[systems]]: judged beside the run's own
 
     @property
     def name(self) -> str:
@@ -82,17 +94,20 @@ class Spec:
         def table(c: Component) -> dict[str, Any]:
             return {"plugin": c.plugin, **c.options.model_dump(mode="json")}
 
-        return {
+        resolved = {
             "run": {**self.run.model_dump(mode="json"), "name": self.name},
-            **{c.kind: table(c) for c in (self.task, self.teacher, self.student)},
+            **{c.kind: table(c) for c in (self.task, self.teacher, self.student) if c is not None},
             "judges": [table(j) for j in self.judges],
         }
+        if self.systems:
+            resolved["systems"] = [{"name": s.name, **table(s)} for s in self.systems]
+        return resolved
 
     def written(self) -> set[str]:
         """The fields the spec's author wrote, as ``resolved()`` paths (``student.lora_r``)."""
         tables = {"run": self.run, **{c.kind: c.options for c in (self.task, self.teacher, self.student) if c}}
         tables.update({f"judges[{i}]": j.options for i, j in enumerate(self.judges)})
-        tables.update({f"systems[{i}]": s.options for i, s in enumerate(getattr(self, "systems", ()))})
+        tables.update({f"systems[{i}]": s.options for i, s in enumerate(self.systems)})
         return {f"{table}.{field}" for table, model in tables.items() for field in model.model_fields_set}
 
 
@@ -126,7 +141,10 @@ def parse_spec(data: dict[str, Any], path: Path) -> Spec:
     except ValidationError as exc:
         problems += [_describe(err, ("run",), RunOptions) for err in exc.errors()]
 
-    tables = [(kind, kind, _table(data, kind, problems)) for kind in COMPONENTS]
+    run_raw = data.get("run")
+    eval_mode = isinstance(run_raw, dict) and run_raw.get("mode") == "eval"
+    optional = ("teacher", "student") if eval_mode else ()
+    tables = [(kind, kind, _table(data, kind, problems, required=kind not in optional)) for kind in COMPONENTS]
     judges_raw = data.get("judges", [])
     if not isinstance(judges_raw, list):
         problems.append(f"judges: expected [[judges]] tables, got {type(judges_raw).__name__}")
@@ -165,16 +183,96 @@ def parse_spec(data: dict[str, Any], path: Path) -> Spec:
             judges.append(component)
         else:
             components[kind] = component
+    systems = _systems(data.get("systems", []), reg, context, problems)
+    if eval_mode and not data.get("systems") and not {"teacher", "student"} & data.keys():
+        problems.append("[[systems]]: an eval run judges its [[systems]] (and [teacher] or [student] if given), "
+                        "and this spec has none; add a [[systems]] table with a name and a plugin")
     if problems:
         raise SpecError("\n".join(f"{path}: {p}" for p in problems))
     assert run is not None
-    return Spec(path=path, run=run, judges=tuple(judges), **components)
+    components.setdefault("teacher", None)
+    components.setdefault("student", None)
+    return Spec(path=path, run=run, judges=tuple(judges), systems=tuple(systems), **components)
 
 
-def _table(data: dict[str, Any], key: str, problems: list[str]) -> dict[str, Any] | None:
+def _systems(raw_systems: Any, reg, context: dict[str, Any], problems: list[str]) -> list[Component]:
+    """The ``[[systems]]`` entries: each a named student or teacher plugin with its options."""
+    if not isinstance(raw_systems, list):
+        problems.append(f"systems: expected [[systems]] tables, got {type(raw_systems).__name__}")
+        return []
+    systems: list[Component] = []
+    seen: dict[str, str] = {}
+    for i, raw in enumerate(raw_systems):
+        where = f"systems[{i}]"
+        if not isinstance(raw, dict):
+            problems.append(f"{where}: expected a table, got {raw!r}")
+            continue
+        raw = dict(raw)
+        name, plugin = raw.pop("name", None), raw.pop("plugin", None)
+        if not isinstance(name, str):
+            problems.append(f"{where}.name: missing required key; expected the system's row name in the leaderboard")
+        elif RESERVED_SYSTEM.match(name):
+            problems.append(f"{where}.name: {name!r} is the name of one of the run's own systems (teacher, "
+                            "student@base, student@iter_K); choose another")
+        elif not SYSTEM_NAME.match(name):
+            problems.append(f"{where}.name: {name!r} is not a valid system name (up to 100 letters, digits, '.', "
+                            "'_', '+' and '-', starting with a letter or digit)")
+        elif name in seen:
+            problems.append(f"{where}.name: {name!r} is already the name of {seen[name]}; system names must be unique")
+        else:
+            seen[name] = where
+        if not isinstance(plugin, str):
+            problems.append(f"{where}.plugin: missing required key; expected the name of a student or teacher plugin "
+                            f"(known: {', '.join(reg.names('student') + reg.names('teacher'))})")
+            continue
+        try:
+            entry = _system_plugin(reg, plugin)
+        except PluginError as exc:
+            problems.append(f"{where}.plugin: {exc}")
+            continue
+        try:
+            options = entry.cls.Options.model_validate(raw, context=context)
+        except ValidationError as exc:
+            problems += [_describe(err, (where,), entry.cls.Options) + _other_kind(err, entry, reg)
+                         for err in exc.errors()]
+            continue
+        if isinstance(name, str) and seen.get(name) == where:
+            systems.append(Component(entry.kind, entry.cls.name, entry.cls, options, where, name))
+    return systems
+
+
+def _system_plugin(reg, name: str):
+    """A system's plugin: a student or a teacher (students first, should a name be both)."""
+    errors = []
+    for kind in ("student", "teacher"):
+        try:
+            return reg.get(kind, name)
+        except PluginError as exc:
+            errors.append(str(exc))
+    broken = [e for e in errors if not e.startswith("unknown ")]  # a package that failed to load has it
+    if broken:
+        raise PluginError(broken[0])
+    from .registry import unknown_message
+
+    raise PluginError(unknown_message("student or teacher plugin", name, reg.names("student") + reg.names("teacher")))
+
+
+def _other_kind(err: dict[str, Any], entry, reg) -> str:
+    """For an unknown key that is an option of the other kind of plugin (an adapter on an API model)."""
+    if err["type"] != "extra_forbidden" or len(err["loc"]) != 1:
+        return ""
+    other = "teacher" if entry.kind == "student" else "student"
+    owners = [e.name for e in reg.entries(other) if err["loc"][0] in e.cls.Options.model_fields]
+    if not owners:
+        return ""
+    return f"; {err['loc'][0]!r} is an option of the {other} plugin {owners[0]!r}, and {entry.name!r} is a {entry.kind} plugin"
+
+
+def _table(data: dict[str, Any], key: str, problems: list[str], required: bool = True) -> dict[str, Any] | None:
     value = data.get(key)
     if value is None:
-        problems.append(f"[{key}]: missing table; expected a [{key}] table")
+        if required:
+            problems.append(f"[{key}]: missing table; expected a [{key}] table")
     elif not isinstance(value, dict):
         problems.append(f"{key}: expected a [{key}] table, got {value!r}")
         return None

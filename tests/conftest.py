@@ -26,3 +26,19 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeou
 @pytest.fixture
 def cli():
     return run_cli
+
+
+def shipped_spec(spec: Path, home: Path) -> Path:
+    """A copy of a shipped spec in ``home``, beside stand-ins for the adapters it reads from earlier runs
+    (specs/humaneval_eval.toml judges the adapter specs/codegen_offline.toml trains)."""
+    import tomllib
+
+    copy = home / "specs" / spec.name
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    copy.write_text(spec.read_text())
+    for system in tomllib.loads(spec.read_text()).get("systems", []):
+        if "adapter" in system:
+            adapter = copy.parent / system["adapter"]
+            adapter.mkdir(parents=True, exist_ok=True)
+            (adapter / "adapter_model.safetensors").touch()
+    return copy

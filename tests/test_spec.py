@@ -13,7 +13,7 @@ from dpokd.plugins.students.hf_qlora import TRL_LOSSES
 from dpokd.plugins.tasks.synthetic import capacity, generate_problems
 from dpokd.spec import load_spec
 
-from .conftest import ROOT
+from .conftest import ROOT, shipped_spec
 
 BROKEN = sorted((Path(__file__).parent / "broken_specs").glob("*.toml"))
 SPECS = sorted((ROOT / "specs").glob("*.toml"))
@@ -42,8 +42,8 @@ def test_broken_folder_covers_the_required_cases():
 
 
 @pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
-def test_shipped_specs_validate(path, cli):
-    result = cli("validate", str(path))
+def test_shipped_specs_validate(path, cli, tmp_path):
+    result = cli("validate", str(shipped_spec(path, tmp_path)))
     assert result.returncode == 0, result.stderr
 
 

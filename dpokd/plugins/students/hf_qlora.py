@@ -12,7 +12,9 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator
 
 import dpokd
 from dpokd.cache import request_key
@@ -29,6 +31,16 @@ TRL_LOSSES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_
               "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
 
 
+def _adapter_dir(value: Path | None, info) -> Path | None:
+    """An adapter path, relative to the spec, that holds saved LoRA weights: checked when the spec is read."""
+    path = dpokd.spec_path(value, info)
+    if path is not None and not (path / "adapter_model.safetensors").is_file():
+        what = "is not a directory" if not path.is_dir() else "holds no adapter_model.safetensors"
+        raise ValueError(f"{os.path.normpath(path)!r} {what}; point it at a trained adapter (a run's iter_K/adapter), "
+                         "or run the spec that trains it first")
+    return path
+
+
 class HFQLoRAStudent(dpokd.Student):
     """A causal LM in 4-bit with a LoRA adapter; DPO through ``trl.DPOTrainer``."""
 
@@ -38,6 +50,9 @@ class HFQLoRAStudent(dpokd.Student):
     class Options(dpokd.Options):
         model: str = dpokd.Field("microsoft/phi-2", description="HF hub id or local path; 'dpokd:tiny' builds a small model for CPUs")
         revision: str | None = dpokd.Field(None, description="hub revision (branch, tag or commit)")
+        adapter: Annotated[Path | None, AfterValidator(_adapter_dir)] = dpokd.Field(
+            None, description="a trained LoRA adapter (a run's iter_K/adapter) loaded on the model; the student "
+            "starts from it, and as a [[systems]] entry it is what is judged")
         load_in_4bit: bool = dpokd.Field(True, description="load the base in 4-bit with bitsandbytes (QLoRA)")
         quant_type: Literal["nf4", "fp4"] = dpokd.Field("nf4", description="4-bit data type")
         double_quant: bool = dpokd.Field(True, description="quantize the quantization constants too")
@@ -156,7 +171,7 @@ class HFQLoRAStudent(dpokd.Student):
         try:
             get_peft_model(skeleton, LoraConfig(r=o.lora_r, target_modules=o.target_modules, task_type="CAUSAL_LM"))
         except ValueError as exc:
-            raise dpokd.ConfigError(f"student.target_modules: {str(exc).splitlines()[0][:300]}") from None
+            raise dpokd.ConfigError(f"{self.field}.target_modules: {str(exc).splitlines()[0][:300]}") from None
 
     def _check_max_length(self, examples: list[Example]) -> None:
         """TRL drops each pair whose prompt alone fills ``max_length``; with none left, training
@@ -167,13 +182,13 @@ class HFQLoRAStudent(dpokd.Student):
         try:
             tok = AutoTokenizer.from_pretrained(self.model_path, revision=o.revision)
         except Exception as exc:
-            raise dpokd.ConfigError(f"student.model: cannot load the tokenizer of {o.model!r}: "
+            raise dpokd.ConfigError(f"{self.field}.model: cannot load the tokenizer of {o.model!r}: "
                                     f"{str(exc).splitlines()[0][:200]}") from None
         lengths = [len(ids) for ids in tok([e.prompt for e in examples])["input_ids"]]
         too_long = sum(n >= o.max_length for n in lengths)
         if too_long == len(lengths):
             raise dpokd.ConfigError(
-                f"student.max_length: {o.max_length} tokens leave no room for an answer after any train prompt "
+                f"{self.field}.max_length: {o.max_length} tokens leave no room for an answer after any train prompt "
                 f"(prompts are {min(lengths)} to {max(lengths)} tokens); raise it, e.g. to {max(lengths) + o.max_new_tokens}, "
                 "or remove it")
         if too_long:
@@ -189,7 +204,7 @@ class HFQLoRAStudent(dpokd.Student):
             try:
                 import bitsandbytes  # noqa: F401
             except Exception as exc:
-                raise dpokd.ConfigError(f"student.load_in_4bit: bitsandbytes cannot load here ({exc}); "
+                raise dpokd.ConfigError(f"{self.field}.load_in_4bit: bitsandbytes cannot load here ({exc}); "
                                         "`pip install bitsandbytes`, or set load_in_4bit = false") from None
         if o.generation == "vllm":
             self.vllm().preflight()
@@ -204,14 +219,14 @@ class HFQLoRAStudent(dpokd.Student):
         o = self.options
         path = Path(o.model)
         if (o.model.startswith((".", "/", "~")) or path.exists()) and not (path / "config.json").exists():
-            raise dpokd.ConfigError(f"student.model: {o.model!r} is a local path without a config.json; "
+            raise dpokd.ConfigError(f"{self.field}.model: {o.model!r} is a local path without a config.json; "
                                     "point it at a directory saved with save_pretrained")
         try:
             return AutoConfig.from_pretrained(o.model, revision=o.revision)
         except Exception as exc:  # OSError for unknown ids, offline hubs; ValueError for unknown architectures
             offline = os.environ.get("HF_HUB_OFFLINE") == "1"
             why = "the hub is not reachable (HF_HUB_OFFLINE=1) and it is not in the local HF cache" if offline else str(exc).splitlines()[0]
-            raise dpokd.ConfigError(f"student.model: cannot load {o.model!r}: {why}. Use a local directory, "
+            raise dpokd.ConfigError(f"{self.field}.model: cannot load {o.model!r}: {why}. Use a local directory, "
                                     "download it first (`huggingface-cli download`), or try model = 'dpokd:tiny'") from None
 
     def _ensure_model(self):
@@ -282,7 +297,9 @@ class HFQLoRAStudent(dpokd.Student):
                            run_dir=self.context.run_dir)
 
     def load(self, directory: Path | None) -> None:
+        """``None`` returns to the starting point: the ``adapter`` option's adapter, else the bare base."""
         model = self._ensure_model()
+        directory = directory if directory is not None else self.options.adapter
         self.trained_pairs = None  # a loaded adapter's pairs are told by its own card
         if directory is None:
             self.adapter_hash = self.adapter_dir = None
@@ -298,6 +315,20 @@ class HFQLoRAStudent(dpokd.Student):
                                    f"{_RETRAIN}") from None
         self.adapter_hash = self._hash_adapter()
         self.adapter_dir = Path(directory)
+
+    def unload(self) -> None:
+        """Drop the model (another student loads next); the next call loads it again, as the base."""
+        if self.model is None:
+            return
+        import gc
+
+        import torch
+
+        self.model = self.tokenizer = None
+        self.adapter_hash = self.adapter_dir = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     def adapter_path(self) -> Path:
         """The current adapter on disk, saved under ``cache_dir/adapters/`` if it is not yet."""

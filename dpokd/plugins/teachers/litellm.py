@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import dpokd
 from dpokd.llm import LLMClient, LLMOptions, check_key
 from dpokd.records import Completion, Example
@@ -15,15 +17,16 @@ class LiteLLMTeacher(dpokd.Teacher):
     class Options(LLMOptions):
         pass
 
-    def __init__(self, options=None, context=None):
-        super().__init__(options, context)
-        self.client = LLMClient(self.options, self.context, field="teacher")
+    @functools.cached_property
+    def client(self) -> LLMClient:
+        # Built on first use, once the spec has set `field` (a [[systems]] entry has its own budget).
+        return LLMClient(self.options, self.context, field=self.field)
 
     def preflight(self) -> None:
-        check_key(self.options, "teacher", self.context.offline)
+        check_key(self.options, self.field, self.context.offline)
 
     def answer(self, examples: list[Example]) -> list[Completion]:
-        return self.client.complete(examples, label="teacher")
+        return self.client.complete(examples, label=self.field)
 
     def usage(self) -> dict[str, float]:
         return vars(self.client.usage)
