@@ -32,7 +32,11 @@ RESULTS_SCHEMA = 1
 
 # Everything a run writes at its top level; ``--fresh`` removes these and nothing else.
 RUN_FILES = ("state.json", "manifest.json", "results.json", "teacher.jsonl", "run.log", "curves.png", "report.html",
-             "vllm.log", "cache_keys.txt", "eval")
+             "vllm.log", "cache_keys.txt", "spend.jsonl", "eval")
+# Options that change how answers are fetched, never what they are: a resume may change them (raise
+# a spent `max_usd`, say). Matched by name in any table.
+RESUMABLE_OPTIONS = {"max_concurrency", "rpm", "tpm", "max_retries", "timeout", "max_retry_wait", "max_usd",
+                     "max_failure_share", "batch_poll_seconds", "batch_max_requests", "workers"}
 _RUN_PATTERNS = (re.compile(r"iter_\d+"), re.compile(r".*\.tmp"))
 
 FRESH = "re-run with --fresh to start this run over (answers already paid for come from the cache)"
@@ -168,11 +172,13 @@ class RunDir:
         before, now = _flatten(manifest["spec"]), _flatten(resolved)
         fields = []
         for key in sorted(before.keys() | now.keys()):
+            table, _, option = key.partition(".")
+            if option in RESUMABLE_OPTIONS and not (option == "timeout" and table.startswith("judges")):
+                continue  # an execution judge's timeout decides which programs pass
             if key in before and key in now:
                 if before[key] != now[key]:
                     fields.append(key)
                 continue
-            table = key.split(".", 1)[0]
             same_table = table == "run" or before.get(f"{table}.plugin", 0) == now.get(f"{table}.plugin", 1)
             if not same_table or key in written:
                 fields.append(key)

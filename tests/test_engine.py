@@ -190,6 +190,10 @@ def test_options_an_upgrade_added_or_dropped_do_not_block_a_resume(teacher_serve
     run.write_manifest(older, {})
     run.check_spec(loaded.resolved(), spec, loaded.written())  # resumes
 
+    raised = loaded.resolved()
+    raised["teacher"].update(max_usd=5.0, max_concurrency=2)  # how answers are fetched, not what: resumable
+    run.check_spec(raised, spec, loaded.written() | {"teacher.max_usd", "teacher.max_concurrency"})
+
     spec.write_text(spec.read_text().replace("[student]\n", '[student]\nreport_to = ["tensorboard"]\n'))
     written = load_spec(spec)
     with pytest.raises(SpecError, match=r"changed: student.report_to"):
