@@ -54,7 +54,7 @@ BUDGET_SLACK = 1e-9
 class LLMOptions(Options):
     """Options of every plugin that calls a model through litellm."""
 
-    model: str = Field("gemini/gemini-1.0-pro", description="any litellm model string, e.g. gemini/gemini-1.0-pro, openai/gpt-4o")
+    model: str = Field("gemini/gemini-4-argon", description="any litellm model string, e.g. gemini/gemini-4-argon, openai/gpt-4o")
     api_base: str | None = Field(None, description="base URL of an OpenAI-compatible server (vLLM, Ollama, a proxy)")
     api_key_env: str | None = Field(None, description="environment variable holding the key; default: the provider's usual one")
     temperature: float = Field(0.0, ge=0, le=2, description="sampling temperature; 0 is greedy")

@@ -94,6 +94,12 @@ def test_judge_defaults_are_current_dated_snapshots():
     assert re.search(r"-\d{4}-\d{2}-\d{2}$", model) and lookup(model) is not None
 
 
+def test_the_teachers_default_model_passes_the_check():
+    from dpokd.plugins.teachers.litellm import LiteLLMTeacher
+
+    assert check_model(LiteLLMTeacher.Options(), "teacher", today=RECORDED) == []
+
+
 def test_the_real_map_retires_what_the_paper_used():
     for model, retired in (("gpt-4-turbo", "2026-10-23"), ("gpt-4", "2026-10-23"), ("gemini/gemini-1.0-pro", "2025-02-15")):
         [issue] = check_model(LLMOptions(model=model), "teacher", today=RECORDED)
