@@ -33,6 +33,44 @@ _UNREADABLE = (sqlite3.DatabaseError, pickle.UnpicklingError, EOFError, ValueErr
                ImportError, IndexError)
 
 
+class CacheLayout:
+    """Where each kind of thing lives under a cache directory; no other module spells these names.
+
+    ``responses/`` every API answer, ``batches/`` requests waiting in a provider's batch, ``models/``
+    models built here (the tiny student), ``adapters/`` adapters saved for a vLLM server to load.
+    """
+
+    def __init__(self, root: str | Path, run_dir: Path | None = None):
+        self.root = Path(root)
+        self.run_dir = run_dir
+
+    @property
+    def responses(self) -> Path:
+        return self.root / "responses"
+
+    @property
+    def batches(self) -> Path:
+        return self.root / "batches"
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def adapters(self) -> Path:
+        return self.root / "adapters"
+
+    @property
+    def last_run(self) -> Path:
+        """Hits and misses of the last run, for ``dpokd cache stats``."""
+        return self.root / "last_run.json"
+
+    @property
+    def vllm_log(self) -> Path:
+        """The log of a vLLM server dpokd starts: in the run directory, else in the cache."""
+        return (self.run_dir or self.root) / "vllm.log"
+
+
 def request_key(request: dict[str, Any]) -> str:
     """``v1:<sha256>`` of the request as canonical JSON (sorted keys, no whitespace)."""
     blob = json.dumps(request, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
@@ -76,7 +114,8 @@ class ResponseCache:
         import diskcache
 
         self.dir = Path(cache_dir)
-        self.responses = self.dir / "responses"
+        self.layout = CacheLayout(self.dir)
+        self.responses = self.layout.responses
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError):
@@ -171,10 +210,10 @@ class ResponseCache:
 
     def save_counts(self) -> None:
         """Record this run's hits and misses for ``dpokd cache stats``."""
-        (self.dir / "last_run.json").write_text(json.dumps({"hits": self.hits, "misses": self.misses}))
+        self.layout.last_run.write_text(json.dumps({"hits": self.hits, "misses": self.misses}))
 
     def stats(self) -> dict[str, Any]:
-        last_file = self.dir / "last_run.json"
+        last_file = self.layout.last_run
         try:
             last = json.loads(last_file.read_text()) if last_file.exists() else {}
         except ValueError:
@@ -195,13 +234,43 @@ class ResponseCache:
 
     def _waiting_in_batches(self) -> int:
         """Requests submitted to a provider's batch API whose answers have not been collected yet."""
-        if not (self.dir / "batches").exists():
+        if not self.layout.batches.exists():
             return 0
-        from .batch import PendingBatches
-
         return len(PendingBatches(self.dir))
 
     def clear(self) -> None:
         """Delete every answer; batches still waiting are kept, so a re-run collects them unpaid."""
         self._store.clear()
-        (self.dir / "last_run.json").unlink(missing_ok=True)
+        self.layout.last_run.unlink(missing_ok=True)
+
+
+class PendingBatches:
+    """Which batch each submitted request is waiting in: ``cache_dir/batches``, kept by ``cache clear``."""
+
+    def __init__(self, cache_dir: str | Path):
+        import diskcache
+
+        path = CacheLayout(cache_dir).batches
+        try:
+            self._store = diskcache.Cache(str(path))
+        except sqlite3.DatabaseError as exc:
+            raise ConfigError(f"{path / 'cache.db'}: the record of submitted batches is not a readable SQLite "
+                              f"database ({exc}). Delete the folder {path} (batches still running are then submitted "
+                              "and paid for again), or point run.cache_dir at another folder") from None
+
+    def get(self, key: str) -> str | None:
+        record = self._store.get(key)
+        return record["batch_id"] if record else None
+
+    def add(self, keys: list[str], batch_id: str) -> None:
+        with self._store.transact():
+            for key in keys:
+                self._store.set(key, {"batch_id": batch_id, "submitted_at": time.time()})
+
+    def remove(self, keys) -> None:
+        with self._store.transact():
+            for key in keys:
+                self._store.delete(key)
+
+    def __len__(self) -> int:
+        return len(self._store)

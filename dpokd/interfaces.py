@@ -9,12 +9,11 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo
 
+from .cache import JOURNAL, CacheLayout, ResponseCache
 from .records import Completion, Example, PreferencePair, Score
 
 if TYPE_CHECKING:
     from rich.console import Console
-
-    from .cache import ResponseCache
 
 
 class Options(BaseModel):
@@ -44,15 +43,18 @@ class Context:
     seed: int = 0
     console: "Console | None" = None
     retry_refused: bool = False  # ask again where the cache holds a provider's refusal
-    _cache: "ResponseCache | None" = field(default=None, repr=False)
+    _cache: ResponseCache | None = field(default=None, repr=False)
 
     @property
-    def cache(self) -> "ResponseCache":
+    def cache(self) -> ResponseCache:
         if self._cache is None:
-            from .cache import JOURNAL, ResponseCache
-
             self._cache = ResponseCache(self.cache_dir, journal=self.run_dir / JOURNAL if self.run_dir else None)
         return self._cache
+
+    @property
+    def layout(self) -> CacheLayout:
+        """Where things live under ``cache_dir`` (``layout.models``, ``layout.adapters``)."""
+        return CacheLayout(self.cache_dir, self.run_dir)
 
     def log(self, message: str) -> None:
         """A line for the user and, within a run, for ``run.log``."""

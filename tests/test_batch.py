@@ -10,7 +10,7 @@ import pydantic
 import pytest
 
 from dpokd.cache import ResponseCache
-from dpokd.batch import PendingBatches
+from dpokd.cache import PendingBatches
 from dpokd.interfaces import Context
 from dpokd.plugins.teachers.litellm import LiteLLMTeacher
 from dpokd.records import Example

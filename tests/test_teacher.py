@@ -266,7 +266,7 @@ def test_sigkill_halfway_loses_nothing_paid_for(server, tmp_path):
 
 
 def test_rpm_limit_spaces_requests(server, tmp_path, monkeypatch):
-    import dpokd.llm as llm
+    import dpokd.llm.retry as llm
 
     # A 60 s window is too long for a test: shrink the clock's minute to 1 s.
     real = llm.time.monotonic

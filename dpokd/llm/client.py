@@ -10,25 +10,22 @@ before it is sent, and what earlier invocations of the run spent counts (``spend
 from __future__ import annotations
 
 import asyncio
-import json
-import math
 import os
-import random
-import time
 import warnings
-from collections import deque
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
 from pydantic import Field, model_validator
 
-from .cache import chat_request, is_refusal, request_key, text_request
-from .errors import BudgetExceeded, ConfigError, OfflineCacheMiss, StageFailed
-from .interfaces import Context, Options
-from .progress import progress
-from .records import Completion, Example
+from ..cache import chat_request, is_refusal, request_key, text_request
+from ..errors import ConfigError, OfflineCacheMiss, StageFailed
+from ..interfaces import Context, Options
+from ..progress import progress
+from ..records import Completion, Example
+from .batch import BATCH_PROVIDERS, BatchRunner
+from .budget import Budget
+from .retry import GaveUp, Limiter, too_long, with_retries
 
 # Env vars of the common providers; others fall back to PROVIDER_API_KEY.
 KEY_ENV = {
@@ -44,11 +41,8 @@ KEY_ENV = {
     "openrouter": "OPENROUTER_API_KEY",
 }
 FAILED_FINISH_REASONS = {"content_filter", "safety", "recitation", "blocked"}
-RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504, 529}
-FATAL_STATUS = {401, 403}
-SPEND_FILE = "spend.jsonl"
-# Budget comparisons forgive float rounding: five answers of $0.01 fit a budget of $0.05.
-BUDGET_SLACK = 1e-9
+# Request fields litellm takes as arguments of their own, not as sampling parameters.
+_NOT_SAMPLING = {"kind", "model", "api_base", "messages", "prompt", "sample"}
 
 
 class LLMOptions(Options):
@@ -84,8 +78,6 @@ class LLMOptions(Options):
 
     @model_validator(mode="after")
     def _batch_provider(self):
-        from .batch import BATCH_PROVIDERS
-
         if self.batch and provider_of(self.model) not in BATCH_PROVIDERS:
             raise ValueError(
                 f"batch = true: litellm has no batch API for the provider of {self.model!r}; it has one for "
@@ -96,7 +88,7 @@ class LLMOptions(Options):
 def import_litellm():
     """litellm, imported with its remote price-map download switched off (it would hang offline)."""
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    import litellm
+    import litellm  # about 4 s: only where a model is called or priced, never at `dpokd --help`
 
     litellm.suppress_debug_info = True
     litellm.telemetry = False
@@ -146,33 +138,6 @@ class Usage:
     cost_usd: float = 0.0
 
 
-@dataclass
-class _Limiter:
-    """Requests-per-minute and tokens-per-minute over a sliding 60 s window."""
-
-    rpm: int | None
-    tpm: int | None
-    starts: deque = field(default_factory=deque)
-    tokens: deque = field(default_factory=deque)
-
-    async def acquire(self, estimate: int) -> None:
-        while True:
-            now = time.monotonic()
-            for q in (self.starts, self.tokens):
-                while q and now - q[0][0] >= 60:
-                    q.popleft()
-            waits = []
-            if self.rpm and len(self.starts) >= self.rpm:
-                waits.append(60 - (now - self.starts[0][0]))
-            if self.tpm and self.tokens and sum(t for _, t in self.tokens) + estimate > self.tpm:
-                waits.append(60 - (now - self.tokens[0][0]))
-            if not waits:
-                self.starts.append((now, 1))
-                self.tokens.append((now, estimate))
-                return
-            await asyncio.sleep(max(0.01, min(waits)))
-
-
 class LLMClient:
     """Answers prompts through litellm for one plugin (``field`` names it in messages).
 
@@ -189,14 +154,9 @@ class LLMClient:
         self.text = text
         self.empty_ok = empty_ok
         self.usage = Usage()
-        self._spent_before: float | None = None
-        self._reserved = 0.0
-        self._holders = 0
-        self._blocked_need = 0.0
-        self._budget_spent_out = False
-        self._budget_changed: asyncio.Condition | None = None
+        self.budget = Budget(field, options.max_usd, context)
 
-    # -- public ----------------------------------------------------------------------------------
+    # -- requests --------------------------------------------------------------------------------
     def messages(self, prompt: str) -> list[dict[str, str]]:
         system = [{"role": "system", "content": self.options.system_prompt}] if self.options.system_prompt else []
         return system + [{"role": "user", "content": prompt}]
@@ -217,6 +177,11 @@ class LLMClient:
             request["sample"] = sample
         return request
 
+    def sampling(self, prompt: str, example: Example) -> dict[str, Any]:
+        """The request's sampling parameters, as litellm (or a batch file's body) takes them."""
+        return {k: v for k, v in self.request(prompt, example).items() if k not in _NOT_SAMPLING}
+
+    # -- answers ---------------------------------------------------------------------------------
     def complete(self, examples: list[Example], prompts: list[str] | None = None, *, label: str | None = None,
                  validate=None) -> list[Completion]:
         """One Completion per example, in order: cached where possible, else asked for.
@@ -226,32 +191,50 @@ class LLMClient:
         answer it was, unless the context asks to retry refusals.
         """
         prompts = prompts if prompts is not None else [e.prompt for e in examples]
-        cache = self.context.cache
         keys = [request_key(self.request(p, e)) for p, e in zip(prompts, examples)]
-        results: list[Completion | None] = [None] * len(examples)
-        todo: list[int] = []
-        for i, (example, key) in enumerate(zip(examples, keys)):
-            hit = cache.get(key)
-            if hit is not None and is_refusal(hit) and not self.context.retry_refused:
-                results[i] = Completion.failed(example, hit["error"], **_fields(hit), cached=True)
-                self.usage.cached += 1
-            elif hit is not None and not is_refusal(hit) and (validate is None or validate(hit["text"]) is None):
-                results[i] = Completion.of(example, hit["text"], **_fields(hit), cached=True)
-                self.usage.cached += 1
-            else:
-                todo.append(i)
+        results = [self._cached(e, key, validate) for e, key in zip(examples, keys)]
+        todo = [i for i, r in enumerate(results) if r is None]
         if todo and self.context.offline:
             raise OfflineCacheMiss(len(todo), [examples[i].id for i in todo])
         if todo:
-            check_key(self.options, self.field, offline=False)
-            if self.options.max_usd is not None:  # an unpriceable model fails here, before any request
-                self.worst_case(import_litellm(), prompts[todo[0]], batch=self.options.batch and not self.text)
-            run = self._run_batches if self.options.batch and not self.text else self._run
-            asyncio.run(run(examples, prompts, keys, todo, results, label or self.field, validate))
+            for i, completion in self._ask_all(examples, prompts, keys, todo, label or self.field, validate).items():
+                results[i] = completion
+        return self._checked(results)
+
+    def _cached(self, example: Example, key: str, validate) -> Completion | None:
+        """The cached answer (or refusal) to this request, or None when it must be asked."""
+        hit = self.context.cache.get(key)
+        if hit is None or (is_refusal(hit) and self.context.retry_refused):
+            return None
+        if is_refusal(hit):
+            completion = Completion.failed(example, hit["error"], **_fields(hit), cached=True)
+        elif validate is None or validate(hit["text"]) is None:
+            completion = Completion.of(example, hit["text"], **_fields(hit), cached=True)
+        else:
+            return None
+        self.usage.cached += 1
+        return completion
+
+    def _ask_all(self, examples, prompts, keys, todo, label, validate) -> dict[int, Completion]:
+        check_key(self.options, self.field, offline=False)
+        litellm = import_litellm()
+        batch = self.options.batch and not self.text  # text completions have no batch path
+        if self.options.max_usd is not None:  # an unpriceable model fails here, before any request
+            self.worst_case(litellm, prompts[todo[0]], batch=batch)
+        if batch:
+            runner = BatchRunner(self, litellm, label, validate)
+            try:
+                return asyncio.run(runner.run(examples, prompts, keys, todo))
+            finally:
+                self.usage.failed += runner.failed
+        return asyncio.run(self._run(litellm, examples, prompts, keys, todo, label, validate))
+
+    def _checked(self, results: list[Completion | None]) -> list[Completion]:
+        """The answers, unless the budget stopped them or too many failed."""
         done = [r for r in results if r is not None]
         failed = [r for r in done if not r.ok]
         if len(done) < len(results):
-            raise self.budget_exceeded(len(done) - len(failed), len(results))
+            raise self.budget.exceeded(len(done) - len(failed), len(results))
         if failed and len(failed) / len(results) > self.options.max_failure_share:
             reasons = sorted({f.error or "?" for f in failed})[:3]
             refused = sum(r.finish_reason in FAILED_FINISH_REASONS for r in failed)
@@ -287,22 +270,10 @@ class LLMClient:
         self.context.cache.put(key, value)
         return True
 
-    # -- the budget ------------------------------------------------------------------------------
+    # -- prices ----------------------------------------------------------------------------------
     def spent(self) -> float:
         """Dollars this run has spent through this plugin: earlier invocations (``spend.jsonl``) and this one."""
-        if self._spent_before is None:
-            self._spent_before = _read_spend(self._spend_file(), self.field)
-        return self._spent_before + self.usage.cost_usd
-
-    def _spend_file(self) -> Path | None:
-        run_dir = self.context.run_dir
-        return Path(run_dir) / SPEND_FILE if run_dir is not None else None
-
-    def _record_spend(self, cost: float) -> None:
-        path = self._spend_file()
-        if cost > 0 and path is not None and path.parent.is_dir():
-            with open(path, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps({"field": self.field, "usd": cost}) + "\n")
+        return self.budget.spent()
 
     def worst_case(self, litellm, prompt: str, *, batch: bool = False) -> float:
         """The most one request can cost: its prompt's tokens plus ``max_tokens``, at the model's price."""
@@ -311,20 +282,24 @@ class LLMClient:
             prompt_tokens = litellm.token_counter(model=o.model, text=prompt)
         else:
             prompt_tokens = litellm.token_counter(model=o.model, messages=self.messages(prompt))
-        completion_tokens = o.max_tokens
-        if completion_tokens is None:
-            try:
-                completion_tokens = litellm.get_model_info(o.model).get("max_output_tokens")
-            except Exception:  # a model litellm's map does not know
-                completion_tokens = None
-            if not completion_tokens:
-                raise ConfigError(f"{self.field}.max_usd: the most an answer of {o.model!r} can cost is unknown; "
-                                  f"set {self.field}.max_tokens")
-        cost = self.price(litellm, prompt_tokens, completion_tokens, batch=batch)
+        cost = self.price(litellm, prompt_tokens, self._most_completion_tokens(litellm), batch=batch)
         if cost is None:
             raise ConfigError(f"{self.field}.max_usd: litellm has no price for {o.model!r}, so the budget cannot be "
                               f"kept; set {self.field}.usd_per_million_input and usd_per_million_output")
         return cost
+
+    def _most_completion_tokens(self, litellm) -> int:
+        o = self.options
+        if o.max_tokens is not None:
+            return o.max_tokens
+        try:
+            most = litellm.get_model_info(o.model).get("max_output_tokens")
+        except Exception:  # a model litellm's map does not know
+            most = None
+        if not most:
+            raise ConfigError(f"{self.field}.max_usd: the most an answer of {o.model!r} can cost is unknown; "
+                              f"set {self.field}.max_tokens")
+        return most
 
     def price(self, litellm, prompt_tokens: int, completion_tokens: int, *, batch: bool = False) -> float | None:
         """Dollars for these tokens: the spec's price override, else litellm's (batch) price; None if unknown."""
@@ -336,7 +311,7 @@ class LLMClient:
             with warnings.catch_warnings():  # litellm's own pydantic deprecations, once per call
                 warnings.simplefilter("ignore")
                 if batch:
-                    from litellm.cost_calculator import batch_cost_calculator
+                    from litellm.cost_calculator import batch_cost_calculator  # litellm is loaded by now
 
                     usage = litellm.Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                                           total_tokens=prompt_tokens + completion_tokens)
@@ -346,65 +321,35 @@ class LLMClient:
         except Exception:  # a model litellm has no price for
             return None
 
-    def budget_exceeded(self, answered: int, total: int) -> BudgetExceeded:
-        o = self.options
-        earlier = self._spent_before or 0.0
-        before = f" (${earlier:.4f} of it in earlier invocations)" if earlier > 0 else ""
-        need = f", and the next request could cost up to ${self._blocked_need:.4f}" if self._blocked_need else ""
-        return BudgetExceeded(
-            f"{self.field}.max_usd: this run's budget of ${o.max_usd:.4f} cannot cover another request: "
-            f"${self.spent():.4f} spent{before}{need}. {answered} of {total} answers are cached and are not paid "
-            f"for again; raise {self.field}.max_usd to continue")
+    def _response_cost(self, litellm, response: Any) -> float:
+        # litellm prices every response already (None: a model it has no price for); asking it
+        # again costs milliseconds of CPU per call.
+        hidden = getattr(response, "_hidden_params", None) or {}
+        if "response_cost" in hidden:
+            return hidden["response_cost"]
+        try:
+            return litellm.completion_cost(completion_response=response)
+        except Exception:  # a model litellm has no price for
+            return 0.0
 
-    async def _reserve(self, need: float) -> bool:
-        """Hold ``need`` dollars of the budget; False when it cannot be covered even with nothing in flight."""
-        async with self._budget_changed:
-            while True:
-                if self._budget_spent_out:
-                    return False
-                if self.spent() + self._reserved + need <= self.options.max_usd * (1 + BUDGET_SLACK):
-                    self._reserved += need
-                    self._holders += 1
-                    return True
-                if not self._holders:  # else in-flight requests may come in under their worst case: wait for them
-                    self._budget_spent_out = True
-                    self._blocked_need = need
-                    self._budget_changed.notify_all()
-                    return False
-                await self._budget_changed.wait()
-
-    async def _release(self, need: float) -> None:
-        async with self._budget_changed:
-            self._reserved -= need
-            self._holders -= 1
-            if not self._holders:
-                self._reserved = 0.0  # no float residue
-            self._budget_changed.notify_all()
-
-    # -- the async engine ------------------------------------------------------------------------
-    async def _run_batches(self, examples, prompts, keys, todo, results, label, validate) -> None:
-        from .batch import run_batches
-
-        await run_batches(self, import_litellm(), examples, prompts, keys, todo, results, label, validate)
-
-    async def _run(self, examples, prompts, keys, todo, results, label, validate) -> None:
-        litellm = import_litellm()
+    # -- the live path ---------------------------------------------------------------------------
+    async def _run(self, litellm, examples, prompts, keys, todo, label, validate) -> dict[int, Completion]:
         semaphore = asyncio.Semaphore(self.options.max_concurrency)
-        limiter = _Limiter(self.options.rpm, self.options.tpm)
+        limiter = Limiter(self.options.rpm, self.options.tpm)
         budgeted = self.options.max_usd is not None
-        self._budget_changed = asyncio.Condition()
-        self._budget_spent_out = False
+        self.budget.open()
+        results: dict[int, Completion] = {}
 
         async def one(i: int) -> None:
             async with semaphore:
                 need = self.worst_case(litellm, prompts[i]) if budgeted else 0.0
-                if budgeted and not await self._reserve(need):
+                if budgeted and not await self.budget.reserve(need):
                     return
                 try:
                     completion = await self._ask(litellm, limiter, examples[i], prompts[i], validate)
                 finally:
                     if budgeted:
-                        await self._release(need)
+                        await self.budget.release(need)
                 results[i] = completion
                 self.store(keys[i], completion)
                 if not completion.ok:
@@ -414,59 +359,46 @@ class LLMClient:
         failed_before = self.usage.failed
         with progress(self.context, label, len(todo)) as advance:
             await asyncio.gather(*(one(i) for i in todo))
-        asked = sum(results[i] is not None for i in todo)
-        self.context.log(f"{label}: {asked}/{len(todo)} asked, {self.usage.failed - failed_before} failed, "
+        self.context.log(f"{label}: {len(results)}/{len(todo)} asked, {self.usage.failed - failed_before} failed, "
                          f"{len(examples) - len(todo)} cached, ${self.usage.cost_usd:.4f} spent")
+        return results
 
-    async def _ask(self, litellm, limiter: _Limiter, example: Example, prompt: str, validate) -> Completion:
+    async def _ask(self, litellm, limiter: Limiter, example: Example, prompt: str, validate) -> Completion:
         o = self.options
-        kwargs: dict[str, Any] = {k: v for k, v in self.request(prompt, example).items()
-                                  if k not in {"kind", "model", "api_base", "messages", "prompt", "sample"}}
+        kwargs = self.sampling(prompt, example)
         if self.text:
             kwargs["prompt"] = prompt
         else:
             kwargs["messages"] = self.messages(prompt)
+        call = litellm.atext_completion if self.text else litellm.acompletion
         api_key = self.api_key()
-        reason = "no attempt"
-        for attempt in range(o.max_retries + 1):
-            await limiter.acquire(len(prompt) // 4 + (o.max_tokens or 256))
-            try:
-                call = litellm.atext_completion if self.text else litellm.acompletion
-                response = await call(model=o.model, api_base=o.api_base, api_key=api_key, timeout=o.timeout,
-                                      num_retries=0, max_retries=0, **kwargs)
-            except Exception as exc:  # litellm maps every provider error onto openai's classes
-                status = getattr(exc, "status_code", None)
-                if status in FATAL_STATUS:
-                    raise self.refused_key(status) from None
-                reason = f"{type(exc).__name__} (HTTP {status})" if status else type(exc).__name__
-                if status is not None and status not in RETRYABLE_STATUS:
-                    return Completion.failed(example, reason)
-                if attempt == o.max_retries:
-                    break
-                wait = self._backoff(attempt, exc)
-                if wait is None:
-                    return Completion.failed(example, f"{reason}: {self.too_long(exc)}")
-                await asyncio.sleep(wait)
-                continue
-            choice = response.choices[0]
-            usage = getattr(response, "usage", None)
-            content = choice.text if self.text else choice.message.content
-            fields = self.answer_fields(litellm, content, choice.finish_reason,
-                                        getattr(response, "model", None), usage, response=response)
-            return self.verdict(example, fields, validate)
-        return Completion.failed(example, f"{reason} after {o.max_retries + 1} attempts")
 
-    def _backoff(self, attempt: int, exc: Exception) -> float | None:
-        """Seconds to wait before retrying: the provider's Retry-After, else exponential backoff with
-        jitter. None when the provider asks for longer than ``max_retry_wait``: not worth waiting for."""
-        wait = retry_after(exc)
-        if wait is None:
-            return min(30.0, 0.5 * 2**attempt) * random.uniform(0.5, 1.5)
-        return wait if wait <= self.options.max_retry_wait else None
+        async def attempt():
+            await limiter.acquire(len(prompt) // 4 + (o.max_tokens or 256))
+            return await call(model=o.model, api_base=o.api_base, api_key=api_key, timeout=o.timeout,
+                              num_retries=0, max_retries=0, **kwargs)
+
+        response = await with_retries(attempt, max_retries=o.max_retries, max_retry_wait=o.max_retry_wait)
+        if isinstance(response, GaveUp):
+            return self._gave_up(example, response)
+        choice = response.choices[0]
+        content = choice.text if self.text else choice.message.content
+        fields = self.answer_fields(litellm, content, choice.finish_reason, getattr(response, "model", None),
+                                    getattr(response, "usage", None), response=response)
+        return self.verdict(example, fields, validate)
+
+    def _gave_up(self, example: Example, gave_up: GaveUp) -> Completion:
+        failure = gave_up.failure
+        if failure.fatal:
+            raise self.refused_key(failure.status) from None
+        if gave_up.wait_too_long:
+            return Completion.failed(example, f"{failure.reason}: {self.too_long(failure.exc)}")
+        if not failure.retryable:
+            return Completion.failed(example, failure.reason)
+        return Completion.failed(example, f"{failure.reason} after {gave_up.attempts} attempts")
 
     def too_long(self, exc: Exception) -> str:
-        return (f"the provider asked to retry after {retry_after(exc):g} s, longer than "
-                f"{self.field}.max_retry_wait = {self.options.max_retry_wait:g} s")
+        return too_long(exc, self.field, self.options.max_retry_wait)
 
     def answer_fields(self, litellm, text: str | None, finish_reason: str | None, model: str | None, usage: Any,
                       *, response: Any = None, batch: bool = False) -> dict[str, Any]:
@@ -481,22 +413,13 @@ class LLMClient:
         if batch or o.usd_per_million_input is not None or o.usd_per_million_output is not None:
             cost = self.price(litellm, prompt_tokens, completion_tokens, batch=batch)
         else:
-            # litellm prices every response already (None: a model it has no price for); asking it
-            # again costs milliseconds of CPU per call.
-            hidden = getattr(response, "_hidden_params", None) or {}
-            cost = hidden.get("response_cost")
-            if "response_cost" not in hidden:
-                try:
-                    cost = litellm.completion_cost(completion_response=response)
-                except Exception:  # a model litellm has no price for
-                    cost = 0.0
+            cost = self._response_cost(litellm, response)
         cost = float(cost or 0.0)
-        self.spent()  # the earlier invocations' spend is read before this answer's is added
+        self.budget.record(cost)
         self.usage.requests += 1
         self.usage.prompt_tokens += prompt_tokens
         self.usage.completion_tokens += completion_tokens
         self.usage.cost_usd += cost
-        self._record_spend(cost)
         return dict(text=text or "", finish_reason=finish_reason, model=model, prompt_tokens=prompt_tokens,
                     completion_tokens=completion_tokens, cost_usd=cost)
 
@@ -517,58 +440,3 @@ def _fields(hit: dict[str, Any]) -> dict[str, Any]:
     return dict(finish_reason=hit.get("finish_reason"), model=hit.get("model"),
                 prompt_tokens=hit.get("prompt_tokens", 0), completion_tokens=hit.get("completion_tokens", 0),
                 cost_usd=hit.get("cost_usd", 0.0))
-
-
-def retry_after(exc: Exception) -> float | None:
-    """The wait in seconds a provider's error asks for (``Retry-After``, or ``retry-after-ms``), or None.
-
-    litellm keeps the headers on ``exc.response`` for OpenAI-style providers and in
-    ``litellm_response_headers`` for others (Gemini). An unreadable or non-finite value reads as
-    infinitely long, so that it is never waited for.
-    """
-    from email.utils import parsedate_to_datetime
-
-    response = getattr(exc, "response", None)
-    for headers in (getattr(response, "headers", None), getattr(exc, "litellm_response_headers", None)):
-        if not headers:
-            continue
-        if (ms := headers.get("retry-after-ms")) is not None:
-            try:
-                return _finite(float(ms) / 1000)
-            except ValueError:
-                return math.inf
-        if (value := headers.get("retry-after")) is not None:
-            try:
-                return _finite(float(value))
-            except ValueError:
-                pass
-            try:
-                return _finite(parsedate_to_datetime(value).timestamp() - time.time())
-            except (TypeError, ValueError, IndexError, OverflowError):
-                return math.inf
-    return None
-
-
-def _finite(seconds: float) -> float:
-    return max(0.0, seconds) if math.isfinite(seconds) else math.inf
-
-
-def _read_spend(path: Path | None, field: str) -> float:
-    """Dollars ``field`` spent in the run's earlier invocations; a line cut short by a kill is skipped."""
-    if path is None or not path.exists():
-        return 0.0
-    total = 0.0
-    lines = path.read_text(encoding="utf-8").split("\n")
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            if row["field"] == field:
-                total += float(row["usd"])
-        except (ValueError, KeyError, TypeError):
-            if number == len(lines):  # the last line, without its newline: the write a kill interrupted
-                continue
-            raise ConfigError(f"{path}: line {number} is not a spend record; the run's spend so far cannot be "
-                              "known. Restore the file, or delete it to count the budget from zero") from None
-    return total

@@ -1,0 +1,167 @@
+"""The retry policy every API call of the LLM client follows, live answers and batch calls alike.
+
+Which failures are retried (429, 5xx, timeouts, broken connections), how long to wait between
+attempts (the provider's Retry-After up to ``max_retry_wait``, else exponential backoff with
+jitter), and the rpm/tpm limiter that spaces requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import Any, Awaitable, Callable
+
+RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+# The provider refused the key: asking again cannot help, and the user must change something.
+FATAL_STATUS = frozenset({401, 403})
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One failed call, classified: ``fatal`` (the key was refused) or ``retryable``, and why."""
+
+    exc: BaseException
+    status: int | None
+    retryable: bool
+
+    @property
+    def fatal(self) -> bool:
+        return self.status in FATAL_STATUS
+
+    @property
+    def reason(self) -> str:
+        """``RateLimitError (HTTP 429)``: the error's class and status, never its text (it may echo a key)."""
+        name = type(self.exc).__name__
+        return f"{name} (HTTP {self.status})" if self.status else name
+
+
+def classify(exc: BaseException, *, once: bool = False) -> Failure:
+    """Classify an exception from a litellm call (litellm maps every provider error onto openai's classes).
+
+    ``once``: a call that must not be repeated blindly (creating a batch): a timeout or a broken
+    connection may hide a request that took effect, so only an explicit refusal is retried.
+    """
+    status = getattr(exc, "status_code", None)
+    retryable = status is None or status in RETRYABLE_STATUS
+    if once and retryable and (status is None or _unanswered(exc)):
+        retryable = False
+    return Failure(exc=exc, status=status, retryable=retryable)
+
+
+def _unanswered(exc: BaseException) -> bool:
+    """A timeout or a broken connection: litellm gives these a status (408, 500) of their own."""
+    from litellm import APIConnectionError, Timeout  # litellm is loaded: the call that failed came from it
+
+    return isinstance(exc, (APIConnectionError, Timeout))
+
+
+@dataclass(frozen=True)
+class GaveUp:
+    """How a call that never succeeded ended: its last failure, and whether it was worth retrying."""
+
+    failure: Failure
+    attempts: int
+    wait_too_long: bool = False  # the provider asked for a wait longer than max_retry_wait
+
+
+async def with_retries(call: Callable[[], Awaitable[Any]], *, max_retries: int, max_retry_wait: float,
+                       once: bool = False) -> Any:
+    """``await call()`` until it succeeds; a GaveUp (returned, not raised) when it does not.
+
+    A fatal failure, a failure not worth retrying and the last attempt's failure end it at once.
+    """
+    for attempt in range(max_retries + 1):
+        try:
+            return await call()
+        except Exception as exc:  # classified below; the caller decides what a give-up means
+            failure = classify(exc, once=once)
+        if failure.fatal or not failure.retryable or attempt == max_retries:
+            return GaveUp(failure, attempt + 1)
+        wait = backoff(attempt, failure.exc, max_retry_wait)
+        if wait is None:
+            return GaveUp(failure, attempt + 1, wait_too_long=True)
+        await asyncio.sleep(wait)
+    raise AssertionError("unreachable: the last attempt returns")
+
+
+def backoff(attempt: int, exc: BaseException, max_retry_wait: float) -> float | None:
+    """Seconds to wait before retrying: the provider's Retry-After, else exponential backoff with
+    jitter. None when the provider asks for longer than ``max_retry_wait``: not worth waiting for."""
+    wait = retry_after(exc)
+    if wait is None:
+        return min(30.0, 0.5 * 2**attempt) * random.uniform(0.5, 1.5)
+    return wait if wait <= max_retry_wait else None
+
+
+def too_long(exc: BaseException, field: str, max_retry_wait: float) -> str:
+    return (f"the provider asked to retry after {retry_after(exc):g} s, longer than "
+            f"{field}.max_retry_wait = {max_retry_wait:g} s")
+
+
+def retry_after(exc: BaseException) -> float | None:
+    """The wait in seconds a provider's error asks for (``Retry-After``, or ``retry-after-ms``), or None.
+
+    litellm keeps the headers on ``exc.response`` for OpenAI-style providers and in
+    ``litellm_response_headers`` for others (Gemini). An unreadable or non-finite value reads as
+    infinitely long, so that it is never waited for.
+    """
+    response = getattr(exc, "response", None)
+    for headers in (getattr(response, "headers", None), getattr(exc, "litellm_response_headers", None)):
+        if not headers:
+            continue
+        if (ms := headers.get("retry-after-ms")) is not None:
+            try:
+                return _finite(float(ms) / 1000)
+            except ValueError:
+                return math.inf
+        if (value := headers.get("retry-after")) is not None:
+            return _seconds(value)
+    return None
+
+
+def _seconds(value: str) -> float:
+    """A Retry-After value: seconds, or an HTTP date."""
+    try:
+        return _finite(float(value))
+    except ValueError:
+        pass
+    try:
+        return _finite(parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return math.inf
+
+
+def _finite(seconds: float) -> float:
+    return max(0.0, seconds) if math.isfinite(seconds) else math.inf
+
+
+@dataclass
+class Limiter:
+    """Requests-per-minute and tokens-per-minute over a sliding 60 s window."""
+
+    rpm: int | None
+    tpm: int | None
+    starts: deque = field(default_factory=deque)
+    tokens: deque = field(default_factory=deque)
+
+    async def acquire(self, estimate: int) -> None:
+        while True:
+            now = time.monotonic()
+            for q in (self.starts, self.tokens):
+                while q and now - q[0][0] >= 60:
+                    q.popleft()
+            waits = []
+            if self.rpm and len(self.starts) >= self.rpm:
+                waits.append(60 - (now - self.starts[0][0]))
+            if self.tpm and self.tokens and sum(t for _, t in self.tokens) + estimate > self.tpm:
+                waits.append(60 - (now - self.tokens[0][0]))
+            if not waits:
+                self.starts.append((now, 1))
+                self.tokens.append((now, estimate))
+                return
+            await asyncio.sleep(max(0.01, min(waits)))
