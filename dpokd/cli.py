@@ -56,11 +56,14 @@ def _console(stderr: bool = False):
 @click.option("--offline", is_flag=True, envvar="DPOKD_OFFLINE", help="Replay every API answer from the cache; a miss is an error (exit 3).")
 @click.option("--fresh", is_flag=True, help="Discard an existing run directory of this spec and start over.")
 @click.option("--retry-refused", is_flag=True, help="Ask again where the cache holds a provider's refusal (a safety block).")
-def run(spec: Path, offline: bool, fresh: bool, retry_refused: bool) -> None:
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=None,
+              help="Run SPEC with this seed instead of its [run] seed, into its own run directory NAME-seedN.")
+def run(spec: Path, offline: bool, fresh: bool, retry_refused: bool, seed: int | None) -> None:
     """Run the experiment SPEC end to end (resumes an unfinished run).
 
     SPEC may be a replay bundle from `dpokd export` (run.tar.gz): it is replayed into run.replay/
     beside it, from the bundle's cache, and its results are compared with the exported ones.
+    `dpokd leaderboard` shows runs that differ only in their seed as one group too.
     """
     from .bundle import is_bundle, replay
     from .engine import run_spec
@@ -69,9 +72,13 @@ def run(spec: Path, offline: bool, fresh: bool, retry_refused: bool) -> None:
     if offline and retry_refused:
         raise click.UsageError("--retry-refused asks the provider again, which --offline forbids; use one of them")
     if is_bundle(spec):
+        if seed is not None:
+            raise click.UsageError("--seed runs a spec with another seed; a bundle replays its own run as it was")
         replay(spec, offline=offline, fresh=fresh, retry_refused=retry_refused, console=_console())
         return
-    run_spec(load_spec(spec), offline=offline, fresh=fresh, console=_console(), retry_refused=retry_refused)
+    loaded = load_spec(spec)
+    run_spec(loaded if seed is None else loaded.with_seed(seed), offline=offline, fresh=fresh, console=_console(),
+             retry_refused=retry_refused)
 
 
 @cli.command()

@@ -22,7 +22,7 @@ from .contamination import overlapping
 from .errors import ConfigError, DpokdError, PluginError, SpecError
 from .interfaces import Context, Student, System
 from .records import Completion, Example, PreferencePair, Score
-from .runs import (DiskFull, RunDir, data_fingerprint, damaged, is_disk_full, read_jsonl, read_records,
+from .runs import (DiskFull, RunDir, data_fingerprint, damaged, is_disk_full, read_json, read_jsonl, read_records,
                    write_json, write_jsonl)
 from .sandbox import check_isolation
 from .spec import RunOptions, Spec
@@ -49,6 +49,7 @@ class Engine:
         self.judges = [j.build(self.context) for j in spec.judges]
         self.extra = {s.name: s.build(self.context) for s in spec.systems}  # [[systems]], by name
         self.loaded = _OneStudentLoaded()
+        self.trained: int | None = None  # the last trained iteration, once the loop has run (or resumed)
 
     # -- stages -----------------------------------------------------------------------------------
     @contextmanager
@@ -78,6 +79,10 @@ class Engine:
                 if system not in names:
                     raise SpecError(f"{system!r} is not a system of this run; the systems are {', '.join(names)}",
                                     path=str(self.spec.path), field=f"judges[{i}].{option}")
+                if self._may_stop_early() and system.startswith("student@iter_"):
+                    raise SpecError(f"{system!r} may not exist: the loop ends at the first iteration with no new "
+                                    "pairs (`run.stop_when_no_pairs`); name student@base or teacher, or set "
+                                    "stop_when_no_pairs = false", path=str(self.spec.path), field=f"judges[{i}].{option}")
 
     def _execute(self) -> list[Score]:
         run = self.run
@@ -91,8 +96,12 @@ class Engine:
         iterations = 0 if self.eval_only else self.spec.run.iterations
         for k in range(1, iterations + 1):
             rejected = self.rejected(k, train)
-            self.pairs(k, train, chosen, rejected)
+            if self.pairs(k, train, chosen, rejected).get("ends_loop"):
+                self.context.log(f"iter {k}: no new pairs; the loop converged at iteration {k - 1} "
+                                 "(`run.stop_when_no_pairs`)")
+                break
             self.train(k)
+            self.trained = k
             write_run_cards(self.run.path)  # the pairs' and the adapter's cards, scores added after evaluation
         scores = self.evaluate(chosen)
         self.report()
@@ -210,12 +219,20 @@ class Engine:
             write_jsonl(path, [a.model_dump(mode="json") for a in answers])
         return answers
 
-    def pairs(self, k: int, train: list[Example], chosen: list[Completion], rejected: list[Completion]) -> None:
-        """Write ``iter_k/pairs.jsonl`` (TRL's preference format) and the counts of what was dropped."""
+    def _may_stop_early(self) -> bool:
+        return self.spec.run.mode == "online" and self.spec.run.stop_when_no_pairs
+
+    def pairs(self, k: int, train: list[Example], chosen: list[Completion], rejected: list[Completion]) -> dict[str, Any]:
+        """Write ``iter_k/pairs.jsonl`` (TRL's preference format) and the counts of what was dropped;
+        returns the counts, ``ends_loop`` set where no new pair ends an online loop."""
         path = self._iter_dir(k) / "pairs.jsonl"
+        stats_path = self._iter_dir(k) / "pairs_stats.json"
         stage = f"iter_{k}/pairs"
         if self.run.is_done(stage):
-            return
+            counts = read_json(stats_path)
+            if not isinstance(counts, dict):
+                raise damaged(stats_path, "is not a JSON object")
+            return counts
         with self.stage(stage):
             counts = {"examples": len(train), "teacher_failed": 0, "identical": 0, "not_verified": 0}
             keep: list[tuple[Example, Completion, Completion]] = []
@@ -238,10 +255,14 @@ class Engine:
                 previous = [r for r in read_jsonl(self._iter_dir(k - 1) / "pairs.jsonl") if not r.get("previous")]
                 rows += [{**r, "previous": True} for r in previous]
             counts["pairs"] = len(pairs)
+            if not pairs and self._may_stop_early():
+                counts["ends_loop"] = True
+                rows = []  # nothing trains on this iteration's pairs, the previous ones included
             write_jsonl(path, rows)
-            write_json(self._iter_dir(k) / "pairs_stats.json", counts)
+            write_json(stats_path, counts)
             self.context.log(f"iter {k}: {len(pairs)} pairs ({counts['identical']} identical, "
                              f"{counts['teacher_failed']} teacher failures, {counts['not_verified']} unverified dropped)")
+        return counts
 
     def _verified(self, keep, counts):
         from .evaluation import passes
@@ -293,13 +314,14 @@ class Engine:
         return scores
 
     def _checkpoints(self) -> list[tuple[str, int | None]]:
-        """The student's judged checkpoints: the base model and the iterations the spec asks for."""
+        """The student's judged checkpoints: the base model and the iterations the spec asks for (before
+        the loop) or that were trained (after it: an online loop may stop early)."""
         if self.student is None:
             return []
         if self.eval_only:
             return [("student@base", None)]
-        last = self.spec.run.iterations
-        wanted = range(1, last + 1) if self.spec.run.evaluate == "all" else [last]
+        last = self.spec.run.iterations if self.trained is None else self.trained
+        wanted = range(1, last + 1) if self.spec.run.evaluate == "all" else [last] if last else []
         return [("student@base", None)] + [(f"student@iter_{k}", k) for k in wanted]
 
     def system_names(self) -> list[str]:

@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DpokdError
-from .leaderboard import (EXTRAS, _columns, _fmt, _previous_checkpoint, _reference_names, curves_png, fmt_calibration,
-                          fmt_delta, load_rows, plain_rows, short_name)
+from .leaderboard import (EXTRAS, SEED_NOTE, SPREAD, _columns, _fmt, _previous_checkpoint, _reference_names,
+                          convergence_notes, curves_png, fmt_calibration, fmt_delta, fmt_spread, load_rows,
+                          plain_rows, plain_seed_rows, run_labels, seed_groups, seed_rows, seed_title, short_name,
+                          spread_headers)
 from .outcomes import AGAIN, eval_path, execution_rows, pairwise_rows, pass_shares, passed
 from .records import Example
 from .runs import RunDir, read_json, read_jsonl, write_jsonl
@@ -55,7 +57,9 @@ def render_report(run_dirs: list[Path], against: str | None = None) -> str:
 
     rows = load_rows(list(run_dirs), against=against)
     plain = plain_rows(rows)
-    runs = [_run_view(Path(d), [r for r in plain if r["run"] == Path(d).name]) for d in run_dirs]
+    groups, skipped = seed_groups(rows)
+    by_seed = plain_seed_rows(seed_rows(rows, groups))
+    runs = [_run_view(path, label, [r for r in plain if r["run"] == label]) for path, label in run_labels(run_dirs).items()]
     env = Environment(loader=PackageLoader("dpokd", "templates"), autoescape=True, undefined=StrictUndefined,
                       trim_blocks=True, lstrip_blocks=True)
     env.filters["fmt"] = lambda value, metric="": _fmt(value, metric=metric)
@@ -72,6 +76,9 @@ def render_report(run_dirs: list[Path], against: str | None = None) -> str:
         fmt_delta=fmt_delta, fmt_calibration=fmt_calibration, short_name=short_name, extras=EXTRAS,
         has=lambda key: any(r.get(key) for r in plain), reference=_reference_names(rows),
         data={"previous": {run.name: run.previous for run in runs}}, script=script, script_hash=script_hash,
+        notes=convergence_notes(rows) + skipped, seeds=by_seed, seed_columns=_columns(by_seed), spread_key=SPREAD,
+        spread_headers=spread_headers, fmt_spread=fmt_spread, seed_title=seed_title(by_seed) if by_seed else "",
+        seed_note=SEED_NOTE, seed_groups=len(groups),
     )
 
 
@@ -124,13 +131,13 @@ class RunView:
     previous: dict[str, str]
 
 
-def _run_view(run_dir: Path, rows: list[dict[str, Any]]) -> RunView:
+def _run_view(run_dir: Path, label: str, rows: list[dict[str, Any]]) -> RunView:
     run = RunDir(run_dir)
     systems = [r["system"] for r in rows]
     png = curves_png(run.path)
     examples, previous = _examples(run.path, run.results(), systems)
     return RunView(
-        name=run.path.name, path=str(run.path), manifest=run.manifest(),
+        name=label, path=str(run.path), manifest=run.manifest(),
         curves="data:image/png;base64," + base64.b64encode(png).decode() if png else None,
         usage=[{"system": r["system"], "tokens": r.get("tokens"), "cost_usd": r.get("cost_usd")}
                for r in rows if r.get("tokens") is not None or r.get("cost_usd") is not None],

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -47,6 +47,8 @@ class RunOptions(BaseModel):
     evaluate: Literal["all", "last"] = Field("all", description="judge every iteration's student, or only the last")
     verified_pairs: bool = Field(False, description="code tasks: keep pairs whose chosen passes the tests and rejected fails")
     mix_previous: bool = Field(False, description="online: also train on the previous iteration's pairs (SPIN)")
+    stop_when_no_pairs: bool = Field(
+        True, description="online: an iteration with no new pairs ends the loop (the student has converged)")
 
     @field_validator("iterations")
     @classmethod
@@ -102,6 +104,18 @@ class Spec:
         if self.systems:
             resolved["systems"] = [{"name": s.name, **table(s)} for s in self.systems]
         return resolved
+
+    def with_seed(self, seed: int) -> Spec:
+        """The same experiment with another seed, in a run directory of its own (``NAME-seedN``)."""
+        if seed == self.run.seed:
+            return self
+        name = f"{self.name}-seed{seed}"
+        try:
+            RunOptions.model_validate({"name": name})
+        except ValidationError:
+            raise SpecError(f"the run name {self.name!r} makes no valid run name with a seed; set [run] name",
+                            path=str(self.path), field="run.name") from None
+        return replace(self, run=self.run.model_copy(update={"seed": seed, "name": name}))
 
     def written(self) -> set[str]:
         """The fields the spec's author wrote, as ``resolved()`` paths (``student.lora_r``)."""

@@ -15,6 +15,8 @@ def test_quickstart_student_beats_its_base_by_far(tmp_path):
     board = run_cli("leaderboard", str(tmp_path / "runs" / "quickstart"), "--format", "json", cwd=tmp_path)
     rows = {r["system"]: r for r in json.loads(board.stdout)}
     assert rows["teacher"]["pass@1"] == 1.0
-    assert rows["student@iter_3"]["pass@1"] > rows["student@base"]["pass@1"] + 0.3
-    assert rows["student@iter_3"]["teacher_nll"] < rows["student@base"]["teacher_nll"]
+    # The loop may stop before iteration 3 when the student has nothing left to learn.
+    last = rows[max((s for s in rows if s.startswith("student@iter_")), key=lambda s: int(s.split("_")[1]))]
+    assert last["pass@1"] > rows["student@base"]["pass@1"] + 0.3
+    assert last["teacher_nll"] < rows["student@base"]["teacher_nll"]
     assert (tmp_path / "runs" / "quickstart" / "curves.png").exists()
