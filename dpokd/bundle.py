@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .cache import JOURNAL, KEY_PATTERN, ResponseCache, entry_problem, is_refusal
+from .cache import JOURNAL, KEY_PATTERN, CacheLayout, ResponseCache, entry_problem, is_refusal
 from .errors import ConfigError
 
 FORMAT = "dpokd-replay-bundle"
@@ -49,7 +49,7 @@ def export(run_dir: Path, output: Path, cache_dir: Path | None = None) -> dict[s
                           f"Run its spec again with --fresh: the cached answers are reused, unpaid, and recorded")
     keys = list(dict.fromkeys(line.strip() for line in journal.read_text(encoding="utf-8").splitlines() if line.strip()))
     cache_dir = Path(cache_dir or spec["run"].get("cache_dir") or "cache")
-    if not (cache_dir / "responses").is_dir():
+    if not CacheLayout(cache_dir).responses.is_dir():
         raise ConfigError(f"{cache_dir}: no response cache here; pass the run's cache with --cache-dir")
     rows, missing, refusals = [], [], 0
     for key, value in ResponseCache(cache_dir).items(keys):

@@ -104,8 +104,7 @@ class _Planner:
     def __init__(self, spec: Spec, context: Context, plan: Plan):
         self.spec, self.context, self.plan = spec, context, plan
         self.seen: set[str] = set()  # request keys planned so far: asked once, then cached
-        cache_db = spec.run.cache_dir / "responses"
-        self.cache = context.cache if cache_db.exists() else None  # plan creates no cache
+        self.cache = context.cache if context.layout.responses.exists() else None  # plan creates no cache
 
     def examples(self, read, what: str) -> list[Example] | None:
         try:

@@ -89,7 +89,7 @@ class VLLMServer:
             command += ["--revision", o.revision]
         if o.load_in_4bit:
             command += ["--quantization", "bitsandbytes"]
-        log_path = (s.context.run_dir or s.context.cache_dir) / "vllm.log"
+        log_path = s.context.layout.vllm_log
         log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}
         with open(log_path, "ab") as log:
