@@ -51,7 +51,7 @@ def plan(run_dir: Path, repo: str, *, iteration: int | None = None, with_pairs: 
     if not (run.path / "results.json").exists():
         raise ConfigError(f"{run_dir}: the run has not finished (no results.json); re-run its spec to finish it, then push")
     run.results()  # a damaged results.json is refused here, naming it
-    k = _iteration(run.path, manifest, iteration)
+    k = _iteration(run.path, iteration)
     adapter = run.path / f"iter_{k}" / "adapter"
 
     model = Upload(repo, "model")
@@ -103,13 +103,13 @@ def push(uploads: list[Upload], *, private: bool = False) -> list[str]:
     return urls
 
 
-def _iteration(run_dir: Path, manifest: dict, wanted: int | None) -> int:
-    """The checkpoint to push: ``wanted``, else the run's last iteration; its adapter must be there."""
+def _iteration(run_dir: Path, wanted: int | None) -> int:
+    """The checkpoint to push: ``wanted``, else the last one trained (an online loop may stop early)."""
     iterations = (p.parent.parent.name[5:] for p in run_dir.glob("iter_*/adapter/adapter_model.safetensors"))
     trained = sorted(int(k) for k in iterations if k.isdigit())
     if not trained:
         raise ConfigError(f"{run_dir}: holds no trained adapter (iter_K/adapter/); nothing to push")
-    k = wanted if wanted is not None else int(manifest["spec"].get("run", {}).get("iterations") or trained[-1])
+    k = wanted if wanted is not None else trained[-1]
     if k not in trained:
         raise ConfigError(f"--iteration {k}: {run_dir} has no adapter of iteration {k}; "
                           f"its adapters: {', '.join(map(str, trained))}")

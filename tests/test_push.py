@@ -180,3 +180,16 @@ def test_an_unfinished_run_is_refused(run, hub, tmp_path):
     (copy / "results.json").unlink()
     out = run_cli("push", str(copy), "--repo", "me/tiny-kd", "--dry-run", env=env(hub, tmp_path))
     assert out.returncode == 2 and "the run has not finished (no results.json)" in " ".join(out.stderr.split())
+
+
+def test_without_iteration_the_last_trained_adapter_is_pushed(run, hub, tmp_path):
+    """An online loop that converged early has fewer adapters than `iterations` says."""
+    copy = tmp_path / "converged"
+    shutil.copytree(run, copy)
+    shutil.rmtree(copy / "iter_2")
+    out = run_cli("push", str(copy), "--repo", "me/tiny-kd", env=env(hub, tmp_path))
+    assert out.returncode == 0, out.stderr[-2000:]
+    model = hub.commits()["models/me/tiny-kd"]
+    weights = "adapter_model.safetensors"
+    assert model[weights] == (copy / "iter_1" / "adapter" / weights).read_bytes()
+    assert model[weights] != (run / "iter_2" / "adapter" / weights).read_bytes()
