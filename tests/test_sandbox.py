@@ -14,7 +14,8 @@ import pytest
 
 from dpokd import sandbox as sandbox_module
 from dpokd.errors import ConfigError
-from dpokd.sandbox import Job, Limits, Sandbox, job_for
+from dpokd.evaluation import job_for
+from dpokd.sandbox import Job, Limits, Sandbox
 
 from .conftest import ROOT, run_cli
 

@@ -7,14 +7,15 @@
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 
 import dpokd
-from dpokd.evaluation import bootstrap_ci, extract_code, humaneval_examples, pass_at_k
+from dpokd.evaluation import score_completions
 from dpokd.outcomes import eval_path
 from dpokd.progress import progress
 from dpokd.records import Example, Score
-from dpokd.sandbox import Limits, Sandbox, check_isolation, job_for
+from dpokd.sandbox import Limits, Sandbox, check_isolation
+
+from ..tasks.humaneval import humaneval_examples
 
 
 class _ExecutionOptions(dpokd.Options):
@@ -23,33 +24,6 @@ class _ExecutionOptions(dpokd.Options):
     timeout: float = dpokd.Field(3.0, gt=0, description="seconds per program")
     memory_mb: int = dpokd.Field(1024, ge=64, description="address-space limit per program")
     workers: int | None = dpokd.Field(None, ge=1, description="programs run in parallel (default: CPU count)")
-
-
-def score_completions(judge: str, system: str, examples: list[Example], texts: list[list[str]],
-                      sandbox: Sandbox, ks: list[int], on_done=None) -> tuple[list[Score], list[dict]]:
-    """pass@k for each k <= samples per problem, with a bootstrap CI on pass@1, and per-sample rows."""
-    jobs, owners = [], []
-    for example, answers in zip(examples, texts):
-        for text in answers:
-            code = extract_code(text, example.entry_point, example.code_prompt)
-            jobs.append(job_for(example.code_prompt, code, example.tests, example.entry_point))
-            owners.append(example.id)
-    results = sandbox.run_many(jobs, on_done)
-    correct: dict[str, list[bool]] = defaultdict(list)
-    rows = []
-    for owner, result in zip(owners, results):
-        correct[owner].append(result.passed)
-        rows.append({"example_id": owner, "status": result.status, "reason": result.reason})
-    n = min(len(v) for v in correct.values()) if correct else 0
-    scores = []
-    for k in ks:
-        if k > n:
-            continue
-        per_problem = [pass_at_k(len(v), sum(v), k) for v in correct.values()]
-        ci = bootstrap_ci(per_problem) if k == 1 else None
-        scores.append(Score(judge=judge, system=system, metric=f"pass@{k}", value=sum(per_problem) / len(per_problem),
-                            ci=ci, n=len(per_problem)))
-    return scores, rows
 
 
 class ExecutionJudge(dpokd.Judge):

