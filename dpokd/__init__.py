@@ -1,37 +1,71 @@
 """dpokd: DPO knowledge distillation from a strong teacher LLM to a small student.
 
-This module is the public API for plugin authors; everything else is internal.
+This module is the public API for plugin authors: what it lists is what a teacher, student,
+judge or task may use. Everything else (``dpokd.engine``, ``dpokd.cache``, ...) is internal and
+may change without notice.
 """
 
 from pydantic import Field, field_validator
 
-from .errors import ConfigError, DpokdError, OfflineCacheMiss, PluginError, SpecError
+from .errors import BudgetExceeded, ConfigError, DpokdError, OfflineCacheMiss, PluginError, SpecError, StageFailed
+from .evaluation import bootstrap_ci, extract_code, job_for, pass_at_k, score_completions
 from .hookspecs import hookimpl
 from .interfaces import Context, Judge, Options, Student, System, Task, Teacher, spec_path
+from .llm import LLMClient, LLMOptions, check_key
+from .outcomes import eval_path
+from .progress import progress
+from .prompts import CODEGEN_TEMPLATE, SUMMARY_TEMPLATE
 from .records import SCHEMA_VERSION, Completion, Example, PreferencePair, Score
+from .sandbox import Job, Limits, Result, Sandbox, check_isolation
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Completion",
-    "ConfigError",
+    # plugin kinds and their hook
     "Context",
-    "DpokdError",
-    "Example",
-    "Field",
     "Judge",
-    "OfflineCacheMiss",
     "Options",
-    "PluginError",
-    "PreferencePair",
-    "SCHEMA_VERSION",
-    "Score",
-    "SpecError",
     "Student",
     "System",
     "Task",
     "Teacher",
-    "field_validator",
     "hookimpl",
+    # options
+    "Field",
+    "field_validator",
     "spec_path",
+    # records
+    "Completion",
+    "Example",
+    "PreferencePair",
+    "SCHEMA_VERSION",
+    "Score",
+    # errors
+    "BudgetExceeded",
+    "ConfigError",
+    "DpokdError",
+    "OfflineCacheMiss",
+    "PluginError",
+    "SpecError",
+    "StageFailed",
+    # calling a model: cached, retried, rate-limited, budgeted
+    "LLMClient",
+    "LLMOptions",
+    "check_key",
+    "progress",
+    # running generated code, and scoring it
+    "Job",
+    "Limits",
+    "Result",
+    "Sandbox",
+    "bootstrap_ci",
+    "check_isolation",
+    "eval_path",
+    "extract_code",
+    "job_for",
+    "pass_at_k",
+    "score_completions",
+    # the reference experiment's prompts
+    "CODEGEN_TEMPLATE",
+    "SUMMARY_TEMPLATE",
 ]

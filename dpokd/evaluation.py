@@ -6,8 +6,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 
-import numpy as np
-
 from .records import Example, Score
 from .sandbox import Job, Limits, Result, Sandbox
 
@@ -62,6 +60,8 @@ def job_for(code_prompt: str | None, completion: str, tests: str, entry_point: s
 
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased pass@k (Chen et al. 2021), in the numerically stable product form."""
+    import numpy as np
+
     if n - c < k:
         return 1.0
     return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
@@ -76,6 +76,8 @@ def pass_at_ks(correct: dict[str, list[bool]], ks: Sequence[int]) -> dict[int, l
 
 def bootstrap_ci(values: Sequence[float], *, seed: int = 0, rounds: int = 2000, level: float = 0.95) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean."""
+    import numpy as np
+
     if not values:
         return (0.0, 0.0)
     rng = np.random.default_rng(seed)

@@ -9,11 +9,7 @@ from __future__ import annotations
 import json
 
 import dpokd
-from dpokd.evaluation import score_completions
-from dpokd.outcomes import eval_path
-from dpokd.progress import progress
-from dpokd.records import Example, Score
-from dpokd.sandbox import Limits, Sandbox, check_isolation
+from dpokd import Example, Limits, Sandbox, Score, check_isolation, eval_path, progress, score_completions
 
 from ..tasks.humaneval import humaneval_examples
 

@@ -4,7 +4,7 @@ NLL of the teacher's answers to held-out prompts. API systems have no likelihood
 from __future__ import annotations
 
 import dpokd
-from dpokd.records import Score
+from dpokd import Score
 
 
 class TeacherLikelihoodJudge(dpokd.Judge):

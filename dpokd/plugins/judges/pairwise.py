@@ -11,10 +11,7 @@ import json
 import re
 
 import dpokd
-from dpokd.evaluation import bootstrap_ci
-from dpokd.llm import LLMClient, LLMOptions, check_key
-from dpokd.outcomes import eval_path
-from dpokd.records import Example, Score
+from dpokd import Example, LLMClient, LLMOptions, Score, bootstrap_ci, check_key, eval_path
 
 SYSTEM_PROMPT = (
     "Please act as an impartial judge and evaluate the quality of the responses provided by two AI assistants to "

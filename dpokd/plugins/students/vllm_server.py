@@ -21,8 +21,7 @@ import time
 from pathlib import Path
 
 import dpokd
-from dpokd.errors import StageFailed
-from dpokd.records import Completion, Example
+from dpokd import Completion, Example, LLMClient, LLMOptions, StageFailed
 
 START_COMMAND = "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True vllm serve MODEL --enable-lora --max-lora-rank R"
 
@@ -147,8 +146,6 @@ class VLLMServer:
         return name
 
     def generate(self, examples: list[Example]) -> list[Completion]:
-        from dpokd.llm import LLMClient, LLMOptions
-
         from .hf_qlora import clean_generation
 
         s, o = self.student, self.student.options

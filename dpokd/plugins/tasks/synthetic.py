@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import dpokd
-from dpokd.records import Example
+from dpokd import Example
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import functools
 
 import dpokd
-from dpokd.llm import LLMClient, LLMOptions, check_key
-from dpokd.records import Completion, Example
+from dpokd import Completion, Example, LLMClient, LLMOptions, check_key
 
 
 class LiteLLMTeacher(dpokd.Teacher):

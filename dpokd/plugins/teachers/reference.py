@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dpokd
-from dpokd.records import Completion, Example
+from dpokd import Completion, Example
 
 
 class ReferenceTeacher(dpokd.Teacher):
