@@ -20,3 +20,5 @@ def test_quickstart_student_beats_its_base_by_far(tmp_path):
     assert last["pass@1"] > rows["student@base"]["pass@1"] + 0.3
     assert last["teacher_nll"] < rows["student@base"]["teacher_nll"]
     assert (tmp_path / "runs" / "quickstart" / "curves.png").exists()
+    # precompute_ref_log_probs: TRL draws that pass's bar itself, whatever disable_tqdm says
+    assert "Computing reference log probs" not in out.stdout + out.stderr

@@ -25,6 +25,8 @@ from dpokd.trackers import TENSORBOARD_DIR, check_available, iteration_run
 from .tiny import TINY_ID, tiny_model_dir
 
 PHI2_4BIT_GB = 2.0
+# Below this width a CPU step is mostly small operations, which run fastest on one thread.
+SMALL_HIDDEN = 1024
 # TRL 1.16's DPO losses (pinned in pyproject.toml): TRL itself checks the name only at the first
 # training step, after the teacher was paid.
 TRL_LOSSES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
@@ -71,6 +73,10 @@ class HFQLoRAStudent(dpokd.Student):
         loss_weights: list[float] | None = dpokd.Field(None, description="one weight per loss type")
         max_length: int | None = dpokd.Field(1024, ge=8, description="longest prompt+answer in tokens (truncated)")
         gradient_checkpointing: bool = dpokd.Field(False, description="trade compute for memory in training")
+        cpu_threads: int | None = dpokd.Field(
+            None, ge=1, description="threads torch uses on a CPU; default: 1 for a model narrower than "
+            f"{SMALL_HIDDEN} (its operations are too small to split: threads only wait on each other, and far longer "
+            "on a busy machine), else torch's default or OMP_NUM_THREADS")
         precompute_ref_log_probs: bool = dpokd.Field(False, description="compute reference log-probs once before training")
         report_to: list[str] = dpokd.Field([], description="experiment trackers for the training curves and judge scores "
                                            "(TRL's report_to): 'tensorboard', 'wandb', 'trackio', ...; default none")
@@ -239,9 +245,10 @@ class HFQLoRAStudent(dpokd.Student):
         o = self.options
         if self.model_path is None:
             raise dpokd.ConfigError("student.model: dpokd:tiny is built from the task's text; call prepare(examples) first")
-        if o.model != TINY_ID:
-            self._config()
+        hidden = o.tiny_hidden if o.model == TINY_ID else getattr(self._config(), "hidden_size", 0)
         cuda = torch.cuda.is_available()
+        if not cuda:
+            _set_cpu_threads(o.cpu_threads, hidden)
         dtype = _compute_dtype(o.compute_dtype, cuda)
         kwargs: dict[str, Any] = {"revision": o.revision, "device_map": {"": 0} if cuda else "cpu"}
         if o.load_in_4bit:
@@ -524,8 +531,9 @@ class HFQLoRAStudent(dpokd.Student):
                         fh.write(json.dumps(row) + "\n")
 
         model.train()
-        trainer = DPOTrainer(model=model, args=config, train_dataset=dataset, processing_class=self.tokenizer,
-                             callbacks=[StepLog()])
+        with _env(TQDM_DISABLE="1"):  # precompute_ref_log_probs draws a bar of its own, ignoring disable_tqdm
+            trainer = DPOTrainer(model=model, args=config, train_dataset=dataset, processing_class=self.tokenizer,
+                                 callbacks=[StepLog()])
         trainer.remove_callback(PrinterCallback)  # metrics go to train_log.jsonl, not stdout
         _place_trackers(trainer, output_dir / TENSORBOARD_DIR)
         try:
@@ -612,6 +620,16 @@ def _compute_dtype(name: str, cuda: bool):
     if name == "auto":
         return torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
     return getattr(torch, name)
+
+
+def _set_cpu_threads(wanted: int | None, hidden: int) -> None:
+    import torch
+
+    if wanted is None:
+        if hidden >= SMALL_HIDDEN or os.environ.get("OMP_NUM_THREADS"):
+            return
+        wanted = 1
+    torch.set_num_threads(wanted)
 
 
 def _quiet_libraries() -> None:
