@@ -22,6 +22,7 @@ from typing import Any
 
 from .cache import JOURNAL, KEY_PATTERN, CacheLayout, ResponseCache, entry_problem, is_refusal
 from .errors import ConfigError
+from .spec import parse_spec
 
 FORMAT = "dpokd-replay-bundle"
 VERSION = 1
@@ -144,8 +145,6 @@ def load_entries(path: Path, bundle: Path):
 
 def open_bundle(bundle: Path):
     """Unpack ``bundle`` into its replay folder, fill that folder's cache; returns (spec, exported results)."""
-    from .spec import parse_spec
-
     dest = replay_dir(bundle)
     out = unpack(bundle, dest)
     data = _read_json(out / SPEC, "the bundle's spec", f"{bundle} is not a dpokd bundle")
@@ -158,12 +157,8 @@ def open_bundle(bundle: Path):
     return spec, _read_json(out / RESULTS, "the exported results", f"{bundle} is not a dpokd bundle")
 
 
-def replay(bundle: Path, *, offline: bool, fresh: bool, retry_refused: bool, console=None) -> Path:
-    """``dpokd run BUNDLE``: run the bundle's spec from its cache, then compare the results."""
-    from .engine import run_spec
-
-    spec, exported = open_bundle(bundle)
-    run_dir = run_spec(spec, offline=offline, fresh=fresh, console=console, retry_refused=retry_refused)
+def compare(run_dir: Path, exported: Any, console=None) -> None:
+    """After ``dpokd run BUNDLE`` ran the bundle's spec from its cache: say whether the results are the exported ones."""
     replayed = json.loads((run_dir / RESULTS).read_text())
     if console is not None:
         differences = _differences(exported, replayed)
@@ -172,7 +167,6 @@ def replay(bundle: Path, *, offline: bool, fresh: bool, retry_refused: bool, con
         else:
             console.print(f"[yellow]warning:[/] {run_dir / RESULTS} differs from the exported run's in "
                           f"{len(differences)} score(s): {'; '.join(differences[:5])}", highlight=False)
-    return run_dir
 
 
 def _differences(exported: Any, replayed: Any) -> list[str]:

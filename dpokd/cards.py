@@ -13,7 +13,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .leaderboard import load_rows
 from .records import Score
+from .runs import RunDir
 
 TAGS = ["dpo", "distillation", "dpokd", "trl", "peft", "lora"]
 PAIRS_CARD = "pairs_card.md"  # beside iter_K/pairs.jsonl; README.md in a pushed dataset repository
@@ -173,9 +175,6 @@ def _scores(run_dir: Path, system: str) -> tuple[list[Score], dict[str, Any]]:
     """The scores of the teacher, the base student and ``system``, and ``system``'s paired comparisons."""
     if not (run_dir / "results.json").exists():
         return [], {}
-    from .leaderboard import load_rows
-    from .runs import RunDir
-
     shown = ("teacher", "student@base", system)
     scores = [s for s in RunDir(run_dir).results() if s.system in shown and s.judge != "run"]
     scores.sort(key=lambda s: (shown.index(s.system), s.judge, s.metric))

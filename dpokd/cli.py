@@ -34,7 +34,6 @@ def cli() -> None:
     """
 
 
-
 def escape(text: str) -> str:
     """User text may contain [brackets] (``[student]``) that rich would take for markup."""
     from rich.markup import escape as rich_escape
@@ -65,7 +64,7 @@ def run(spec: Path, offline: bool, fresh: bool, retry_refused: bool, seed: int |
     beside it, from the bundle's cache, and its results are compared with the exported ones.
     `dpokd leaderboard` shows runs that differ only in their seed as one group too.
     """
-    from .bundle import is_bundle, replay
+    from .bundle import compare, is_bundle, open_bundle
     from .engine import run_spec
     from .spec import load_spec
 
@@ -74,7 +73,10 @@ def run(spec: Path, offline: bool, fresh: bool, retry_refused: bool, seed: int |
     if is_bundle(spec):
         if seed is not None:
             raise click.UsageError("--seed runs a spec with another seed; a bundle replays its own run as it was")
-        replay(spec, offline=offline, fresh=fresh, retry_refused=retry_refused, console=_console())
+        console = _console()
+        loaded, exported = open_bundle(spec)
+        run_dir = run_spec(loaded, offline=offline, fresh=fresh, console=console, retry_refused=retry_refused)
+        compare(run_dir, exported, console)
         return
     loaded = load_spec(spec)
     run_spec(loaded if seed is None else loaded.with_seed(seed), offline=offline, fresh=fresh, console=_console(),
@@ -126,6 +128,7 @@ def validate(specs: tuple[Path, ...]) -> None:
     if failed:
         raise SystemExit(2)
 
+
 def _summary(spec) -> str:
     """What a valid spec runs, in a few words: teacher -> student, and the extra systems."""
     parts = []
@@ -134,7 +137,6 @@ def _summary(spec) -> str:
     if spec.systems:
         parts.append(f"{len(spec.systems)} systems: {', '.join(s.name for s in spec.systems)}")
     return "; ".join(parts) or ", ".join(c.plugin for c in (spec.teacher, spec.student) if c is not None)
-
 
 
 @cli.command()

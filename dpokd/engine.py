@@ -20,8 +20,11 @@ from . import models
 from .cards import write_run_cards
 from .contamination import overlapping
 from .errors import ConfigError, DpokdError, PluginError, SpecError
+from .evaluation import passes
 from .interfaces import Context, Student, System
+from .leaderboard import load_rows, plot_curves, render
 from .records import Completion, Example, PreferencePair, Score
+from .report import record_examples, write_report
 from .runs import (DiskFull, RunDir, data_fingerprint, damaged, is_disk_full, read_json, read_jsonl, read_records,
                    write_json, write_jsonl)
 from .sandbox import check_isolation
@@ -265,8 +268,6 @@ class Engine:
         return counts
 
     def _verified(self, keep, counts):
-        from .evaluation import passes
-
         if not all(e.tests and e.entry_point for e, _, _ in keep):
             raise ConfigError("run.verified_pairs: the task's examples carry no tests; set verified_pairs = false")
         good = passes([e for e, _, _ in keep], [g.text for _, g, _ in keep])
@@ -347,9 +348,6 @@ class Engine:
                       _with_adapter(student, adapter, "logprob", self.loaded))
 
     def report(self) -> None:
-        from .leaderboard import plot_curves
-        from .report import record_examples, write_report
-
         with self.stage("report"):
             plot_curves(self.run.path)
             judged = []  # the prompts every judge asked, so the report can show them beside the answers
@@ -483,8 +481,6 @@ def train_once(spec: Spec, pairs_path: Path, output: Path, adapter: Path | None 
 def run_spec(spec: Spec, *, offline: bool = False, fresh: bool = False, console=None,
              retry_refused: bool = False) -> Path:
     """``dpokd run``: execute (or resume) the spec, then print its leaderboard."""
-    from .leaderboard import load_rows, render
-
     engine = Engine(spec, offline=offline, fresh=fresh, console=console, retry_refused=retry_refused)
     try:
         engine.execute()

@@ -131,10 +131,6 @@ class Student(Plugin):
         """Mean per-token negative log-likelihood of each text as the answer to its example."""
         raise NotImplementedError
 
-    def fingerprint(self) -> str:
-        """Identifies the current weights and generation settings (part of the cache key)."""
-        raise NotImplementedError
-
     def save(self, directory: Path) -> None:
         raise NotImplementedError
 
@@ -159,6 +155,11 @@ class Judge(Plugin):
     """Scores systems; may bring its own eval set (HumanEval) or use the task's."""
 
     kind = "judge"
+
+    def eval_examples(self, task: Task) -> list[Example]:
+        """The problems this judge asks every system: the task's eval split, unless the judge brings
+        its own (HumanEval). The engine checks them before any paid call and shows them in the report."""
+        return task.examples("eval")
 
     def evaluate(self, systems: dict[str, System], task: Task) -> list[Score]:
         raise NotImplementedError

@@ -15,7 +15,7 @@ from typing import Any
 
 from .cache import request_key
 from .errors import DpokdError
-from .interfaces import Context
+from .interfaces import Context, Judge
 from .llm import LLMClient, LLMOptions, is_local, key_env, provider_of
 from .models import lookup
 from .records import Example
@@ -218,7 +218,7 @@ class _Planner:
             judge = component.build(self.context)
             o = component.options
             where = f"{component.field} ({component.plugin})"
-            if hasattr(judge, "eval_examples"):  # execution, humaneval: each system answers its problems
+            if _answers_problems(judge):  # execution, humaneval: each system answers its problems
                 problems = self.examples(lambda: judge.eval_examples(task), f"{where} eval set")
                 asked = None if problems is None else [s for e in problems for s in e.samples(o.samples, o.temperature)]
                 for answerer in answerers.values():
@@ -266,6 +266,11 @@ class _Planner:
             needed.setdefault(key_env(o), []).append(component.field)
         self.plan.keys = [{"env": env, "for": fields, "set": bool(os.environ.get(env))}
                           for env, fields in needed.items()]
+
+
+def _answers_problems(judge: Judge) -> bool:
+    """A judge with problems of its own choosing (an execution judge), each answered by every system."""
+    return type(judge).eval_examples is not Judge.eval_examples
 
 
 def _first(examples: list[Example] | None, limit: int | None) -> list[Example] | None:

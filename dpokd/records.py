@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
 from .errors import DpokdError
 
@@ -82,6 +82,15 @@ class PreferencePair(Record):
     chosen: str
     rejected: str
     iteration: int = 0
+    previous: bool = Field(False, description="repeated from the previous iteration's pairs (run.mix_previous)")
+
+    @model_serializer(mode="wrap")
+    def _only_marked(self, handler):
+        # Only a repeated pair carries the key: a pairs file stays TRL's plain preference format.
+        row = handler(self)
+        if not self.previous:
+            row.pop("previous", None)
+        return row
 
 
 class Score(Record):

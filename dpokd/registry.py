@@ -20,9 +20,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import click
 import pluggy
+from pydantic_core import PydanticUndefined, to_jsonable_python
 
-from . import hookspecs
+from . import __version__, hookspecs
 from .errors import PluginError
 from .interfaces import Plugin
 
@@ -55,8 +57,6 @@ class Entry:
 
     def option_details(self) -> dict[str, dict[str, Any]]:
         """Each option's type, default (absent when it is required) and description, for ``plugins --json``."""
-        from pydantic_core import PydanticUndefined, to_jsonable_python
-
         out: dict[str, dict[str, Any]] = {}
         for name, info in self.cls.Options.model_fields.items():
             detail: dict[str, Any] = {"type": _type_name(info.annotation), "required": info.is_required()}
@@ -147,8 +147,6 @@ class Registry:
         if dist is not None:
             package, version = dist.metadata["name"], dist.version
         elif builtin:
-            from . import __version__
-
             package, version = "dpokd", __version__
         else:  # registered in-process with pm.register
             package, version = plugin_name, ""
@@ -300,8 +298,6 @@ def _plugin_class_problem(kind: str, cls: Any, package: str) -> str | None:
 
 
 def _staging_group() -> Any:
-    import click
-
     return click.Group("dpokd")
 
 

@@ -19,6 +19,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from .errors import PluginError, SpecError
 from .interfaces import Context, Options, Plugin, spec_path
+from .registry import registry, unknown_message
 
 SpecPath = Annotated[Path, AfterValidator(spec_path)]
 COMPONENTS = ("task", "teacher", "student")
@@ -139,8 +140,6 @@ def load_spec(path: str | Path) -> Spec:
 
 def parse_spec(data: dict[str, Any], path: Path) -> Spec:
     """Validate parsed TOML; every problem in the file is reported, not just the first."""
-    from .registry import registry
-
     context = {"spec_dir": path.resolve().parent}
     problems: list[str] = []
     for key in data:
@@ -266,8 +265,6 @@ def _system_plugin(reg, name: str):
     broken = [e for e in errors if not e.startswith("unknown ")]  # a package that failed to load has it
     if broken:
         raise PluginError(broken[0])
-    from .registry import unknown_message
-
     raise PluginError(unknown_message("student or teacher plugin", name, reg.names("student") + reg.names("teacher")))
 
 
