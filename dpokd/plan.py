@@ -324,67 +324,90 @@ def _weights(o) -> tuple[int, int | None, float, float] | str:
 def render(plan: Plan, console) -> None:
     """One table per stage, then the keys, the student, and what could not be known."""
     from rich.markup import escape
-    from rich.table import Table
-
-    def num(value, fmt="{:,}") -> str:
-        return "?" if value is None else fmt.format(value)
 
     console.print(f"[bold]plan of {plan.spec}[/] ({plan.mode}, {plan.iterations} iteration(s)); "
                   "no request was made")
-    stages = list(dict.fromkeys(r.stage for r in plan.requests))
-    for stage in stages:
-        table = Table("requests of", "model", "total", "cached", "to ask", "input tok", "output tok",
-                      "output from", "live $", "batch $", "wall", title=f"stage: {stage}", title_justify="left")
-        for column in table.columns[:2]:
-            column.no_wrap = True
-        for r in (r for r in plan.requests if r.stage == stage):
-            table.add_row(escape(r.what), escape(r.model), num(r.requests), num(r.cached), num(r.uncached), num(r.input_tokens),
-                          num(r.output_tokens), r.output_from, num(r.usd, "{:.2f}"), num(r.usd_batch, "{:.2f}"),
-                          _duration(r.wall_seconds))
-        console.print(table)
-        rows = [r for r in plan.requests if r.stage == stage]
-        if any(r.output_from == "max_tokens" for r in rows):
-            console.print("  output from max_tokens: every answer at its longest, an upper bound")
-        if any(None in (r.requests, r.input_tokens, r.output_tokens, r.usd) for r in rows):
-            console.print("  ?: unknown, for the reason below")
-        for r in (r for r in plan.requests if r.stage == stage and r.note):
-            console.print(escape(f"  {r.what}: {r.note}"), highlight=False)
+    for stage in dict.fromkeys(r.stage for r in plan.requests):
+        _render_stage(console, [r for r in plan.requests if r.stage == stage], stage)
     if not plan.requests:
         console.print("no API requests: every component runs locally")
     else:
-        def total(name: str, fmt: str = "{:,}", unit: str = "") -> str:
-            values = [getattr(r, name) for r in plan.requests]
-            known = [v for v in values if v is not None]
-            if not known:
-                return "unknown"
-            return unit + fmt.format(sum(known)) + ("" if len(known) == len(values) else " + unknown")
-
-        console.print(f"[bold]total[/]: {total('uncached')} of {total('requests')} requests to ask; "
-                      f"{total('input_tokens')} input and {total('output_tokens')} output tokens; "
-                      f"{total('usd', '{:.2f}', '$')} live, {total('usd_batch', '{:.2f}', '$')} batch")
-    s = plan.student
-    if s is not None:
-        table = Table("student", "value", title="stage: student (local, not paid)", title_justify="left")
-        table.add_row("model", escape(s.model))
-        table.add_row("generations per iteration", num(s.generations_per_iteration))
-        table.add_row("DPO steps per iteration (at most)", num(s.dpo_steps_per_iteration))
-        if s.generations_per_iteration is None:
-            table.add_row("", "? : unknown until the dataset can be read")
-        if s.parameters is not None:
-            table.add_row("parameters", f"{s.parameters / 1e9:.2f} B" + (
-                f" (+ {s.lora_parameters / 1e6:.1f} M LoRA)" if s.lora_parameters else ""))
-            table.add_row("weights in 16-bit", f"{s.weights_gb_16bit:.1f} GB")
-            table.add_row("weights in 4-bit NF4", f"{s.weights_gb_4bit:.1f} GB")
-        else:
-            table.add_row("weights", escape(s.note))
-        console.print(table)
+        _render_totals(console, plan.requests)
+    if plan.student is not None:
+        _render_student(console, plan.student)
     if plan.keys:
-        table = Table("API key", "needed by", "set", title="keys", title_justify="left")
-        for k in plan.keys:
-            table.add_row(k["env"], escape(", ".join(k["for"])), "yes" if k["set"] else "[red]no[/]")
-        console.print(table)
+        _render_keys(console, plan.keys)
     for line in plan.unknown:
         console.print(f"[yellow]unknown:[/] {escape(line)}", highlight=False)
+
+
+def _num(value, fmt="{:,}") -> str:
+    return "?" if value is None else fmt.format(value)
+
+
+def _render_stage(console, rows: list[Requests], stage: str) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table("requests of", "model", "total", "cached", "to ask", "input tok", "output tok",
+                  "output from", "live $", "batch $", "wall", title=f"stage: {stage}", title_justify="left")
+    for column in table.columns[:2]:
+        column.no_wrap = True
+    for r in rows:
+        table.add_row(escape(r.what), escape(r.model), _num(r.requests), _num(r.cached), _num(r.uncached),
+                      _num(r.input_tokens), _num(r.output_tokens), r.output_from, _num(r.usd, "{:.2f}"),
+                      _num(r.usd_batch, "{:.2f}"), _duration(r.wall_seconds))
+    console.print(table)
+    if any(r.output_from == "max_tokens" for r in rows):
+        console.print("  output from max_tokens: every answer at its longest, an upper bound")
+    if any(None in (r.requests, r.input_tokens, r.output_tokens, r.usd) for r in rows):
+        console.print("  ?: unknown, for the reason below")
+    for r in rows:
+        if r.note:
+            console.print(escape(f"  {r.what}: {r.note}"), highlight=False)
+
+
+def _render_totals(console, requests: list[Requests]) -> None:
+    def total(name: str, fmt: str = "{:,}", unit: str = "") -> str:
+        values = [getattr(r, name) for r in requests]
+        known = [v for v in values if v is not None]
+        if not known:
+            return "unknown"
+        return unit + fmt.format(sum(known)) + ("" if len(known) == len(values) else " + unknown")
+
+    console.print(f"[bold]total[/]: {total('uncached')} of {total('requests')} requests to ask; "
+                  f"{total('input_tokens')} input and {total('output_tokens')} output tokens; "
+                  f"{total('usd', '{:.2f}', '$')} live, {total('usd_batch', '{:.2f}', '$')} batch")
+
+
+def _render_student(console, s) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table("student", "value", title="stage: student (local, not paid)", title_justify="left")
+    table.add_row("model", escape(s.model))
+    table.add_row("generations per iteration", _num(s.generations_per_iteration))
+    table.add_row("DPO steps per iteration (at most)", _num(s.dpo_steps_per_iteration))
+    if s.generations_per_iteration is None:
+        table.add_row("", "? : unknown until the dataset can be read")
+    if s.parameters is not None:
+        table.add_row("parameters", f"{s.parameters / 1e9:.2f} B" + (
+            f" (+ {s.lora_parameters / 1e6:.1f} M LoRA)" if s.lora_parameters else ""))
+        table.add_row("weights in 16-bit", f"{s.weights_gb_16bit:.1f} GB")
+        table.add_row("weights in 4-bit NF4", f"{s.weights_gb_4bit:.1f} GB")
+    else:
+        table.add_row("weights", escape(s.note))
+    console.print(table)
+
+
+def _render_keys(console, keys: list[dict[str, Any]]) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table("API key", "needed by", "set", title="keys", title_justify="left")
+    for k in keys:
+        table.add_row(k["env"], escape(", ".join(k["for"])), "yes" if k["set"] else "[red]no[/]")
+    console.print(table)
 
 
 def _duration(seconds: float | None) -> str:
