@@ -479,26 +479,14 @@ class Sandbox:
         limits = self.limits
         read_fd, write_fd = os.pipe()
         workdir = None if self.isolate else tempfile.mkdtemp(prefix="dpokd-sandbox-")
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": workdir or "/tmp/work"}
         cgroups = self._cgroups.make(limits.memory_mb, self.processes) if self._cgroups else []
-        spec = {"verdict": write_fd, "code": job.code, "entry_point": job.entry_point, "isolate": self.isolate,
-                "uid": uid, "rlimits": self._rlimits(), "file_mb": limits.file_mb, "parent": os.getpid(),
-                "cgroups": [str(d / "cgroup.procs") for d in cgroups]}
+        out_of_memory = False
         start = time.monotonic()
         try:
-            proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-B", "-c", HARNESS], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, pass_fds=(write_fd,), start_new_session=True, env=env, cwd=workdir or "/")
-        finally:
-            os.close(write_fd)
-        try:
             try:
-                # The tests follow the program as a second frame, read only after the fork.
-                proc.stdin.write(_frame(marshal.dumps(spec)) + _frame(marshal.dumps(
-                    {"tests": job.tests, "context": job.context})))
-                proc.stdin.close()
-            except BrokenPipeError:
-                pass
+                proc = self._spawn(job, uid, write_fd, workdir, cgroups)
+            finally:
+                os.close(write_fd)
             outcome, out, err, verdict = _collect(proc, read_fd, start + limits.timeout)
             _kill_group(proc)
             code = proc.wait()
@@ -509,26 +497,45 @@ class Sandbox:
             if cgroups:
                 out_of_memory = self._cgroups.out_of_memory(cgroups)
                 self._cgroups.release(cgroups)
-        seconds = time.monotonic() - start
         stdout, stderr = out.decode(errors="replace"), err.decode(errors="replace")
         self._warn_once(stderr)
-        if outcome == "timeout":
-            return Result("timeout", f"killed after {limits.timeout:g}s", stdout, stderr, seconds)
-        if outcome == "output":
-            return Result("error", f"printed more than {OUTPUT_KILL // 2**20} MB", stdout, stderr, seconds)
+        status, reason = self._decide(outcome, verdict, code, out_of_memory)
+        return Result(status, reason, stdout, stderr, time.monotonic() - start)
+
+    def _spawn(self, job: Job, uid: int, verdict_fd: int, workdir: str | None, cgroups: list[Path]) -> subprocess.Popen:
+        """Start the harness and hand it the program, then the tests (read only after its fork)."""
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": workdir or "/tmp/work"}
+        spec = {"verdict": verdict_fd, "code": job.code, "entry_point": job.entry_point, "isolate": self.isolate,
+                "uid": uid, "rlimits": self._rlimits(), "file_mb": self.limits.file_mb, "parent": os.getpid(),
+                "cgroups": [str(d / "cgroup.procs") for d in cgroups]}
+        proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-B", "-c", HARNESS], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, pass_fds=(verdict_fd,), start_new_session=True, env=env, cwd=workdir or "/")
         try:
-            decided = marshal.loads(verdict) if verdict else None  # only the checker holds that pipe
+            proc.stdin.write(_frame(marshal.dumps(spec)) + _frame(marshal.dumps(
+                {"tests": job.tests, "context": job.context})))
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        return proc
+
+    def _decide(self, outcome: str, verdict: bytes, code: int, out_of_memory: bool) -> tuple[Status, str]:
+        """The status: from the checker's verdict, which only the checker could write, else from how it ended."""
+        if outcome == "timeout":
+            return "timeout", f"killed after {self.limits.timeout:g}s"
+        if outcome == "output":
+            return "error", f"printed more than {OUTPUT_KILL // 2**20} MB"
+        try:
+            decided = marshal.loads(verdict) if verdict else None
         except (EOFError, ValueError, TypeError):
             decided = None
-        if not isinstance(decided, dict):
-            decided = None
-        if decided and decided.get("status") == "passed":
-            return Result("passed", "", stdout, stderr, seconds)
-        if decided:
-            return Result("failed", str(decided.get("reason", ""))[:300], stdout, stderr, seconds)
-        if cgroups and out_of_memory:
-            return Result("error", f"out of memory (the sample's {limits.memory_mb} MB)", stdout, stderr, seconds)
-        return Result("error", f"the checker died: {_exit_reason(code)}", stdout, stderr, seconds)
+        if isinstance(decided, dict) and decided.get("status") == "passed":
+            return "passed", ""
+        if isinstance(decided, dict):
+            return "failed", str(decided.get("reason", ""))[:300]
+        if out_of_memory:
+            return "error", f"out of memory (the sample's {self.limits.memory_mb} MB)"
+        return "error", f"the checker died: {_exit_reason(code)}"
 
     def _warn_once(self, stderr: str) -> None:
         if self._warned:
