@@ -68,8 +68,8 @@ def test_base_is_nf4_double_quantized_and_only_lora_trains(tmp_path, task):
 
 
 def test_a_small_model_runs_on_one_cpu_thread_unless_told_otherwise(tmp_path, task):
-    """Split across threads, a small model's many tiny operations wait on each other: on a busy 2-core
-    machine a quickstart step took 0.8 to 2.3 s on torch's default 2 threads, 0.05 s on one."""
+    """Split across threads, a small model's many small operations wait on each other: on a busy 2-core
+    machine a quickstart step took 0.8 to 2.3 s on torch's default 2 threads, 0.2 s on one."""
     import torch
 
     make_student(tmp_path, task, cpu_threads=2)._ensure_model()
