@@ -106,7 +106,8 @@ def plain_trl(tmp: Path, iterations: list[int], threads: int | None) -> tuple[di
 
     parsed = load_spec(tmp / "quickstart.toml")
     run = tmp / parsed.run.output_dir / parsed.name  # relative paths are the run's working directory's
-    model = next((tmp / parsed.run.cache_dir / "models").glob("tiny-*/config.json")).parent
+    # The model the run built, as its first adapter records it (relative to the run's working directory).
+    model = tmp / json.loads((run / "iter_1" / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"]
     job = {"model": str(model), "run": str(run), "out": str(tmp / f"plain-{threads}"), "iterations": iterations,
            "threads": threads, "seed": parsed.run.seed, "student": parsed.student.options.model_dump(mode="json")}
     out = subprocess.run([sys.executable, "-c", PLAIN_TRL, json.dumps(job)], capture_output=True, text=True,
