@@ -7,6 +7,8 @@ may change without notice.
 
 from pydantic import Field, field_validator
 
+from .cache import request_key
+from .cards import write_adapter_card
 from .errors import BudgetExceeded, ConfigError, DpokdError, OfflineCacheMiss, PluginError, SpecError, StageFailed
 from .evaluation import bootstrap_ci, extract_code, job_for, pass_at_k, score_completions
 from .hookspecs import hookimpl
@@ -17,6 +19,8 @@ from .progress import progress
 from .prompts import CODEGEN_TEMPLATE, SUMMARY_TEMPLATE
 from .records import SCHEMA_VERSION, Completion, Example, PreferencePair, Score
 from .sandbox import Job, Limits, Result, Sandbox, check_isolation
+from .trackers import TENSORBOARD_DIR, TRACKERS, iteration_run
+from .trackers import check_available as check_trackers
 
 __version__ = "0.1.0"
 
@@ -53,6 +57,13 @@ __all__ = [
     "LLMOptions",
     "check_key",
     "progress",
+    "request_key",
+    # training a student: trackers and model cards
+    "TENSORBOARD_DIR",
+    "TRACKERS",
+    "check_trackers",
+    "iteration_run",
+    "write_adapter_card",
     # running generated code, and scoring it
     "Job",
     "Limits",

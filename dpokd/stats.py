@@ -11,8 +11,6 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from math import comb
 
-import numpy as np
-
 
 def paired_bootstrap_ci(a: Sequence[float], b: Sequence[float], *, seed: int = 0, rounds: int = 4000,
                         level: float = 0.95) -> tuple[float, float]:
@@ -21,6 +19,8 @@ def paired_bootstrap_ci(a: Sequence[float], b: Sequence[float], *, seed: int = 0
         raise ValueError(f"paired samples differ in length ({len(a)} and {len(b)})")
     if not a:
         return (0.0, 0.0)
+    import numpy as np
+
     diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
     rng = np.random.default_rng(seed)
     means = diff[rng.integers(0, len(diff), size=(rounds, len(diff)))].mean(axis=1)

@@ -42,12 +42,7 @@ LAZY = {
 LAZY_LOADERS = {"dpokd.cli"}
 TOP = {"dpokd.cli", "dpokd.__main__", "dpokd.engine"}  # nothing below imports these
 # Known departures, each with what it takes to remove it.
-KNOWN = {
-    "dpokd.plugins.students.hf_qlora": "imports dpokd.cache, .progress, .records, .trackers and .cards directly, and "
-                                       "vllm_server inside a method, which imports hf_qlora's clean_generation back: "
-                                       "clean_generation belongs in vllm_server.py or a module both import",
-    "dpokd.plugins.students.vllm_server": "imports hf_qlora's clean_generation (see hf_qlora)",
-}
+KNOWN: dict[str, str] = {}
 
 
 def _modules() -> dict[str, Path]:

@@ -17,12 +17,12 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator
 
 import dpokd
-from dpokd.cache import request_key
-from dpokd.progress import progress
-from dpokd.records import Completion, Example, PreferencePair
-from dpokd.trackers import TENSORBOARD_DIR, check_available, iteration_run
+from dpokd import (TENSORBOARD_DIR, Completion, Example, PreferencePair, check_trackers, iteration_run, progress,
+                   request_key)
 
+from .generation import clean_generation
 from .tiny import TINY_ID, tiny_model_dir
+from .vllm_server import VLLMServer
 
 PHI2_4BIT_GB = 2.0
 # Below this width a CPU step is many small operations: split across threads, they gain a little on
@@ -32,6 +32,9 @@ SMALL_HIDDEN = 1024
 # training step, after the teacher was paid.
 TRL_LOSSES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
               "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
+# Options that change the answers (with the model, its adapter and the seed): the fingerprint's parts.
+QUANTIZATION = ("load_in_4bit", "quant_type", "double_quant", "compute_dtype")
+SAMPLING = ("max_new_tokens", "temperature", "top_p", "stop")
 
 
 def _adapter_dir(value: Path | None, info) -> Path | None:
@@ -51,20 +54,25 @@ class HFQLoRAStudent(dpokd.Student):
     trained_pairs: int | None = None  # pairs of the training that made the current adapter, for its card
 
     class Options(dpokd.Options):
+        # A spec keeps these flat ([student] lora_r = 64); they are declared, and listed, by concern.
+        # -- the model
         model: str = dpokd.Field("microsoft/phi-2", description="HF hub id or local path; 'dpokd:tiny' builds a small model for CPUs")
         revision: str | None = dpokd.Field(None, description="hub revision (branch, tag or commit)")
         adapter: Annotated[Path | None, AfterValidator(_adapter_dir)] = dpokd.Field(
             None, description="a trained LoRA adapter (a run's iter_K/adapter) loaded on the model; the student "
             "starts from it, and as a [[systems]] entry it is what is judged")
+        # -- 4-bit quantization (bitsandbytes): _quantization_config
         load_in_4bit: bool = dpokd.Field(True, description="load the base in 4-bit with bitsandbytes (QLoRA)")
         quant_type: Literal["nf4", "fp4"] = dpokd.Field("nf4", description="4-bit data type")
         double_quant: bool = dpokd.Field(True, description="quantize the quantization constants too")
         compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = dpokd.Field(
             "auto", description="dtype of 4-bit matmuls; auto: bf16 on a GPU that supports it, fp32 on a CPU")
+        # -- the adapter (peft): _lora_config
         lora_r: int = dpokd.Field(64, ge=1, description="LoRA rank")
         lora_alpha: float = dpokd.Field(16, gt=0, description="LoRA scaling numerator")
         lora_dropout: float = dpokd.Field(0.1, ge=0, lt=1, description="dropout on the LoRA path")
         target_modules: str | list[str] = dpokd.Field("all-linear", description="modules to adapt: 'all-linear' or a list of names")
+        # -- training (TRL's DPO): _dpo_config
         learning_rate: float = dpokd.Field(1e-4, gt=0, description="AdamW learning rate")
         epochs: float = dpokd.Field(3, gt=0, description="passes over each iteration's pairs")
         batch_size: int = dpokd.Field(1, ge=1, description="pairs per device per step")
@@ -81,6 +89,7 @@ class HFQLoRAStudent(dpokd.Student):
         precompute_ref_log_probs: bool = dpokd.Field(False, description="compute reference log-probs once before training")
         report_to: list[str] = dpokd.Field([], description="experiment trackers for the training curves and judge scores "
                                            "(TRL's report_to): 'tensorboard', 'wandb', 'trackio', ...; default none")
+        # -- generation
         max_new_tokens: int = dpokd.Field(256, ge=1, description="most tokens per generated answer")
         temperature: float = dpokd.Field(0.0, ge=0, description="sampling temperature; 0 means greedy")
         top_p: float = dpokd.Field(1.0, gt=0, le=1, description="nucleus sampling mass")
@@ -89,6 +98,7 @@ class HFQLoRAStudent(dpokd.Student):
         generation: Literal["transformers", "vllm"] = dpokd.Field(
             "transformers", description="where the student generates: in this process, or on a vLLM server "
             "(vllm_url, or one started here where vLLM is installed) with each adapter loaded at runtime")
+        # -- generation on a vLLM server (vllm_server.py)
         vllm_url: str | None = dpokd.Field(None, description="base URL of a running vLLM server for generation = "
                                            "'vllm', e.g. http://gpu-box:8000/v1; unset: start one here")
         vllm_gpu_memory: float = dpokd.Field(0.3, gt=0, lt=1, description="share of GPU memory a vLLM server "
@@ -96,6 +106,7 @@ class HFQLoRAStudent(dpokd.Student):
         vllm_max_concurrency: int = dpokd.Field(64, ge=1, description="generation requests in flight on the vLLM server")
         vllm_timeout: float = dpokd.Field(600.0, gt=0, description="seconds before one vLLM request is retried")
         vllm_start_timeout: float = dpokd.Field(900.0, gt=0, description="seconds a vLLM server started here may take to serve")
+        # -- reproducibility, and the dpokd:tiny model
         seed: int | None = dpokd.Field(None, ge=0, le=2**32 - 1,  # numpy's range: training seeds it
                                        description="seed for generation and training; default: [run] seed")
         tiny_hidden: int = dpokd.Field(128, ge=32, description="dpokd:tiny hidden size (a multiple of 64)")
@@ -126,13 +137,11 @@ class HFQLoRAStudent(dpokd.Student):
         def _known_trackers(cls, v: list[str]) -> list[str]:
             import difflib
 
-            from dpokd.trackers import TRACKERS
-
             for name in v:
-                if name not in TRACKERS:
-                    close = difflib.get_close_matches(name, TRACKERS, n=1)
+                if name not in dpokd.TRACKERS:
+                    close = difflib.get_close_matches(name, dpokd.TRACKERS, n=1)
                     hint = f"did you mean {close[0]!r}? " if close else ""
-                    raise ValueError(f"unknown tracker {name!r}; {hint}(known: {', '.join(TRACKERS)})")
+                    raise ValueError(f"unknown tracker {name!r}; {hint}(known: {', '.join(dpokd.TRACKERS)})")
             return v
 
         @dpokd.field_validator("loss_weights")
@@ -158,7 +167,7 @@ class HFQLoRAStudent(dpokd.Student):
         if self.options.model == TINY_ID and self.model_path is None:
             o = self.options
             corpus = [e.prompt for e in examples] + [e.reference or "" for e in examples]
-            self.model_path = str(tiny_model_dir(self.context.cache_dir, corpus, hidden=o.tiny_hidden,
+            self.model_path = str(tiny_model_dir(self.context.layout.models, corpus, hidden=o.tiny_hidden,
                                                  layers=o.tiny_layers, vocab=o.tiny_vocab, seed=self.seed))
         if self.options.max_length is not None and examples:
             self._check_max_length(examples)
@@ -169,14 +178,14 @@ class HFQLoRAStudent(dpokd.Student):
         """peft refuses modules the model lacks only when the model loads, in the student's first
         stage; an empty copy of the model on the meta device finds that out now, in a second."""
         import torch
-        from peft import LoraConfig, get_peft_model
+        from peft import get_peft_model
         from transformers import AutoConfig, AutoModelForCausalLM
 
         o = self.options
         with torch.device("meta"):
             skeleton = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(self.model_path, revision=o.revision))
         try:
-            get_peft_model(skeleton, LoraConfig(r=o.lora_r, target_modules=o.target_modules, task_type="CAUSAL_LM"))
+            get_peft_model(skeleton, _lora_config(o))
         except ValueError as exc:
             raise dpokd.ConfigError(f"{self.field}.target_modules: {str(exc).splitlines()[0][:300]}") from None
 
@@ -206,7 +215,7 @@ class HFQLoRAStudent(dpokd.Student):
         """Check the model can be used before any teacher spend: config reachable, memory enough."""
         o = self.options
         _quiet_libraries()
-        check_available(o.report_to)
+        check_trackers(o.report_to)
         if o.load_in_4bit:
             try:
                 import bitsandbytes  # noqa: F401
@@ -240,8 +249,8 @@ class HFQLoRAStudent(dpokd.Student):
         if self.model is not None:
             return self.model
         import torch
-        from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-        from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+        from peft import get_peft_model, prepare_model_for_kbit_training
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         o = self.options
         if self.model_path is None:
@@ -252,10 +261,9 @@ class HFQLoRAStudent(dpokd.Student):
             _set_cpu_threads(o.cpu_threads, hidden)
         dtype = _compute_dtype(o.compute_dtype, cuda)
         kwargs: dict[str, Any] = {"revision": o.revision, "device_map": {"": 0} if cuda else "cpu"}
-        if o.load_in_4bit:
-            kwargs["quantization_config"] = BitsAndBytesConfig(
-                load_in_4bit=True, bnb_4bit_quant_type=o.quant_type, bnb_4bit_use_double_quant=o.double_quant,
-                bnb_4bit_compute_dtype=dtype)
+        quantization = _quantization_config(o, dtype)
+        if quantization is not None:
+            kwargs["quantization_config"] = quantization
         else:
             kwargs["dtype"] = dtype
         model = AutoModelForCausalLM.from_pretrained(self.model_path, **kwargs)
@@ -266,22 +274,20 @@ class HFQLoRAStudent(dpokd.Student):
         if o.load_in_4bit:
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=o.gradient_checkpointing)
         torch.manual_seed(self.seed)
-        lora = LoraConfig(r=o.lora_r, lora_alpha=o.lora_alpha, lora_dropout=o.lora_dropout,
-                          target_modules=o.target_modules, task_type="CAUSAL_LM")
-        self.model = get_peft_model(model, lora)
+        self.model = get_peft_model(model, _lora_config(o))
         self.tokenizer = tokenizer
         return self.model
 
     # -- identity and persistence -----------------------------------------------------------------
     def fingerprint(self) -> str:
         o = self.options
-        gen = {**{k: getattr(o, k) for k in ("max_new_tokens", "temperature", "top_p", "stop")}, "seed": self.seed}
+        gen = {**{k: getattr(o, k) for k in SAMPLING}, "seed": self.seed}
         if o.generation != "transformers":
             gen["backend"] = o.generation
         base = self.model_path if o.model == TINY_ID else o.model
         if o.model == TINY_ID:
             base = f"{TINY_ID}:{Path(base).name}" if base else TINY_ID
-        quant = {k: getattr(o, k) for k in ("load_in_4bit", "quant_type", "double_quant", "compute_dtype")}
+        quant = {k: getattr(o, k) for k in QUANTIZATION}
         blob = json.dumps({"model": base, "revision": o.revision, "adapter": self.adapter_hash, "gen": gen,
                            "quant": quant}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
@@ -299,9 +305,7 @@ class HFQLoRAStudent(dpokd.Student):
         """The adapter in standard PEFT format: ``PeftModel.from_pretrained(base, directory)`` loads it."""
         self._ensure_model().save_pretrained(str(directory))
         self.tokenizer.save_pretrained(str(directory))
-        from dpokd.cards import write_adapter_card
-
-        write_adapter_card(Path(directory), self.options.model_dump(mode="json"), pairs=self.trained_pairs,
+        dpokd.write_adapter_card(Path(directory), self.options.model_dump(mode="json"), pairs=self.trained_pairs,
                            run_dir=self.context.run_dir)
 
     def load(self, directory: Path | None) -> None:
@@ -342,7 +346,7 @@ class HFQLoRAStudent(dpokd.Student):
         """The current adapter on disk, saved under ``cache_dir/adapters/`` if it is not yet."""
         if self.adapter_dir is not None and (self.adapter_dir / "adapter_model.safetensors").exists():
             return self.adapter_dir.resolve()
-        directory = (self.context.cache_dir / "adapters" / str(self.adapter_hash)).resolve()
+        directory = (self.context.layout.adapters / str(self.adapter_hash)).resolve()
         if not (directory / "adapter_model.safetensors").exists():
             self.save(directory)
         self.adapter_dir = directory
@@ -351,14 +355,10 @@ class HFQLoRAStudent(dpokd.Student):
     def vllm(self):
         """The vLLM server this student generates on (generation = 'vllm')."""
         if self._vllm is None:
-            from .vllm_server import VLLMServer
-
             self._vllm = VLLMServer(self)
         return self._vllm
 
     def _adapter_context(self):
-        import contextlib
-
         return self.model.disable_adapter() if self.adapter_hash is None else contextlib.nullcontext()
 
     # -- generation -------------------------------------------------------------------------------
@@ -478,12 +478,10 @@ class HFQLoRAStudent(dpokd.Student):
 
     # -- training ---------------------------------------------------------------------------------
     def train_dpo(self, pairs: list[PreferencePair], output_dir: Path) -> dict[str, Any]:
-        import torch
         from datasets import Dataset
         from datasets.utils.logging import disable_progress_bar
-        from transformers import TrainerCallback
         from transformers.trainer_callback import PrinterCallback
-        from trl import DPOConfig, DPOTrainer
+        from trl import DPOTrainer
 
         disable_progress_bar()
 
@@ -494,69 +492,121 @@ class HFQLoRAStudent(dpokd.Student):
         if self.adapter_hash is None and self.trained_steps:
             raise RuntimeError("train_dpo after load(None) would discard the trained adapter")
         dataset = Dataset.from_list([{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in pairs])
-        check_available(o.report_to)
+        check_trackers(o.report_to)
         group, run_name = iteration_run(output_dir, self.context.run_dir)
-        config = DPOConfig(
-            output_dir=str(output_dir / "trainer"), per_device_train_batch_size=o.batch_size,
-            gradient_accumulation_steps=o.grad_accum, learning_rate=o.learning_rate, num_train_epochs=o.epochs,
-            beta=o.beta, loss_type=list(o.loss), loss_weights=o.loss_weights, max_length=o.max_length,
-            gradient_checkpointing=o.gradient_checkpointing, precompute_ref_log_probs=o.precompute_ref_log_probs,
-            optim="adamw_torch", seed=self.seed, data_seed=self.seed, logging_steps=1, save_strategy="no",
-            report_to=list(o.report_to), run_name=run_name, project=group,
-            use_cpu=not torch.cuda.is_available(), bf16=_compute_dtype(o.compute_dtype, torch.cuda.is_available()) == torch.bfloat16,
-            disable_tqdm=True, dataloader_num_workers=0,
-        )
-        log_path = output_dir / "train_log.jsonl"
-        steps: list[dict[str, float]] = []
-
-        context = self.context
-
-        class StepLog(TrainerCallback):
-            """Per-step metrics to train_log.jsonl, and a progress bar over the steps."""
-
-            def on_train_begin(self, args, state, control, **kwargs):
-                self.bar = progress(context, "DPO training", state.max_steps if state.is_world_process_zero else 0)
-                self.advance = self.bar.__enter__()
-
-            def on_step_end(self, args, state, control, **kwargs):
-                self.advance(1)
-
-            def on_train_end(self, args, state, control, **kwargs):
-                self.bar.__exit__(None, None, None)
-
-            def on_log(self, args, state, control, logs=None, **kwargs):
-                if logs and "loss" in logs and state.is_world_process_zero:
-                    row = {"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))}}
-                    steps.append(row)
-                    with open(log_path, "a") as fh:
-                        fh.write(json.dumps(row) + "\n")
-
+        config = _dpo_config(o, output_dir / "trainer", seed=self.seed, group=group, run_name=run_name)
+        step_log = StepLog(self.context, output_dir / "train_log.jsonl")
         model.train()
         with _env(TQDM_DISABLE="1"):  # precompute_ref_log_probs draws a bar of its own, ignoring disable_tqdm
             trainer = DPOTrainer(model=model, args=config, train_dataset=dataset, processing_class=self.tokenizer,
-                                 callbacks=[StepLog()])
+                                 callbacks=[step_log])
         trainer.remove_callback(PrinterCallback)  # metrics go to train_log.jsonl, not stdout
         _place_trackers(trainer, output_dir / TENSORBOARD_DIR)
+        result = self._run_trainer(trainer, group)
+        return self._trained(trainer, result, len(pairs), step_log.steps, output_dir)
+
+    def _run_trainer(self, trainer, group: str):
         try:
-            with _env(WANDB_RUN_GROUP=group if "wandb" in o.report_to else None):
-                result = trainer.train()
+            with _env(WANDB_RUN_GROUP=group if "wandb" in self.options.report_to else None):
+                return trainer.train()
         finally:
             # TRL copies the adapter into a frozen "ref" adapter; a second trainer on this model needs it gone.
-            if "ref" in model.peft_config:
-                model.delete_adapter("ref")
-            model.set_adapter("default")
+            if "ref" in self.model.peft_config:
+                self.model.delete_adapter("ref")
+            self.model.set_adapter("default")
+
+    def _trained(self, trainer, result, n_pairs: int, steps: list[dict[str, float]], output_dir: Path) -> dict[str, Any]:
+        """Record the new adapter (saved by the main process) and summarize the training."""
         self.trained_steps += result.global_step
         self.adapter_hash = self._hash_adapter()
         self.adapter_dir = None
-        self.trained_pairs = len(pairs)
+        self.trained_pairs = n_pairs
         if trainer.is_world_process_zero():
             self.save(output_dir / "adapter")
             self.adapter_dir = output_dir / "adapter"
-        summary = summarize(steps, result.global_step, len(pairs))
+        summary = summarize(steps, result.global_step, n_pairs)
         # Under torchrun each rank trains on its shard: what this process itself saw.
-        summary["pairs_seen"] = result.global_step * o.batch_size * o.grad_accum
+        summary["pairs_seen"] = result.global_step * self.options.batch_size * self.options.grad_accum
         summary["saved_adapter"] = trainer.is_world_process_zero()
         return summary
+
+
+def _quantization_config(o, compute_dtype):
+    """bitsandbytes' config for the base model's 4-bit weights, or None when it loads unquantized."""
+    if not o.load_in_4bit:
+        return None
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=o.quant_type,
+                              bnb_4bit_use_double_quant=o.double_quant, bnb_4bit_compute_dtype=compute_dtype)
+
+
+def _lora_config(o):
+    """peft's config of the adapter the student trains."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=o.lora_r, lora_alpha=o.lora_alpha, lora_dropout=o.lora_dropout,
+                      target_modules=o.target_modules, task_type="CAUSAL_LM")
+
+
+def _dpo_config(o, output_dir: Path, *, seed: int, group: str, run_name: str):
+    """TRL's config of one DPO training: one iteration's pairs, logged every step, saved by dpokd."""
+    import torch
+    from trl import DPOConfig
+
+    cuda = torch.cuda.is_available()
+    return DPOConfig(
+        output_dir=str(output_dir), per_device_train_batch_size=o.batch_size,
+        gradient_accumulation_steps=o.grad_accum, learning_rate=o.learning_rate, num_train_epochs=o.epochs,
+        beta=o.beta, loss_type=list(o.loss), loss_weights=o.loss_weights, max_length=o.max_length,
+        gradient_checkpointing=o.gradient_checkpointing, precompute_ref_log_probs=o.precompute_ref_log_probs,
+        optim="adamw_torch", seed=seed, data_seed=seed, logging_steps=1, save_strategy="no",
+        report_to=list(o.report_to), run_name=run_name, project=group,
+        use_cpu=not cuda, bf16=_compute_dtype(o.compute_dtype, cuda) == torch.bfloat16,
+        disable_tqdm=True, dataloader_num_workers=0,
+    )
+
+
+class StepLog:
+    """Per-step metrics to ``train_log.jsonl``, and a progress bar over the steps.
+
+    A transformers ``TrainerCallback`` by its protocol: the trainer calls each ``on_*`` event by
+    name, and an event this class does not define does nothing. Subclassing ``TrainerCallback``
+    would import transformers with this module, which ``dpokd plugins`` loads.
+    """
+
+    def __init__(self, context: dpokd.Context, path: Path):
+        self.context = context
+        self.path = path
+        self.steps: list[dict[str, float]] = []
+        self._bar = contextlib.ExitStack()  # the progress bar, open from the first step to the last
+        self._advance = None
+
+    def __getattr__(self, name: str):
+        if name.startswith("on_"):
+            return _no_event
+        raise AttributeError(name)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        total = state.max_steps if state.is_world_process_zero else 0
+        self._advance = self._bar.enter_context(progress(self.context, "DPO training", total))
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._advance(1)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._bar.close()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs and state.is_world_process_zero:
+            row = {"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))}}
+            self.steps.append(row)
+            with open(self.path, "a") as fh:
+                fh.write(json.dumps(row) + "\n")
+
+
+def _no_event(*args, **kwargs) -> None:
+    return None
 
 
 _RETRAIN = "train it again (in a run: re-run the spec with --fresh; answers come from the cache)"
@@ -594,16 +644,6 @@ def summarize(steps: list[dict[str, float]], global_step: int, n_pairs: int) -> 
     return {"pairs": n_pairs, "steps": global_step, "loss": mean("loss"), "final_loss": last.get("loss"),
             "rewards/margins": mean("rewards/margins"), "rewards/accuracies": mean("rewards/accuracies"),
             "rewards/chosen": mean("rewards/chosen"), "rewards/rejected": mean("rewards/rejected")}
-
-
-def clean_generation(text: str, prompt: str, stop: list[str]) -> tuple[str, bool]:
-    """Strip an echoed prompt and cut at the first stop string."""
-    if prompt.strip() and text.lstrip().startswith(prompt.strip()):
-        text = text.lstrip()[len(prompt.strip()) :]
-    cuts = [text.index(s) for s in stop if s and s in text]
-    if cuts:
-        return text[: min(cuts)], True
-    return text, False
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

@@ -1,6 +1,6 @@
 """Build the ``dpokd:tiny`` model: a small Phi-architecture model and a BPE tokenizer for CPUs.
 
-Both are saved in standard Hugging Face format under ``cache_dir/models/<hash>/`` and loaded back
+Both are saved in standard Hugging Face format under the cache's ``models/tiny-<hash>/`` and loaded back
 through the same ``from_pretrained`` path as Phi-2, so the CPU runs exercise the real code.
 """
 
@@ -17,12 +17,13 @@ TINY_ID = "dpokd:tiny"
 LM_HEAD_SCALE = 10.0
 
 
-def tiny_model_dir(cache_dir: Path, corpus: list[str], *, hidden: int, layers: int, vocab: int, seed: int) -> Path:
-    """Build (once) and return the directory of the tiny model for this corpus and size."""
+def tiny_model_dir(models_dir: Path, corpus: list[str], *, hidden: int, layers: int, vocab: int, seed: int) -> Path:
+    """Build (once) and return the directory of the tiny model for this corpus and size, in ``models_dir``
+    (a context's ``layout.models``)."""
     recipe = {"hidden": hidden, "layers": layers, "vocab": vocab, "seed": seed, "version": 4, "lm_head_scale": LM_HEAD_SCALE,
               "corpus": hashlib.sha256("\x00".join(corpus).encode()).hexdigest()}
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
-    directory = Path(cache_dir) / "models" / f"tiny-{digest}"
+    directory = Path(models_dir) / f"tiny-{digest}"
     if (directory / "config.json").exists():
         return directory
     # Built aside, then renamed into place: a killed build leaves nothing half-written, and ranks

@@ -23,6 +23,8 @@ from pathlib import Path
 import dpokd
 from dpokd import Completion, Example, LLMClient, LLMOptions, StageFailed
 
+from .generation import clean_generation
+
 START_COMMAND = "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True vllm serve MODEL --enable-lora --max-lora-rank R"
 
 
@@ -146,8 +148,6 @@ class VLLMServer:
         return name
 
     def generate(self, examples: list[Example]) -> list[Completion]:
-        from .hf_qlora import clean_generation
-
         s, o = self.student, self.student.options
         self.ensure()
         options = LLMOptions(model=f"hosted_vllm/{self.served_name()}", api_base=self.url,
