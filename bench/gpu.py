@@ -10,7 +10,8 @@
 Each measurement runs in a fresh process, so its peak memory is its own, after a short warm-up.
 Without CUDA it says so and exits 0. ``--dry-run`` builds the model at a tiny size and takes one
 step of every measurement in this process, on whatever device there is: it checks the script, and
-its figures mean nothing.
+its figures mean nothing. Besides torch, transformers and peft it needs dpokd's own dependencies
+less litellm: trl, bitsandbytes and datasets (with pyarrow) among them.
 """
 
 from __future__ import annotations
