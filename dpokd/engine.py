@@ -157,8 +157,7 @@ class Engine:
         if not train and not self.eval_only:
             raise ConfigError("task: the train split is empty")
         for judge, component in zip(self.judges, self.spec.judges):
-            examples_of = getattr(judge, "eval_examples", None)  # judges that bring their own eval set
-            if not (examples_of(self.task) if examples_of is not None else self.task.examples("eval")):
+            if not judge.eval_examples(self.task):
                 raise ConfigError(f"task: the eval split is empty, so {component.field} ({component.plugin}) has "
                                   "nothing to judge; hold out more examples (e.g. raise `task.eval_fraction`)")
         if self.spec.run.verified_pairs and not self.eval_only and not all(e.tests and e.entry_point for e in train):
@@ -168,8 +167,7 @@ class Engine:
         eval_sets = {"task eval split": self.task.examples("eval")}
         task_ids = {e.id for e in eval_sets["task eval split"]}
         for judge in self.judges:
-            examples_of = getattr(judge, "eval_examples", None)  # judges that bring their own eval set
-            examples = examples_of(self.task) if examples_of is not None else []
+            examples = judge.eval_examples(self.task)  # a judge's own eval set, unless it uses the task's
             if examples and {e.id for e in examples} != task_ids:
                 eval_sets[f"{judge.name} judge"] = examples
         counts = {}
@@ -281,7 +279,7 @@ class Engine:
         if self.run.is_done(stage):
             return
         with self.stage(stage):
-            batch = read_records(self._iter_dir(k) / "pairs.jsonl", PreferencePair, drop=("previous",))
+            batch = read_records(self._iter_dir(k) / "pairs.jsonl", PreferencePair)
             self._load_student_before(k)
             out = self._iter_dir(k)
             if not batch:
@@ -352,8 +350,7 @@ class Engine:
             plot_curves(self.run.path)
             judged = []  # the prompts every judge asked, so the report can show them beside the answers
             for judge in self.judges:
-                examples_of = getattr(judge, "eval_examples", None)  # judges that bring their own eval set
-                judged += examples_of(self.task) if examples_of is not None else self.task.examples("eval")
+                judged += judge.eval_examples(self.task)
             record_examples(self.run.path, judged)
             write_report([self.run.path], self.run.path / "report.html")
 
@@ -458,6 +455,8 @@ def _disk_full_names_the_file():
 
 
 def _usage(answers: list[Completion]) -> dict[str, float]:
+    """Tokens and dollars of the teacher's answers, those a previous process paid for and the cache
+    replays included: ``Teacher.usage()`` counts only what this process spent."""
     return {"tokens": float(sum(a.prompt_tokens + a.completion_tokens for a in answers)),
             "cost_usd": float(sum(a.cost_usd for a in answers))}
 
@@ -473,7 +472,7 @@ def train_once(spec: Spec, pairs_path: Path, output: Path, adapter: Path | None 
     student: Student = spec.student.build(context)
     student.prepare(spec.task.build(context).examples("train"))
     student.load(adapter)
-    pairs = read_records(pairs_path, PreferencePair, drop=("previous",))
+    pairs = read_records(pairs_path, PreferencePair)
     metrics = student.train_dpo(pairs, output)
     return {"rank": int(os.environ.get("RANK", 0)), "world_size": int(os.environ.get("WORLD_SIZE", 1)), **metrics}
 

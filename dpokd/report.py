@@ -209,49 +209,60 @@ def _examples(run_dir: Path, scores, systems: list[str]) -> tuple[list[ExampleVi
 
     previous: dict[str, str] = {}
     for judge in execution_judges:
-        shares: dict[str, dict[str, float]] = {}
-        for system in systems:
-            rows = execution_rows(run_dir, judge, system)
-            if rows is None:
-                continue
-            shares[system] = pass_shares(rows)
-            source = eval_path(run_dir, judge, system).name
-            for row in rows:
-                sample = row.get("sample", 0)
-                view(row["example_id"]).answers.append(Answer(
-                    system=system, judge=judge, sample=sample if isinstance(sample, int) else 0, status=row["status"],
-                    reason=str(row.get("reason") or ""), text=str(row.get("completion") or ""), source=source))
-        for system in shares:
-            before = _previous_checkpoint(system, shares)
-            if before is None:
-                continue
-            previous[system] = before
-            for i, share in shares[system].items():
-                if i in shares[before]:
-                    was, now = passed(shares[before][i]), passed(share)
-                    if was and not now:
-                        view(i).regressed.append(system)
-                    elif now and not was:
-                        view(i).fixed.append(system)
+        _execution_answers(run_dir, judge, systems, view, previous)
     for judge in pairwise_judges:
-        for system in systems:
-            rows = pairwise_rows(run_dir, judge, system)
-            for row in rows or ():
-                v = view(row["example_id"])
-                v.verdicts.append(Verdict(system=system, baseline=str(row.get("baseline", "")), verdict=row["verdict"],
-                                          judge_ab=row.get("judge_ab"), judge_ba=row.get("judge_ba")))
-                if not any(a.system == system for a in v.answers):  # a task without tests: the judge's copy
-                    v.answers.append(Answer(system=system, judge=judge, sample=0, status=None, reason="",
-                                            text=str(row.get("completion") or ""), source=eval_path(run_dir, judge, system).name))
-                baseline = str(row.get("baseline", ""))
-                if baseline and not any(a.system == baseline for a in v.answers):
-                    v.answers.append(Answer(system=baseline, judge=judge, sample=0, status=None, reason="",
-                                            text=str(row.get("baseline_completion") or ""),
-                                            source=eval_path(run_dir, judge, system).name))
+        _pairwise_answers(run_dir, judge, systems, view)
     order = {s: n for n, s in enumerate(systems)}
     for v in views.values():
         v.answers.sort(key=lambda a: (order.get(a.system, len(order)), a.judge, a.sample))
     return list(views.values()), previous
+
+
+def _execution_answers(run_dir: Path, judge: str, systems: list[str], view, previous: dict[str, str]) -> None:
+    """An execution judge's samples of each system, and the examples each checkpoint regressed or fixed
+    against the one before it (recorded in ``previous``)."""
+    shares: dict[str, dict[str, float]] = {}
+    for system in systems:
+        rows = execution_rows(run_dir, judge, system)
+        if rows is None:
+            continue
+        shares[system] = pass_shares(rows)
+        source = eval_path(run_dir, judge, system).name
+        for row in rows:
+            sample = row.get("sample", 0)
+            view(row["example_id"]).answers.append(Answer(
+                system=system, judge=judge, sample=sample if isinstance(sample, int) else 0, status=row["status"],
+                reason=str(row.get("reason") or ""), text=str(row.get("completion") or ""), source=source))
+    for system in shares:
+        before = _previous_checkpoint(system, shares)
+        if before is None:
+            continue
+        previous[system] = before
+        for i, share in shares[system].items():
+            if i in shares[before]:
+                was, now = passed(shares[before][i]), passed(share)
+                if was and not now:
+                    view(i).regressed.append(system)
+                elif now and not was:
+                    view(i).fixed.append(system)
+
+
+def _pairwise_answers(run_dir: Path, judge: str, systems: list[str], view) -> None:
+    """A pairwise judge's verdicts, and the answers it compared where no execution judge showed them."""
+    for system in systems:
+        rows = pairwise_rows(run_dir, judge, system)
+        for row in rows or ():
+            v = view(row["example_id"])
+            v.verdicts.append(Verdict(system=system, baseline=str(row.get("baseline", "")), verdict=row["verdict"],
+                                      judge_ab=row.get("judge_ab"), judge_ba=row.get("judge_ba")))
+            if not any(a.system == system for a in v.answers):  # a task without tests: the judge's copy
+                v.answers.append(Answer(system=system, judge=judge, sample=0, status=None, reason="",
+                                        text=str(row.get("completion") or ""), source=eval_path(run_dir, judge, system).name))
+            baseline = str(row.get("baseline", ""))
+            if baseline and not any(a.system == baseline for a in v.answers):
+                v.answers.append(Answer(system=baseline, judge=judge, sample=0, status=None, reason="",
+                                        text=str(row.get("baseline_completion") or ""),
+                                        source=eval_path(run_dir, judge, system).name))
 
 
 def _prompts(run_dir: Path) -> dict[str, str]:

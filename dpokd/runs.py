@@ -281,12 +281,12 @@ def read_jsonl(path: Path, remedy: str = FRESH) -> list[dict[str, Any]]:
     return rows
 
 
-def read_records(path: Path, model: type[Record], drop: tuple[str, ...] = ()) -> list[Record]:
+def read_records(path: Path, model: type[Record]) -> list[Record]:
     """Each line of a JSONL file as ``model``; a line that is not one is an error naming the file and line."""
     out = []
     for n, row in enumerate(read_jsonl(path), 1):
         try:
-            out.append(model.model_validate({k: v for k, v in row.items() if k not in drop}))
+            out.append(model.model_validate(row))
         except (ValidationError, DpokdError) as exc:
             raise damaged(path, f"record {n} is not a valid {model.__name__} ({_first_error(exc)})") from None
     return out

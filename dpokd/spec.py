@@ -141,12 +141,7 @@ def load_spec(path: str | Path) -> Spec:
 def parse_spec(data: dict[str, Any], path: Path) -> Spec:
     """Validate parsed TOML; every problem in the file is reported, not just the first."""
     context = {"spec_dir": path.resolve().parent}
-    problems: list[str] = []
-    for key in data:
-        if key not in TABLES:
-            close = difflib.get_close_matches(key, TABLES, n=1, cutoff=0.5)
-            hint = f"; did you mean [{close[0]}]?" if close else ""
-            problems.append(f"[{key}]: unknown table{hint} (valid tables: {', '.join(TABLES)})")
+    problems = _unknown_tables(data)
 
     run = None
     try:
@@ -156,42 +151,13 @@ def parse_spec(data: dict[str, Any], path: Path) -> Spec:
 
     run_raw = data.get("run")
     eval_mode = isinstance(run_raw, dict) and run_raw.get("mode") == "eval"
-    optional = ("teacher", "student") if eval_mode else ()
-    tables = [(kind, kind, _table(data, kind, problems, required=kind not in optional)) for kind in COMPONENTS]
-    judges_raw = data.get("judges", [])
-    if not isinstance(judges_raw, list):
-        problems.append(f"judges: expected [[judges]] tables, got {type(judges_raw).__name__}")
-        judges_raw = []
-    for i, raw in enumerate(judges_raw):
-        where = f"judges[{i}]"
-        if not isinstance(raw, dict):
-            problems.append(f"{where}: expected a table, got {raw!r}")
-            continue
-        tables.append(("judge", where, raw))
-
     reg = registry()
     components: dict[str, Component] = {}
     judges: list[Component] = []
-    for kind, where, raw in tables:
-        if raw is None:
+    for kind, where, raw in _component_tables(data, eval_mode, problems):
+        component = _component(kind, where, raw, reg, context, problems)
+        if component is None:
             continue
-        raw = dict(raw)
-        name = raw.pop("plugin", None)
-        if not isinstance(name, str):
-            problems.append(f"{where}.plugin: missing required key; expected the name of a {kind} plugin "
-                            f"(known: {', '.join(reg.names(kind))})")
-            continue
-        try:
-            entry = reg.get(kind, name)
-        except PluginError as exc:
-            problems.append(f"{where}.plugin: {exc}")
-            continue
-        try:
-            options = entry.cls.Options.model_validate(raw, context=context)
-        except ValidationError as exc:
-            problems += [_describe(err, (where,), entry.cls.Options) for err in exc.errors()]
-            continue
-        component = Component(kind, entry.cls.name, entry.cls, options, where)
         if kind == "judge":
             judges.append(component)
         else:
@@ -206,6 +172,56 @@ def parse_spec(data: dict[str, Any], path: Path) -> Spec:
     components.setdefault("teacher", None)
     components.setdefault("student", None)
     return Spec(path=path, run=run, judges=tuple(judges), systems=tuple(systems), **components)
+
+
+def _unknown_tables(data: dict[str, Any]) -> list[str]:
+    problems = []
+    for key in data:
+        if key not in TABLES:
+            close = difflib.get_close_matches(key, TABLES, n=1, cutoff=0.5)
+            hint = f"; did you mean [{close[0]}]?" if close else ""
+            problems.append(f"[{key}]: unknown table{hint} (valid tables: {', '.join(TABLES)})")
+    return problems
+
+
+def _component_tables(data: dict[str, Any], eval_mode: bool, problems: list[str]) -> list[tuple[str, str, Any]]:
+    """``(kind, where, raw table)`` of the task, teacher, student and each judge, in the spec's order."""
+    optional = ("teacher", "student") if eval_mode else ()
+    tables = [(kind, kind, _table(data, kind, problems, required=kind not in optional)) for kind in COMPONENTS]
+    judges_raw = data.get("judges", [])
+    if not isinstance(judges_raw, list):
+        problems.append(f"judges: expected [[judges]] tables, got {type(judges_raw).__name__}")
+        judges_raw = []
+    for i, raw in enumerate(judges_raw):
+        where = f"judges[{i}]"
+        if not isinstance(raw, dict):
+            problems.append(f"{where}: expected a table, got {raw!r}")
+            continue
+        tables.append(("judge", where, raw))
+    return tables
+
+
+def _component(kind: str, where: str, raw: Any, reg, context: dict[str, Any], problems: list[str]) -> Component | None:
+    """One table's plugin with its validated options, or None with what is wrong added to ``problems``."""
+    if raw is None:
+        return None
+    raw = dict(raw)
+    name = raw.pop("plugin", None)
+    if not isinstance(name, str):
+        problems.append(f"{where}.plugin: missing required key; expected the name of a {kind} plugin "
+                        f"(known: {', '.join(reg.names(kind))})")
+        return None
+    try:
+        entry = reg.get(kind, name)
+    except PluginError as exc:
+        problems.append(f"{where}.plugin: {exc}")
+        return None
+    try:
+        options = entry.cls.Options.model_validate(raw, context=context)
+    except ValidationError as exc:
+        problems += [_describe(err, (where,), entry.cls.Options) for err in exc.errors()]
+        return None
+    return Component(kind, entry.cls.name, entry.cls, options, where)
 
 
 def _systems(raw_systems: Any, reg, context: dict[str, Any], problems: list[str]) -> list[Component]:
