@@ -35,6 +35,8 @@ RUN_FILES = ("state.json", "manifest.json", "results.json", "teacher.jsonl", "ru
              "vllm.log", "cache_keys.txt", "spend.jsonl", "eval")
 # Options that change how answers are fetched, never what they are: a resume may change them (raise
 # a spent `max_usd`, say). Matched by name in any table.
+# Options renamed since a run may have recorded its spec: old name -> new name.
+RENAMED_OPTIONS = {"seed": "provider_seed"}
 RESUMABLE_OPTIONS = {"max_concurrency", "rpm", "tpm", "max_retries", "timeout", "max_retry_wait", "max_usd",
                      "max_failure_share", "batch_poll_seconds", "batch_max_requests", "workers"}
 _RUN_PATTERNS = (re.compile(r"iter_\d+"), re.compile(r".*\.tmp"))
@@ -169,7 +171,7 @@ class RunDir:
         manifest = self.manifest()
         if manifest is None:
             return
-        before, now = _flatten(manifest["spec"]), _flatten(resolved)
+        before, now = _renamed(_flatten(manifest["spec"]), _flatten(resolved)), _flatten(resolved)
         fields = []
         for key in sorted(before.keys() | now.keys()):
             table, _, option = key.partition(".")
@@ -356,6 +358,17 @@ def data_changes(before: Any, now: dict[str, Any]) -> str | None:
     if not (edited or added or gone):
         return None
     return f"{edited + added + gone} of {len(old)} examples changed ({edited} edited, {added} new, {gone} gone)"
+
+
+def _renamed(before: dict[str, str], now: dict[str, str]) -> dict[str, str]:
+    """A recorded spec with the options renamed since under their new names (where the table has the new one)."""
+    out = dict(before)
+    for key in before:
+        table, _, option = key.partition(".")
+        new = RENAMED_OPTIONS.get(option)
+        if new and f"{table}.{new}" in now and key not in now:
+            out[f"{table}.{new}"] = out.pop(key)
+    return out
 
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, str]:

@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+import dpokd
+
 from dpokd.errors import BudgetExceeded, ConfigError, OfflineCacheMiss, StageFailed
 from dpokd.interfaces import Context
 from dpokd.plugins.teachers.litellm import LiteLLMTeacher
@@ -290,3 +292,29 @@ def test_cache_stats_and_clear(server, tmp_path, cli):
     cleared = cli("cache", "clear", "--yes", "--cache-dir", str(tmp_path / "cache"))
     assert cleared.returncode == 0 and "deleted 3 entries" in cleared.stdout
     assert ResponseCache(tmp_path / "cache").stats()["entries"] == 0
+
+
+def test_the_old_seed_name_still_sets_the_provider_seed_with_the_same_cache_key(server, tmp_path):
+    """`seed` was renamed `provider_seed` (it never fell back to [run] seed); specs that say `seed` keep
+    their answers in the cache and resume their runs."""
+    from dpokd.runs import RunDir
+
+    with pytest.warns(FutureWarning, match="`seed` of a model-calling plugin is now `provider_seed`"):
+        old = teacher(server, tmp_path, seed=7)
+    new = teacher(server, tmp_path, provider_seed=7)
+    assert old.options.provider_seed == 7
+    example = examples(1)[0]
+    assert old.client.request(example.prompt, example) == new.client.request(example.prompt, example)
+    assert new.client.request(example.prompt, example)["seed"] == 7  # the key's field keeps its name
+    with pytest.raises(ValueError, match="set only `provider_seed`"):
+        teacher(server, tmp_path, seed=7, provider_seed=7)
+
+    run = RunDir(tmp_path / "runs" / "s")
+    run.create(fresh=False)
+    recorded = {"run": {"name": "s"}, "teacher": {"plugin": "litellm", "seed": 7}}
+    run.write_manifest(recorded, {})
+    now = {"run": {"name": "s"}, "teacher": {"plugin": "litellm", "provider_seed": 7}}
+    run.check_spec(now, tmp_path / "s.toml", {"teacher.provider_seed"})  # resumes
+    with pytest.raises(dpokd.SpecError, match=r"changed: teacher.provider_seed"):
+        run.check_spec({**now, "teacher": {"plugin": "litellm", "provider_seed": 8}}, tmp_path / "s.toml",
+                       {"teacher.provider_seed"})

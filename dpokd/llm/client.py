@@ -54,7 +54,8 @@ class LLMOptions(Options):
     temperature: float = Field(0.0, ge=0, le=2, description="sampling temperature; 0 is greedy")
     max_tokens: int | None = Field(None, ge=1, description="most tokens per answer")
     top_p: float | None = Field(None, gt=0, le=1, description="nucleus sampling mass")
-    seed: int | None = Field(None, description="provider-side sampling seed, where supported")
+    provider_seed: int | None = Field(None, description="sampling seed sent to the provider, where supported (not "
+                                      "[run] seed: unset, none is sent); `seed` is its old name")
     stop: list[str] | None = Field(None, description="stop sequences")
     system_prompt: str | None = Field(None, description="system message put before every prompt")
     max_concurrency: int = Field(16, ge=1, description="requests in flight at once")
@@ -75,6 +76,20 @@ class LLMOptions(Options):
                         "checked between batches, which then go one at a time")
     batch_poll_seconds: float = Field(30.0, gt=0, description="seconds between checks on a submitted batch")
     batch_max_requests: int = Field(50_000, ge=1, description="most requests in one batch (OpenAI's limit is 50,000)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_seed_name(cls, data: Any) -> Any:
+        # `seed` read as if it fell back to [run] seed; it does not (a fallback would change every
+        # cache key), so it is named for what it is. The old spelling still works, with a warning.
+        if isinstance(data, dict) and "seed" in data and "seed" not in cls.model_fields:
+            data = dict(data)
+            if "provider_seed" in data:
+                raise ValueError("`seed` is the old name of `provider_seed`; set only `provider_seed`")
+            data["provider_seed"] = data.pop("seed")
+            warnings.warn("the option `seed` of a model-calling plugin is now `provider_seed` (the provider's "
+                          "sampling seed); rename it", FutureWarning, stacklevel=2)
+        return data
 
     @model_validator(mode="after")
     def _batch_provider(self):
@@ -168,7 +183,7 @@ class LLMClient:
         sample = example.sample if example is not None else 0
         # Each sample has a seed of its own: with one seed, a provider that honours it answers alike.
         sampling = dict(temperature=temperature, top_p=o.top_p, max_tokens=o.max_tokens, stop=o.stop,
-                        seed=None if o.seed is None else o.seed + sample)
+                        seed=None if o.provider_seed is None else o.provider_seed + sample)
         if self.text:
             request = text_request(o.model, o.api_base, prompt, **sampling)
         else:

@@ -152,7 +152,7 @@ class VLLMServer:
         self.ensure()
         options = LLMOptions(model=f"hosted_vllm/{self.served_name()}", api_base=self.url,
                              temperature=o.temperature, max_tokens=o.max_new_tokens, top_p=o.top_p,
-                             stop=o.stop or None, seed=s.seed, max_concurrency=o.vllm_max_concurrency,
+                             stop=o.stop or None, provider_seed=s.seed, max_concurrency=o.vllm_max_concurrency,
                              timeout=o.vllm_timeout, max_failure_share=0.0)
         client = LLMClient(options, s.context, field="student", text=True, empty_ok=True)
         model = f"student:{s.fingerprint()}"
