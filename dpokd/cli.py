@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from . import __version__
+from . import __version__, interrupt
 from .errors import DpokdError
 
 
@@ -393,6 +393,7 @@ def main(argv: list[str] | None = None) -> None:
         if not arg.startswith("-"):
             break
     err = _console(stderr=True)
+    interrupt.install()
     try:
         from .registry import STRICT_ENV, registry, strict_mode
 
@@ -429,7 +430,20 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         err.print(INTERRUPTED)
         code = 130
+    if code == 130:
+        _exit_interrupted()
     sys.exit(code or 0)
+
+
+def _exit_interrupted() -> None:
+    """Exit 130 for certain. A KeyboardInterrupt that reached Python code run by a library (not
+    ours) makes the interpreter kill itself with SIGINT at exit, which would override the status."""
+    import atexit
+
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
 
 
 if __name__ == "__main__":

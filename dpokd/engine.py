@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from . import models
+from . import interrupt, models
 from .cards import write_run_cards
 from .contamination import overlapping
 from .errors import ConfigError, DpokdError, PluginError, SpecError
@@ -57,10 +57,12 @@ class Engine:
     # -- stages -----------------------------------------------------------------------------------
     @contextmanager
     def stage(self, name: str):
+        interrupt.check()
         start = time.monotonic()
         yield
         self.run.mark_done(name)
         self.context.log(f"[bold]{name}[/] done in {time.monotonic() - start:.1f}s")
+        interrupt.check()  # a Ctrl-C a library swallowed during the stage
 
     def execute(self) -> list[Score]:
         if self.fresh or not self.run.is_done("report"):  # a finished run is shown without keys
