@@ -394,6 +394,7 @@ def main(argv: list[str] | None = None) -> None:
             break
     err = _console(stderr=True)
     interrupt.install()
+    _deprecations_on_one_line(err)
     try:
         from .registry import STRICT_ENV, registry, strict_mode
 
@@ -433,6 +434,21 @@ def main(argv: list[str] | None = None) -> None:
     if code == 130:
         _exit_interrupted()
     sys.exit(code or 0)
+
+
+def _deprecations_on_one_line(err) -> None:
+    """A renamed spec key or value (a FutureWarning) is one line for the user, not a source listing."""
+    import warnings
+
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, FutureWarning):
+            err.print(f"[yellow]warning:[/] {escape(str(message))}")
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
 
 
 def _exit_interrupted() -> None:

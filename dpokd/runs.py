@@ -37,6 +37,7 @@ RUN_FILES = ("state.json", "manifest.json", "results.json", "teacher.jsonl", "ru
 # a spent `max_usd`, say). Matched by name in any table.
 # Options renamed since a run may have recorded its spec: old name -> new name.
 RENAMED_OPTIONS = {"seed": "provider_seed"}
+RENAMED_VALUES = {("run.mode", '"offline"'): '"static"'}  # as _flatten writes them
 RESUMABLE_OPTIONS = {"max_concurrency", "rpm", "tpm", "max_retries", "timeout", "max_retry_wait", "max_usd",
                      "max_failure_share", "batch_poll_seconds", "batch_max_requests", "workers"}
 _RUN_PATTERNS = (re.compile(r"iter_\d+"), re.compile(r".*\.tmp"))
@@ -361,13 +362,16 @@ def data_changes(before: Any, now: dict[str, Any]) -> str | None:
 
 
 def _renamed(before: dict[str, str], now: dict[str, str]) -> dict[str, str]:
-    """A recorded spec with the options renamed since under their new names (where the table has the new one)."""
+    """A recorded spec with the options and values renamed since under their new names."""
     out = dict(before)
     for key in before:
         table, _, option = key.partition(".")
         new = RENAMED_OPTIONS.get(option)
         if new and f"{table}.{new}" in now and key not in now:
             out[f"{table}.{new}"] = out.pop(key)
+    for (key, value), renamed in RENAMED_VALUES.items():
+        if out.get(key) == value:
+            out[key] = renamed
     return out
 
 

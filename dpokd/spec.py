@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -38,9 +39,10 @@ class RunOptions(BaseModel):
     name: str | None = Field(
         None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="run directory name; default: the spec file's name"
     )
-    mode: Literal["offline", "online", "eval"] = Field(
-        "offline", description="offline: student answers once; online: every iteration; eval: only judge the systems")
-    iterations: int = Field(1, ge=1, description="DPO rounds; online only, offline is always 1")
+    mode: Literal["static", "online", "eval"] = Field(
+        "static", description="static (the paper's offline DPO-KD): the student answers once; online: every iteration; "
+                              "eval: only judge the systems")
+    iterations: int = Field(1, ge=1, description="DPO rounds; online only, static is always 1")
     # numpy, which training seeds through transformers, takes only 0..2**32-1.
     seed: int = Field(0, ge=0, le=2**32 - 1, description="seed for data splits, generation and training")
     output_dir: SpecPath = Field(Path("runs"), description="where run directories are created")
@@ -51,11 +53,21 @@ class RunOptions(BaseModel):
     stop_when_no_pairs: bool = Field(
         True, description="online: an iteration with no new pairs ends the loop (the student has converged)")
 
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _renamed_mode(cls, mode: Any) -> Any:
+        # "offline" also named --offline, the replay from the cache; the regime is "static" now.
+        if mode == "offline":
+            warnings.warn('run.mode = "offline" is now spelled "static" (the student answers once); '
+                          "the old spelling will stop working in a later release", FutureWarning, stacklevel=2)
+            return "static"
+        return mode
+
     @field_validator("iterations")
     @classmethod
-    def _offline_runs_once(cls, iterations: int, info: ValidationInfo) -> int:
+    def _static_runs_once(cls, iterations: int, info: ValidationInfo) -> int:
         mode = info.data.get("mode")
-        if mode in ("offline", "eval") and iterations != 1:
+        if mode in ("static", "eval") and iterations != 1:
             raise ValueError(f"must be 1 when `mode` is {mode!r} (got {iterations}); use mode = 'online' to iterate")
         return iterations
 

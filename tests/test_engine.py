@@ -81,7 +81,7 @@ def prompts_asked(server) -> list[str]:
 
 def test_offline_mode_scores_every_judge_and_system(teacher_server, tmp_path):
     spec = tmp_path / "offline.toml"
-    spec.write_text(spec_text(teacher_server.url, name="off", mode="offline", iterations=1, cache="cache"))
+    spec.write_text(spec_text(teacher_server.url, name="off", mode="static", iterations=1, cache="cache"))
     teacher_server.reset()
     out = run_cli("run", str(spec))
     assert out.returncode == 0, out.stderr[-3000:]
@@ -150,14 +150,14 @@ def test_online_run_killed_mid_training_resumes_to_the_same_results(teacher_serv
 
 def test_offline_replay_miss_exits_3(teacher_server, tmp_path):
     spec = tmp_path / "miss.toml"
-    spec.write_text(spec_text(teacher_server.url, name="miss", mode="offline", iterations=1, cache="empty-cache"))
+    spec.write_text(spec_text(teacher_server.url, name="miss", mode="static", iterations=1, cache="empty-cache"))
     out = run_cli("run", str(spec), "--offline")
     assert out.returncode == 3 and "not in the cache" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_changed_spec_is_refused_naming_the_fields(teacher_server, tmp_path):
     spec = tmp_path / "s.toml"
-    spec.write_text(spec_text(teacher_server.url, name="s", mode="offline", iterations=1, cache="cache"))
+    spec.write_text(spec_text(teacher_server.url, name="s", mode="static", iterations=1, cache="cache"))
     from dpokd.runs import RunDir
     from dpokd.spec import load_spec
 
@@ -180,13 +180,14 @@ def test_options_an_upgrade_added_or_dropped_do_not_block_a_resume(teacher_serve
     from dpokd.spec import load_spec
 
     spec = tmp_path / "s.toml"
-    spec.write_text(spec_text(teacher_server.url, name="s", mode="offline", iterations=1, cache="cache"))
+    spec.write_text(spec_text(teacher_server.url, name="s", mode="static", iterations=1, cache="cache"))
     loaded = load_spec(spec)
     run = RunDir(tmp_path / "runs" / "s")
     run.create(fresh=False)
     older = loaded.resolved()
     del older["student"]["report_to"]  # an option this dpokd added
     older["student"]["an_option_since_dropped"] = 1
+    older["run"]["mode"] = "offline"  # the old name of "static"
     run.write_manifest(older, {})
     run.check_spec(loaded.resolved(), spec, loaded.written())  # resumes
 
@@ -198,7 +199,7 @@ def test_options_an_upgrade_added_or_dropped_do_not_block_a_resume(teacher_serve
     written = load_spec(spec)
     with pytest.raises(SpecError, match=r"changed: student.report_to"):
         run.check_spec(written.resolved(), spec, written.written())
-    spec.write_text(spec_text(teacher_server.url, name="s", mode="offline", iterations=1, cache="cache")
+    spec.write_text(spec_text(teacher_server.url, name="s", mode="static", iterations=1, cache="cache")
                     + '\n[[judges]]\nplugin = "teacher-likelihood"\n')
     more = load_spec(spec)
     with pytest.raises(SpecError, match=r"judges\[\d\]\.plugin"):

@@ -55,7 +55,7 @@ def test_validate_many_exits_2_when_any_is_invalid(cli):
 
 def test_all_problems_of_a_file_are_reported(tmp_path):
     spec = tmp_path / "s.toml"
-    spec.write_text('[run]\nmode = "offline"\niterations = 2\n[task]\nplugin = "synthetic-codegen"\nn_train = -1\n'
+    spec.write_text('[run]\nmode = "static"\niterations = 2\n[task]\nplugin = "synthetic-codegen"\nn_train = -1\n'
                     '[teacher]\nplugin = "nope"\n[extra]\n')
     with pytest.raises(SpecError) as info:
         load_spec(spec)
@@ -112,3 +112,16 @@ def test_known_losses_are_exactly_trls():
 
     help_text = next(f for f in dataclasses.fields(DPOConfig) if f.name == "loss_type").metadata["help"]
     assert set(re.findall(r"`'(\w+)'`", help_text)) == set(TRL_LOSSES)
+
+
+def test_the_old_mode_name_still_works_with_one_warning_line(tmp_path, cli):
+    """`mode = "offline"` (the DPO regime) read like `--offline` (replay): the regime is "static" now."""
+    spec = tmp_path / "s.toml"
+    spec.write_text((ROOT / "specs" / "quickstart.toml").read_text().replace('mode = "online"', 'mode = "offline"')
+                    .replace("iterations = 3", "iterations = 1"))
+    out = cli("validate", str(spec))
+    assert out.returncode == 0, out.stderr
+    assert "(static," in out.stdout
+    warning = [line for line in out.stderr.splitlines() if "offline" in line]
+    assert warning == ['warning: run.mode = "offline" is now spelled "static" (the student answers once); the old '
+                       'spelling will stop working in a later release']
