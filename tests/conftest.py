@@ -42,3 +42,13 @@ def shipped_spec(spec: Path, home: Path) -> Path:
             adapter.mkdir(parents=True, exist_ok=True)
             (adapter / "adapter_model.safetensors").touch()
     return copy
+
+
+@pytest.fixture(scope="session")
+def quickstart_run(tmp_path_factory):
+    """`dpokd run specs/quickstart.toml` as a user runs it, once per session: the folder it ran in,
+    the run directory and the finished process (about 30 s on two cores)."""
+    home = tmp_path_factory.mktemp("quickstart")
+    out = run_cli("run", str(ROOT / "specs" / "quickstart.toml"), cwd=home)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return home, home / "runs" / "quickstart", out

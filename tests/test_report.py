@@ -248,12 +248,9 @@ def test_a_164_problem_10_sample_5_system_run_gives_a_report_under_20_mb_that_lo
 
 # -- a real run -----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def quickstart(tmp_path_factory):
-    """The quickstart, run once for this module (about two and a half minutes on two cores)."""
-    home = tmp_path_factory.mktemp("quickstart")
-    out = run_cli("run", str(ROOT / "specs" / "quickstart.toml"), cwd=home)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return home, home / "runs" / "quickstart"
+def quickstart(quickstart_run):
+    home, run, _ = quickstart_run
+    return home, run
 
 
 def _passed(run: Path, system: str) -> dict[str, bool]:
