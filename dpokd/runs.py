@@ -249,13 +249,17 @@ def damaged(path: Path, what: str, remedy: str = FRESH) -> DpokdError:
     return DpokdError(f"{path}: {what}; {remedy}")
 
 
-def read_json(path: Path, remedy: str = FRESH) -> Any:
+def _read_text(path: Path, remedy: str) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise damaged(path, "is missing", remedy) from None
     except UnicodeDecodeError:
         raise damaged(path, "is not text", remedy) from None
+
+
+def read_json(path: Path, remedy: str = FRESH) -> Any:
+    text = _read_text(path, remedy)
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
@@ -264,12 +268,7 @@ def read_json(path: Path, remedy: str = FRESH) -> Any:
 
 
 def read_jsonl(path: Path, remedy: str = FRESH) -> list[dict[str, Any]]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise damaged(path, "is missing", remedy) from None
-    except UnicodeDecodeError:
-        raise damaged(path, "is not text", remedy) from None
+    text = _read_text(path, remedy)
     rows = []
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():

@@ -47,6 +47,18 @@ def _adapter_dir(value: Path | None, info) -> Path | None:
     return path
 
 
+def _known(what: str, names: list[str], known: list[str]) -> list[str]:
+    """``names`` if each is in ``known``; else the first stranger, with the nearest known name."""
+    import difflib
+
+    for name in names:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ValueError(f"unknown {what} {name!r}; {hint}(known: {', '.join(known)})")
+    return names
+
+
 class HFQLoRAStudent(dpokd.Student):
     """A causal LM in 4-bit with a LoRA adapter; DPO through ``trl.DPOTrainer``."""
 
@@ -123,26 +135,12 @@ class HFQLoRAStudent(dpokd.Student):
         @dpokd.field_validator("loss")
         @classmethod
         def _known_losses(cls, v: list[str]) -> list[str]:
-            import difflib
-
-            for name in v:
-                if name not in TRL_LOSSES:
-                    close = difflib.get_close_matches(name, TRL_LOSSES, n=1)
-                    hint = f"did you mean {close[0]!r}? " if close else ""
-                    raise ValueError(f"unknown TRL loss type {name!r}; {hint}(known: {', '.join(TRL_LOSSES)})")
-            return v
+            return _known("TRL loss type", v, TRL_LOSSES)
 
         @dpokd.field_validator("report_to")
         @classmethod
         def _known_trackers(cls, v: list[str]) -> list[str]:
-            import difflib
-
-            for name in v:
-                if name not in dpokd.TRACKERS:
-                    close = difflib.get_close_matches(name, dpokd.TRACKERS, n=1)
-                    hint = f"did you mean {close[0]!r}? " if close else ""
-                    raise ValueError(f"unknown tracker {name!r}; {hint}(known: {', '.join(dpokd.TRACKERS)})")
-            return v
+            return _known("tracker", v, list(dpokd.TRACKERS))
 
         @dpokd.field_validator("loss_weights")
         @classmethod
