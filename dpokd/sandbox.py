@@ -36,6 +36,7 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -421,8 +422,10 @@ class Sandbox:
         self._uids: queue.Queue[int] = queue.Queue()
         # More uids than workers, reused round-robin: a fork bomb's zombies still count against a
         # uid's process cap until init reaps them, so a uid rests before it is handed out again.
-        for slot in range(max(16, 4 * self.workers)):
-            self._uids.put(UID_BASE + slot)
+        self._leases = _lease_uids(max(16, 4 * self.workers)) if self.isolate else {}
+        weakref.finalize(self, _release, list(self._leases.values()))
+        for uid in self._leases or range(UID_BASE, UID_BASE + max(16, 4 * self.workers)):
+            self._uids.put(uid)
         self._warned = False
 
     def run(self, job: Job) -> Result:
@@ -604,6 +607,43 @@ def _kill_group(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+UID_RANGE = 4096  # uids UID_BASE .. UID_BASE + UID_RANGE - 1 are the sandbox's
+
+
+def _lease_uids(count: int) -> dict[int, int]:
+    """``count`` uids no other sandbox holds, each kept by a lock for this object's lifetime.
+
+    Two dpokd processes on one machine must not share a uid: a uid's process cap is shared, and
+    one's clean-up (kill every process of the uid) would kill the other's samples.
+    """
+    import fcntl
+
+    run = Path("/run")
+    folder = (run if os.access(run, os.W_OK) else Path(tempfile.gettempdir())) / "dpokd-sandbox-uids"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    if folder.stat().st_uid != os.geteuid():
+        raise ConfigError(f"sandbox: {folder} belongs to another user; remove it")
+    leases: dict[int, int] = {}
+    for uid in range(UID_BASE, UID_BASE + UID_RANGE):
+        fd = os.open(folder / str(uid), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        leases[uid] = fd
+        if len(leases) == count:
+            return leases
+    for fd in leases.values():
+        os.close(fd)
+    raise ConfigError(f"sandbox: all {UID_RANGE} sandbox uids are in use by other dpokd processes")
+
+
+def _release(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
 
 
 def _kill_uid(uid: int) -> None:

@@ -15,7 +15,7 @@ import pytest
 from dpokd import sandbox as sandbox_module
 from dpokd.errors import ConfigError
 from dpokd.evaluation import job_for
-from dpokd.sandbox import Job, Limits, Sandbox
+from dpokd.sandbox import UID_BASE, UID_RANGE, Job, Limits, Sandbox
 
 from .conftest import ROOT, run_cli
 
@@ -33,7 +33,7 @@ def live_uid_processes() -> int:
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
             try:
-                if 61000 <= os.stat(f"/proc/{entry.name}").st_uid < 62000:
+                if UID_BASE <= os.stat(f"/proc/{entry.name}").st_uid < UID_BASE + UID_RANGE:
                     state = open(f"/proc/{entry.name}/stat").read().rsplit(")", 1)[1].split()[0]
                     count += state not in ("Z", "X")
             except (OSError, IndexError):
@@ -422,3 +422,17 @@ def test_limits_under_which_nothing_can_pass_are_refused_up_front():
     Sandbox(Limits(timeout=3.0, memory_mb=256), workers=1).self_test()
     with pytest.raises(ConfigError, match=r"a correct program does not pass under these limits.*`timeout` \(now 0.001\)"):
         Sandbox(Limits(timeout=0.001), workers=1).self_test()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="uids of its own need root")
+def test_two_sandboxes_at_once_never_share_a_uid():
+    """One's clean-up kills every process of its uids: another dpokd's samples must not be among them."""
+    ours = Sandbox(workers=1)
+    script = "from dpokd.sandbox import Sandbox; print(sorted(Sandbox(workers=1)._leases))"
+    theirs = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert set(ours._leases).isdisjoint(json.loads(theirs.stdout))
+    again = Sandbox(workers=1)
+    assert set(ours._leases).isdisjoint(again._leases)
+    held = set(again._leases)
+    del again
+    assert held <= set(Sandbox(workers=1)._leases)  # released with the object
