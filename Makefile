@@ -18,7 +18,7 @@ demo: $(BIN)/dpokd
 	$(BIN)/dpokd run specs/quickstart.toml
 
 test: $(BIN)/dpokd
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 bench: $(BIN)/dpokd
 	@for b in bench/*.py; do case $$b in */_*) continue;; esac; echo "== $$b"; $(BIN)/python $$b || exit 1; done
