@@ -85,7 +85,7 @@ def dataset_card(*, counts: dict[str, Any], iteration: int, teacher: dict[str, A
                            configs=[{"config_name": "default", "data_files": [{"split": "train", "path": data_file}]}],
                            pretty_name=f"{(run or {}).get('name') or 'dpokd'} pairs, iteration {iteration}")
     lines = [f"# {data.pretty_name}", "",
-             f"Preference pairs in TRL's format (`prompt`, `chosen`, `rejected`), made by "
+             "Preference pairs in TRL's format (`prompt`, `chosen`, `rejected`), made by "
              "[dpokd](https://pypi.org/project/dpokd/) for DPO knowledge distillation, one line per train prompt "
              "(`example_id` joins it to the task's example).", "",
              "| | |", "| --- | --- |",

@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cards import PAIRS_CARD, checkpoint_card, pairs_card
+from .cards import checkpoint_card, pairs_card
 from .errors import ConfigError, DpokdError
 from .runs import RunDir
 

@@ -278,6 +278,9 @@ def _plugin_traceback(exc: BaseException) -> str:
     machinery above it say nothing to the plugin's author."""
     internal = (str(Path(__file__).resolve()), str(Path(pluggy.__file__).resolve().parent),
                 str(Path(importlib.__file__).resolve().parent), "<frozen ")
+    backport = sys.modules.get("importlib_metadata")  # once any library imports it, entry points load through it
+    if backport is not None:
+        internal += (str(Path(backport.__file__).resolve().parent),)
     tb = exc.__traceback__
     while tb is not None and tb.tb_frame.f_code.co_filename.startswith(internal):
         tb = tb.tb_next

@@ -6,8 +6,6 @@ import ast
 import sys
 from pathlib import Path
 
-import pytest
-
 import dpokd
 from dpokd.interfaces import Judge, Task
 from dpokd.records import PreferencePair

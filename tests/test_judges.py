@@ -34,8 +34,6 @@ def test_verdicts_are_parsed_from_surrounding_text():
 
 
 def systems_for(task):
-    examples = task.examples("eval")
-
     def constant(prefix):
         return lambda exs: [Completion.of(e, f"{prefix} answer to {e.id}") for e in exs]
 

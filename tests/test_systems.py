@@ -10,12 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from dpokd.interfaces import Context
 from dpokd.plugins.tasks.synthetic import SyntheticCodegen
 from dpokd.spec import load_spec
 from dpokd.testing import LoopbackServer
 
-from .conftest import ROOT, run_cli
+from .conftest import run_cli
 
 TASK = dict(n_train=16, n_eval=8, levels=[1], seed=3)
 TASK_TOML = "\n".join(f"{k} = {json.dumps(v)}" for k, v in TASK.items())
