@@ -25,8 +25,8 @@ from .interfaces import Context, Student, System
 from .leaderboard import load_rows, plot_curves, render
 from .records import Completion, Example, PreferencePair, Score
 from .report import record_examples, write_report
-from .runs import (DiskFull, RunDir, data_fingerprint, damaged, is_disk_full, read_json, read_jsonl, read_records,
-                   write_json, write_jsonl)
+from .runs import (DiskFull, RunDir, checksum_file, damaged, data_fingerprint, is_disk_full, read_json, read_jsonl,
+                   read_records, record_checksums, verify_checksums, write_json, write_jsonl)
 from .sandbox import check_isolation
 from .spec import RunOptions, Spec
 from .trackers import log_scores
@@ -53,6 +53,7 @@ class Engine:
         self.extra = {s.name: s.build(self.context) for s in spec.systems}  # [[systems]], by name
         self.loaded = _OneStudentLoaded()
         self.trained: int | None = None  # the last trained iteration, once the loop has run (or resumed)
+        self._verified_adapters: set[Path] = set()
 
     # -- stages -----------------------------------------------------------------------------------
     @contextmanager
@@ -209,6 +210,9 @@ class Engine:
         path = self._iter_dir(k) / "adapter"
         if not path.is_dir():
             raise damaged(path, f"is missing: iteration {k}'s trained student is gone")
+        if path not in self._verified_adapters:
+            verify_checksums(path, f"iteration {k} trained it")
+            self._verified_adapters.add(path)
         return path
 
     def rejected(self, k: int, train: list[Example]) -> list[Completion]:
@@ -289,14 +293,17 @@ class Engine:
                 # learn from; this iteration's student is the previous one.
                 self.context.log(f"iter {k}: no pairs (see iter_{k}/pairs_stats.json); keeping the previous student")
                 self.student.save(out / "adapter")
+                record_checksums(out / "adapter")
                 write_json(out / "train_metrics.json", {"pairs": 0, "steps": 0, "skipped": True})
                 return
             (out / "train_log.jsonl").unlink(missing_ok=True)
+            checksum_file(out / "adapter").unlink(missing_ok=True)  # an earlier attempt's, if any
             try:
                 metrics = self.student.train_dpo(batch, out)
             except BaseException:
                 shutil.rmtree(out / "adapter", ignore_errors=True)  # half-saved weights must not look trained
                 raise
+            record_checksums(out / "adapter")
             write_json(out / "train_metrics.json", metrics)
 
     def evaluate(self, chosen: list[Completion]) -> list[Score]:

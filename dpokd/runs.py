@@ -340,6 +340,53 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 # -- what data a run was built from ---------------------------------------------------------------
+CARD = "README.md"  # rewritten with scores after evaluation: not part of what a checksum covers
+
+
+def checksum_file(directory: Path) -> Path:
+    """Where :func:`record_checksums` writes: ``iter_1/adapter.sha256`` for ``iter_1/adapter``."""
+    return directory.with_name(directory.name + ".sha256")
+
+
+def _file_digests(directory: Path) -> dict[str, str]:
+    digests = {}
+    for path in sorted(p for p in directory.rglob("*") if p.is_file() and p.name != CARD):
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        digests[path.relative_to(directory.parent).as_posix()] = digest.hexdigest()
+    return digests
+
+
+def record_checksums(directory: Path) -> None:
+    """The sha256 of every file in ``directory`` (its card aside), beside it in sha256sum's format:
+    ``sha256sum -c iter_1/adapter.sha256``, run in the run directory's ``iter_1``, checks it too."""
+    lines = [f"{digest}  {name}\n" for name, digest in _file_digests(directory).items()]
+    _write_atomic(checksum_file(directory), "".join(lines))
+
+
+def verify_checksums(directory: Path, what: str) -> None:
+    """Refuse ``directory`` when a file differs from what :func:`record_checksums` recorded: weights
+    changed on disk can be finite and still wrong, and every score built on them would be too.
+    A directory recorded before dpokd kept checksums has none to check."""
+    record = checksum_file(directory)
+    if not record.exists():
+        return
+    expected: dict[str, str] = {}
+    for number, line in enumerate(_read_text(record, FRESH).splitlines(), 1):
+        digest, sep, name = line.partition("  ")
+        if not sep or not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise damaged(record, f"line {number} is not `<sha256>  <file>`")
+        expected[name] = digest
+    actual = _file_digests(directory)
+    changed = [name for name, digest in expected.items() if actual.get(name) != digest]
+    if changed:
+        state = "is missing" if changed[0] not in actual else "has changed"
+        raise damaged(directory.parent / changed[0], f"{state} since {what} was saved (its sha256 is in {record}); "
+                      "the run's files are damaged")
+
+
 def data_fingerprint(examples: list[Example]) -> dict[str, Any]:
     """A digest of each example (id, prompt, reference, tests), keyed by id, and one of the whole split."""
     items = {e.id: hashlib.sha256(json.dumps([e.prompt, e.reference, e.tests, e.entry_point]).encode()).hexdigest()[:16]

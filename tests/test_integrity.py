@@ -295,9 +295,12 @@ def _unsafe(path: Path, tensors_bytes) -> None:
 
 @pytest.mark.parametrize("damage", ["deleted", "truncated", "random bytes"])
 def test_a_damaged_adapter_exits_2_instead_of_a_traceback_or_nan(run, damage):
+    """What the weights file itself shows, for an adapter with no checksum (a run recorded before
+    dpokd kept them, or an eval system's own `adapter`)."""
     spec, run_dir = run
     unfinish(run_dir, "iter_1/train")
     adapter = run_dir / "iter_1" / "adapter"
+    (run_dir / "iter_1" / "adapter.sha256").unlink()
     weights = adapter / "adapter_model.safetensors"
     if damage == "deleted":
         shutil.rmtree(adapter)
@@ -306,9 +309,34 @@ def test_a_damaged_adapter_exits_2_instead_of_a_traceback_or_nan(run, damage):
         weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
         refused(run_cli("run", str(spec)), str(weights), "cannot read the adapter", "--fresh")
     else:
-        # Bytes 0xFF are NaN in every float type; today these load silently and teacher_nll = nan.
+        # Bytes 0xFF are NaN in every float type; without the check these load and teacher_nll = nan.
         _unsafe(weights, lambda n: b"\xff" * n)
         refused(run_cli("run", str(spec)), str(weights), "NaN or infinite", "--fresh")
+    assert "evaluate" not in json.loads((run_dir / "state.json").read_text())["finished"]
+
+
+@pytest.mark.parametrize("damage", ["zeroed", "truncated", "config edited"])
+def test_an_adapter_changed_after_training_is_refused_even_with_finite_weights(run, damage):
+    """Zeroed LoRA weights are finite and load as the base model: only the checksum recorded when the
+    train stage saved them shows that the scores would be the base's, not the trained student's."""
+    spec, run_dir = run
+    unfinish(run_dir, "iter_1/train")
+    iter_dir, adapter = run_dir / "iter_1", run_dir / "iter_1" / "adapter"
+    # The record is sha256sum's own format, and the card rewritten after evaluation is not in it.
+    assert subprocess.run(["sha256sum", "-c", "adapter.sha256"], cwd=iter_dir, capture_output=True).returncode == 0
+    assert "README.md" not in (iter_dir / "adapter.sha256").read_text()
+    changed = {"zeroed": "adapter_model.safetensors", "truncated": "adapter_model.safetensors",
+               "config edited": "adapter_config.json"}[damage]
+    if damage == "zeroed":
+        _unsafe(adapter / changed, lambda n: b"\0" * n)
+    elif damage == "truncated":
+        (adapter / changed).write_bytes((adapter / changed).read_bytes()[:1000])
+    else:
+        config = json.loads((adapter / changed).read_text())
+        (adapter / changed).write_text(json.dumps({**config, "lora_alpha": config["lora_alpha"] * 2}))
+    assert subprocess.run(["sha256sum", "-c", "adapter.sha256"], cwd=iter_dir, capture_output=True).returncode != 0
+    refused(run_cli("run", str(spec)), str(adapter / changed), "has changed since iteration 1 trained it",
+            "adapter.sha256", "--fresh")
     assert "evaluate" not in json.loads((run_dir / "state.json").read_text())["finished"]
 
 

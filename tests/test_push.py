@@ -182,6 +182,17 @@ def test_an_unfinished_run_is_refused(run, hub, tmp_path):
     assert out.returncode == 2 and "the run has not finished (no results.json)" in " ".join(out.stderr.split())
 
 
+def test_weights_changed_since_training_are_not_pushed(run, hub, tmp_path):
+    copy = tmp_path / "changed"
+    shutil.copytree(run, copy)
+    weights = copy / "iter_2" / "adapter" / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-4] + bytes(4))  # the last float zeroed: finite, and wrong
+    out = run_cli("push", str(copy), "--repo", "me/tiny-kd", env=env(hub, tmp_path))
+    message = " ".join(out.stderr.split())
+    assert out.returncode == 2 and f"{weights}: has changed since iteration 2 trained it" in message, message
+    assert hub.requests == []
+
+
 def test_without_iteration_the_last_trained_adapter_is_pushed(run, hub, tmp_path):
     """An online loop that converged early has fewer adapters than `iterations` says."""
     copy = tmp_path / "converged"
