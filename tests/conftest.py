@@ -53,13 +53,14 @@ def shipped_spec(spec: Path, home: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def quickstart_run(tmp_path_factory, worker_id):
+def quickstart_run(tmp_path_factory):
     """`dpokd run specs/quickstart.toml` as a user runs it, once per test session, whichever workers
     ask for it: the folder it ran in, the run directory and the finished process (about 30 s)."""
     from filelock import FileLock
 
     # Workers share their session's base folder; a run of its own without xdist.
-    shared = tmp_path_factory.getbasetemp().parent if worker_id != "master" else tmp_path_factory.mktemp("shared")
+    xdist = "PYTEST_XDIST_WORKER" in os.environ
+    shared = tmp_path_factory.getbasetemp().parent if xdist else tmp_path_factory.mktemp("shared")
     home, record = shared / "quickstart", shared / "quickstart.json"
     with FileLock(str(shared / "quickstart.lock")):
         if not record.exists():
