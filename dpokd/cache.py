@@ -12,6 +12,7 @@ run, every key read or written is appended to the run's ``cache_keys.txt``: exac
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import pickle
@@ -28,9 +29,68 @@ KEY_VERSION = "v1"
 SAMPLING_KEYS = ("temperature", "top_p", "max_tokens", "stop", "seed", "n")
 KEY_PATTERN = re.compile(r"^v1:[0-9a-f]{64}$")
 JOURNAL = "cache_keys.txt"
-# What reading a damaged entry raises: SQLite's own errors, and pickle's on a garbled value.
+# What reading a damaged entry raises: SQLite's own errors, and JSON's (a ValueError) on a garbled value.
 _UNREADABLE = (sqlite3.DatabaseError, pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
                ImportError, IndexError)
+
+
+class PickledEntry(Exception):
+    """A stored key or value is a Python pickle, which dpokd does not load: loading one can run code."""
+
+
+@functools.cache
+def json_disk():
+    """diskcache's ``Disk`` storing values as JSON text and refusing to load a pickle.
+
+    diskcache pickles any value that is not a string, number or bytes, and unpickles whatever its
+    database holds: a cache folder from elsewhere could run code when read. Keys are strings, which
+    it stores as they are; values go in as JSON strings.
+    """
+    import diskcache
+    from diskcache.core import MODE_PICKLE, UNKNOWN
+
+    class JSONValues(diskcache.Disk):
+        def get(self, key, raw):
+            if not raw:
+                raise PickledEntry("a key")
+            return super().get(key, raw)
+
+        def store(self, value, read, key=UNKNOWN):
+            return super().store(value if read else json.dumps(value, ensure_ascii=False), read, key=key)
+
+        def fetch(self, mode, filename, value, read):
+            if mode == MODE_PICKLE:
+                raise PickledEntry("a value")
+            data = super().fetch(mode, filename, value, read)
+            return json.loads(data) if isinstance(data, str) else data
+
+    return JSONValues
+
+
+def _open(path: Path):
+    import diskcache
+
+    return diskcache.Cache(str(path), disk=json_disk())
+
+
+def upgrade(cache_dir: str | Path) -> tuple[int, int]:
+    """Rewrite the pickled entries of a cache written by an earlier dpokd as JSON, in place: for a cache
+    the user trusts (this reads its pickles). Returns (converted, entries)."""
+    import diskcache
+
+    converted = total = 0
+    layout = CacheLayout(cache_dir)
+    for path in (layout.responses, layout.batches):
+        if not (path / "cache.db").exists():
+            continue
+        with diskcache.Cache(str(path)) as store, store.transact():
+            for key in list(store.iterkeys()):
+                total += 1
+                value = store.get(key)
+                if not isinstance(value, str):  # a JSON entry reads back as its text here
+                    store.set(key, json.dumps(value, ensure_ascii=False))
+                    converted += 1
+    return converted, total
 
 
 class CacheLayout:
@@ -111,8 +171,6 @@ class ResponseCache:
     """
 
     def __init__(self, cache_dir: str | Path, journal: Path | None = None):
-        import diskcache
-
         self.dir = Path(cache_dir)
         self.layout = CacheLayout(self.dir)
         self.responses = self.layout.responses
@@ -122,7 +180,7 @@ class ResponseCache:
             raise ConfigError(f"{self.dir}: the cache directory is a file; point run.cache_dir (or --cache-dir) "
                               "at a directory") from None
         try:
-            self._store = diskcache.Cache(str(self.responses))
+            self._store = _open(self.responses)
         except sqlite3.DatabaseError as exc:
             raise self._broken(exc) from None
         self.journal = journal
@@ -141,6 +199,8 @@ class ResponseCache:
             return self._store.get(key)
         except sqlite3.DatabaseError as exc:
             raise self._broken(exc) from None
+        except PickledEntry:
+            raise pickled(self.dir) from None
         except _UNREADABLE as exc:
             raise self._bad_entry(key, f"unreadable ({type(exc).__name__}: {exc})") from None
 
@@ -199,9 +259,15 @@ class ResponseCache:
 
     def refused_keys(self) -> list[str]:
         keys = []
-        for key in list(self._store.iterkeys()):
+        try:
+            stored = list(self._store.iterkeys())
+        except PickledEntry:
+            raise pickled(self.dir) from None
+        for key in stored:
             try:
                 value = self._store.get(key)
+            except PickledEntry:
+                raise pickled(self.dir) from None
             except _UNREADABLE:
                 continue
             if isinstance(value, dict) and is_refusal(value):
@@ -244,22 +310,31 @@ class ResponseCache:
         self.layout.last_run.unlink(missing_ok=True)
 
 
+def pickled(cache_dir: Path) -> ConfigError:
+    return ConfigError(
+        f"{cache_dir}: holds entries stored as Python pickles (an earlier dpokd wrote them so), and loading a "
+        "pickle can run code, so dpokd does not. If this cache is your own, convert it once with `dpokd cache "
+        f"upgrade --cache-dir {cache_dir}`; otherwise point run.cache_dir (or --cache-dir) at another folder")
+
+
 class PendingBatches:
     """Which batch each submitted request is waiting in: ``cache_dir/batches``, kept by ``cache clear``."""
 
     def __init__(self, cache_dir: str | Path):
-        import diskcache
-
         path = CacheLayout(cache_dir).batches
+        self._cache_dir = Path(cache_dir)
         try:
-            self._store = diskcache.Cache(str(path))
+            self._store = _open(path)
         except sqlite3.DatabaseError as exc:
             raise ConfigError(f"{path / 'cache.db'}: the record of submitted batches is not a readable SQLite "
                               f"database ({exc}). Delete the folder {path} (batches still running are then submitted "
                               "and paid for again), or point run.cache_dir at another folder") from None
 
     def get(self, key: str) -> str | None:
-        record = self._store.get(key)
+        try:
+            record = self._store.get(key)
+        except PickledEntry:
+            raise pickled(self._cache_dir) from None
         return record["batch_id"] if record else None
 
     def add(self, keys: list[str], batch_id: str) -> None:

@@ -336,6 +336,19 @@ def cache_clear(cache_dir: Path, yes: bool, refused: bool, keys: tuple[str, ...]
     click.echo(f"deleted {n} {'refusals' if refused else 'entries'}")
 
 
+@cache.command("upgrade")
+@_cache_dir
+def cache_upgrade(cache_dir: Path) -> None:
+    """Convert a cache an earlier dpokd wrote (Python pickles) to JSON, in place. Only for a cache you
+    trust: converting reads its pickles, and a pickle can run code."""
+    from .cache import upgrade
+
+    if not (cache_dir / "responses").is_dir() and not (cache_dir / "batches").is_dir():
+        raise click.UsageError(f"{cache_dir} holds no dpokd cache (no responses/ or batches/ folder)")
+    converted, entries = upgrade(cache_dir)
+    click.echo(f"converted {converted} of {entries} entries to JSON in {cache_dir}")
+
+
 @cli.command()
 @click.argument("run_dir", metavar="RUN", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
