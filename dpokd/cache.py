@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import pickle
 import re
 import sqlite3
 import time
@@ -29,9 +28,8 @@ KEY_VERSION = "v1"
 SAMPLING_KEYS = ("temperature", "top_p", "max_tokens", "stop", "seed", "n")
 KEY_PATTERN = re.compile(r"^v1:[0-9a-f]{64}$")
 JOURNAL = "cache_keys.txt"
-# What reading a damaged entry raises: SQLite's own errors, and JSON's (a ValueError) on a garbled value.
-_UNREADABLE = (sqlite3.DatabaseError, pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
-               ImportError, IndexError)
+# What reading a damaged entry raises: SQLite's errors, and JSON's (a ValueError) on a garbled value.
+_UNREADABLE = (sqlite3.DatabaseError, ValueError, TypeError)
 
 
 class PickledEntry(Exception):
