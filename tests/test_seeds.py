@@ -177,7 +177,7 @@ def test_run_with_seed_goes_to_its_own_directory_and_resumes_replays_and_starts_
         teacher.reset()
         again = run_cli("run", str(spec), "--seed", "7", cwd=tmp_path, env=env)
         assert again.returncode == 0 and "is finished" in again.stderr + again.stdout
-        offline = run_cli("run", str(spec), "--seed", "7", "--offline", "--fresh", cwd=tmp_path, env=env)
+        offline = run_cli("run", str(spec), "--seed", "7", "--offline", "--fresh", cwd=tmp_path, env=env, fresh=True)
         assert offline.returncode == 0, offline.stderr[-3000:]
         assert teacher.requests == []
         assert (run_dir / "results.json").read_text() == results
