@@ -18,6 +18,7 @@ from .outcomes import eval_path
 from .progress import progress
 from .prompts import CODEGEN_TEMPLATE, SUMMARY_TEMPLATE
 from .records import SCHEMA_VERSION, Completion, Example, PreferencePair, Score
+from .runs import verify_checksums
 from .sandbox import Job, Limits, Result, Sandbox, check_isolation
 from .trackers import TENSORBOARD_DIR, TRACKERS, iteration_run
 from .trackers import check_available as check_trackers
@@ -63,6 +64,7 @@ __all__ = [
     "TRACKERS",
     "check_trackers",
     "iteration_run",
+    "verify_checksums",
     "write_adapter_card",
     # running generated code, and scoring it
     "Job",

@@ -25,8 +25,8 @@ from .interfaces import Context, Student, System
 from .leaderboard import load_rows, plot_curves, render
 from .records import Completion, Example, PreferencePair, Score
 from .report import record_examples, write_report
-from .runs import (DiskFull, RunDir, checksum_file, damaged, data_fingerprint, is_disk_full, read_json, read_jsonl,
-                   read_records, record_checksums, verify_checksums, write_json, write_jsonl)
+from .runs import (RETRAIN, DiskFull, RunDir, checksum_file, damaged, data_fingerprint, is_disk_full, read_json,
+                   read_jsonl, read_records, record_checksums, verify_checksums, write_json, write_jsonl)
 from .sandbox import check_isolation
 from .spec import RunOptions, Spec
 from .trackers import log_scores
@@ -140,7 +140,7 @@ class Engine:
                 self._check_disk()
                 self.run.write_manifest(self.spec.resolved(), {
                     "seed": self.spec.run.seed, "offline": self.context.offline, "data": data,
-                    "contamination": self._contamination(train)})
+                    "contamination": self._contamination(train), "adapter_checksums": True})
         return train
 
     def _fingerprints(self, train: list[Example]) -> dict[str, Any]:
@@ -211,7 +211,8 @@ class Engine:
         if not path.is_dir():
             raise damaged(path, f"is missing: iteration {k}'s trained student is gone")
         if path not in self._verified_adapters:
-            verify_checksums(path, f"iteration {k} trained it")
+            kept = bool((self.run.manifest() or {}).get("adapter_checksums"))  # False in runs begun before
+            verify_checksums(path, f"iteration {k} trained it", required=kept)
             self._verified_adapters.add(path)
         return path
 
@@ -480,6 +481,8 @@ def train_once(spec: Spec, pairs_path: Path, output: Path, adapter: Path | None 
     context = Context(cache_dir=spec.run.cache_dir, seed=spec.run.seed)
     student: Student = spec.student.build(context)
     student.prepare(spec.task.build(context).examples("train"))
+    if adapter is not None:
+        verify_checksums(adapter, "its train stage saved it", remedy=RETRAIN)
     student.load(adapter)
     pairs = read_records(pairs_path, PreferencePair)
     metrics = student.train_dpo(pairs, output)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .cards import checkpoint_card, pairs_card
 from .errors import ConfigError, DpokdError
-from .runs import RunDir, verify_checksums
+from .runs import RETRAIN, RunDir, verify_checksums
 
 SPEC_FILE = "spec.json"
 TOKEN_HELP = ("set HF_TOKEN to a token with write access (https://huggingface.co/settings/tokens), "
@@ -53,7 +53,9 @@ def plan(run_dir: Path, repo: str, *, iteration: int | None = None, with_pairs: 
     run.results()  # a damaged results.json is refused here, naming it
     k = _iteration(run.path, iteration)
     adapter = run.path / f"iter_{k}" / "adapter"
-    verify_checksums(adapter, f"iteration {k} trained it")  # never publish weights changed since
+    # Never publish weights changed since they were trained.
+    verify_checksums(adapter, f"iteration {k} trained it", required=bool(manifest.get("adapter_checksums")),
+                     remedy=RETRAIN)
 
     model = Upload(repo, "model")
     for path in sorted(adapter.iterdir()):

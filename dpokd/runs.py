@@ -43,6 +43,7 @@ RESUMABLE_OPTIONS = {"max_concurrency", "rpm", "tpm", "max_retries", "timeout", 
 _RUN_PATTERNS = (re.compile(r"iter_\d+"), re.compile(r".*\.tmp"))
 
 FRESH = "re-run with --fresh to start this run over (answers already paid for come from the cache)"
+RETRAIN = "train it again: `dpokd run SPEC --fresh` with the spec that trained it (answers come from the cache)"
 
 Record = TypeVar("Record", bound=BaseModel)
 
@@ -366,25 +367,29 @@ def record_checksums(directory: Path) -> None:
     _write_atomic(checksum_file(directory), "".join(lines))
 
 
-def verify_checksums(directory: Path, what: str) -> None:
+def verify_checksums(directory: Path, what: str, *, required: bool = False, remedy: str = FRESH) -> None:
     """Refuse ``directory`` when a file differs from what :func:`record_checksums` recorded: weights
     changed on disk can be finite and still wrong, and every score built on them would be too.
-    A directory recorded before dpokd kept checksums has none to check."""
+
+    ``what`` completes "has changed since ...". Without a record there is nothing to check (an
+    adapter saved elsewhere, or by a dpokd that kept no checksums), unless ``required``.
+    """
     record = checksum_file(directory)
     if not record.exists():
+        if required:
+            raise damaged(record, f"is missing: the checksums of {directory} were recorded when {what}", remedy)
         return
     expected: dict[str, str] = {}
-    for number, line in enumerate(_read_text(record, FRESH).splitlines(), 1):
+    for number, line in enumerate(_read_text(record, remedy).splitlines(), 1):
         digest, sep, name = line.partition("  ")
         if not sep or not re.fullmatch(r"[0-9a-f]{64}", digest):
-            raise damaged(record, f"line {number} is not `<sha256>  <file>`")
+            raise damaged(record, f"line {number} is not `<sha256>  <file>`", remedy)
         expected[name] = digest
     actual = _file_digests(directory)
     changed = [name for name, digest in expected.items() if actual.get(name) != digest]
     if changed:
         state = "is missing" if changed[0] not in actual else "has changed"
-        raise damaged(directory.parent / changed[0], f"{state} since {what} was saved (its sha256 is in {record}); "
-                      "the run's files are damaged")
+        raise damaged(directory.parent / changed[0], f"{state} since {what} (its sha256 is in {record})", remedy)
 
 
 def data_fingerprint(examples: list[Example]) -> dict[str, Any]:

@@ -301,6 +301,9 @@ def test_a_damaged_adapter_exits_2_instead_of_a_traceback_or_nan(run, damage):
     unfinish(run_dir, "iter_1/train")
     adapter = run_dir / "iter_1" / "adapter"
     (run_dir / "iter_1" / "adapter.sha256").unlink()
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    del manifest["adapter_checksums"]
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
     weights = adapter / "adapter_model.safetensors"
     if damage == "deleted":
         shutil.rmtree(adapter)
@@ -315,7 +318,7 @@ def test_a_damaged_adapter_exits_2_instead_of_a_traceback_or_nan(run, damage):
     assert "evaluate" not in json.loads((run_dir / "state.json").read_text())["finished"]
 
 
-@pytest.mark.parametrize("damage", ["zeroed", "truncated", "config edited"])
+@pytest.mark.parametrize("damage", ["zeroed", "truncated", "config edited", "record deleted"])
 def test_an_adapter_changed_after_training_is_refused_even_with_finite_weights(run, damage):
     """Zeroed LoRA weights are finite and load as the base model: only the checksum recorded when the
     train stage saved them shows that the scores would be the base's, not the trained student's."""
@@ -325,6 +328,10 @@ def test_an_adapter_changed_after_training_is_refused_even_with_finite_weights(r
     # The record is sha256sum's own format, and the card rewritten after evaluation is not in it.
     assert subprocess.run(["sha256sum", "-c", "adapter.sha256"], cwd=iter_dir, capture_output=True).returncode == 0
     assert "README.md" not in (iter_dir / "adapter.sha256").read_text()
+    if damage == "record deleted":  # not taken for a run recorded before checksums: its manifest says
+        (iter_dir / "adapter.sha256").unlink()
+        refused(run_cli("run", str(spec)), str(iter_dir / "adapter.sha256"), "is missing", "--fresh")
+        return
     changed = {"zeroed": "adapter_model.safetensors", "truncated": "adapter_model.safetensors",
                "config edited": "adapter_config.json"}[damage]
     if damage == "zeroed":

@@ -186,7 +186,7 @@ def test_weights_changed_since_training_are_not_pushed(run, hub, tmp_path):
     copy = tmp_path / "changed"
     shutil.copytree(run, copy)
     weights = copy / "iter_2" / "adapter" / "adapter_model.safetensors"
-    weights.write_bytes(weights.read_bytes()[:-4] + bytes(4))  # the last float zeroed: finite, and wrong
+    weights.write_bytes(weights.read_bytes()[:-4] + bytes(4))  # the last four bytes zeroed: finite, and wrong
     out = run_cli("push", str(copy), "--repo", "me/tiny-kd", env=env(hub, tmp_path))
     message = " ".join(out.stderr.split())
     assert out.returncode == 2 and f"{weights}: has changed since iteration 2 trained it" in message, message

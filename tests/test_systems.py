@@ -295,10 +295,32 @@ def test_eval_run_scores_checkpoints_teacher_and_api_model_and_replays_offline(t
     before = scores(run_dir)
 
     # The server is gone: --offline --fresh evaluates again from the cache alone, to the same numbers.
-    again = run_cli("run", str(spec), "--offline", "--fresh")
+    again = run_cli("run", str(spec), "--offline", "--fresh", fresh=True)  # another interpreter, another hash seed
     assert again.returncode == 0, again.stderr[-3000:]
     assert scores(run_dir) == before
     assert len(server.requests) == asked
+
+
+def test_a_runs_adapter_changed_since_training_is_refused_as_a_system(trained, tmp_path):
+    """An eval spec pointing at a run's iter_K/adapter checks the checksums its train stage recorded."""
+    import shutil
+
+    copy = tmp_path / "iter_1"
+    copy.mkdir()
+    shutil.copytree(trained / "iter_1" / "adapter", copy / "adapter")
+    shutil.copy(trained / "iter_1" / "adapter.sha256", copy)
+    weights = copy / "adapter" / "adapter_model.safetensors"
+    raw = weights.read_bytes()
+    header = 8 + int.from_bytes(raw[:8], "little")
+    weights.write_bytes(raw[:header] + bytes(len(raw) - header))  # zeroed: finite, and the base model's
+    spec = tmp_path / "s.toml"
+    spec.write_text(f'[run]\nmode = "eval"\noutput_dir = "runs"\n[task]\nplugin = "synthetic-codegen"\n{TASK_TOML}\n'
+                    f'[[systems]]\nname = "tiny-iter1"\nplugin = "hf-qlora"\nadapter = "{copy / "adapter"}"\n{STUDENT}\n'
+                    '[[judges]]\nplugin = "teacher-likelihood"\nteacher = "tiny-iter1"\n')
+    out = run_cli("run", str(spec))
+    message = " ".join(out.stderr.split())
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert f"{weights}: has changed since its train stage saved it" in message and "Traceback" not in message
 
 
 @pytest.mark.slow

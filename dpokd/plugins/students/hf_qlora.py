@@ -309,6 +309,9 @@ class HFQLoRAStudent(dpokd.Student):
     def load(self, directory: Path | None) -> None:
         """``None`` returns to the starting point: the ``adapter`` option's adapter, else the bare base."""
         model = self._ensure_model()
+        if directory is None and self.options.adapter is not None:
+            # An adapter a spec points at: a run's iter_K/adapter carries the checksums its training recorded.
+            dpokd.verify_checksums(self.options.adapter, "its train stage saved it")
         directory = directory if directory is not None else self.options.adapter
         self.trained_pairs = None  # a loaded adapter's pairs are told by its own card
         if directory is None:
