@@ -340,7 +340,7 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     _write_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
-# -- what data a run was built from ---------------------------------------------------------------
+# -- checksums of what a stage saved --------------------------------------------------------------
 CARD = "README.md"  # rewritten with scores after evaluation: not part of what a checksum covers
 
 
@@ -392,6 +392,7 @@ def verify_checksums(directory: Path, what: str, *, required: bool = False, reme
         raise damaged(directory.parent / changed[0], f"{state} since {what} (its sha256 is in {record})", remedy)
 
 
+# -- what data a run was built from ---------------------------------------------------------------
 def data_fingerprint(examples: list[Example]) -> dict[str, Any]:
     """A digest of each example (id, prompt, reference, tests), keyed by id, and one of the whole split."""
     items = {e.id: hashlib.sha256(json.dumps([e.prompt, e.reference, e.tests, e.entry_point]).encode()).hexdigest()[:16]
