@@ -1,7 +1,7 @@
 """``dpokd`` in a process of its own, forked from an interpreter that has already imported torch & co.
 
 A fresh ``python -m dpokd run`` spends 4–7 s of CPU importing torch, transformers, peft, trl,
-bitsandbytes and litellm before it does anything; the suite runs it about a hundred times. Here a
+bitsandbytes and litellm before it does anything; the suite runs nearly 300 commands. Here a
 multiprocessing fork server imports those libraries once per test worker, and each command runs in
 a fork of it: a real process with its own cwd, environment, argv, stdout, stderr and exit code, that
 imports dpokd itself afresh. A call whose environment differs from the fork server's in anything
