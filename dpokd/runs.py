@@ -352,11 +352,8 @@ def checksum_file(directory: Path) -> Path:
 def _file_digests(directory: Path) -> dict[str, str]:
     digests = {}
     for path in sorted(p for p in directory.rglob("*") if p.is_file() and p.name != CARD):
-        digest = hashlib.sha256()
         with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-        digests[path.relative_to(directory.parent).as_posix()] = digest.hexdigest()
+            digests[path.relative_to(directory.parent).as_posix()] = hashlib.file_digest(fh, "sha256").hexdigest()
     return digests
 
 
