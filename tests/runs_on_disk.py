@@ -62,3 +62,11 @@ def make_run(path: Path, *, systems: list[str], problems: int, samples: int = 1,
         write_jsonl(it / "train_log.jsonl", [{"loss": 1.0 / (s + 1), "rewards/margins": float(s)} for s in range(5)])
         write_json(it / "train_metrics.json", {"pairs": len(kept), "steps": 5, "loss": 0.5})
     return path
+
+
+def rewrite_tensors(path: Path, tensors_bytes: Callable[[int], bytes]) -> None:
+    """Rewrite a safetensors file's tensor data (``tensors_bytes(size)``), keeping its header: a
+    damaged adapter that still parses."""
+    raw = path.read_bytes()
+    start = 8 + int.from_bytes(raw[:8], "little")
+    path.write_bytes(raw[:start] + tensors_bytes(len(raw) - start))

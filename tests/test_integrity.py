@@ -24,6 +24,7 @@ from dpokd.spec import load_spec
 from dpokd.testing import LoopbackServer
 
 from .conftest import FIXTURES, ROOT, run_cli
+from .runs_on_disk import rewrite_tensors
 
 pytestmark = pytest.mark.slow
 
@@ -286,13 +287,6 @@ def test_a_garbled_pairs_line_exits_2_naming_file_and_line(run):
     refused(run_cli("run", str(spec)), str(pairs), "line 3 is not valid JSON", "--fresh")
 
 
-def _unsafe(path: Path, tensors_bytes) -> None:
-    """Rewrite a safetensors file's tensor data, keeping its header."""
-    raw = path.read_bytes()
-    start = 8 + int.from_bytes(raw[:8], "little")
-    path.write_bytes(raw[:start] + tensors_bytes(len(raw) - start))
-
-
 @pytest.mark.parametrize("damage", ["deleted", "truncated", "random bytes"])
 def test_a_damaged_adapter_exits_2_instead_of_a_traceback_or_nan(run, damage):
     """What the weights file itself shows, for an adapter with no checksum (a run recorded before
@@ -313,7 +307,7 @@ def test_a_damaged_adapter_exits_2_instead_of_a_traceback_or_nan(run, damage):
         refused(run_cli("run", str(spec)), str(weights), "cannot read the adapter", "--fresh")
     else:
         # Bytes 0xFF are NaN in every float type; without the check these load and teacher_nll = nan.
-        _unsafe(weights, lambda n: b"\xff" * n)
+        rewrite_tensors(weights, lambda n: b"\xff" * n)
         refused(run_cli("run", str(spec)), str(weights), "NaN or infinite", "--fresh")
     assert "evaluate" not in json.loads((run_dir / "state.json").read_text())["finished"]
 
@@ -335,7 +329,7 @@ def test_an_adapter_changed_after_training_is_refused_even_with_finite_weights(r
     changed = {"zeroed": "adapter_model.safetensors", "truncated": "adapter_model.safetensors",
                "config edited": "adapter_config.json"}[damage]
     if damage == "zeroed":
-        _unsafe(adapter / changed, lambda n: b"\0" * n)
+        rewrite_tensors(adapter / changed, lambda n: b"\0" * n)
     elif damage == "truncated":
         (adapter / changed).write_bytes((adapter / changed).read_bytes()[:1000])
     else:

@@ -15,6 +15,7 @@ from dpokd.spec import load_spec
 from dpokd.testing import LoopbackServer
 
 from .conftest import run_cli
+from .runs_on_disk import rewrite_tensors
 
 TASK = dict(n_train=16, n_eval=8, levels=[1], seed=3)
 TASK_TOML = "\n".join(f"{k} = {json.dumps(v)}" for k, v in TASK.items())
@@ -310,9 +311,7 @@ def test_a_runs_adapter_changed_since_training_is_refused_as_a_system(trained, t
     shutil.copytree(trained / "iter_1" / "adapter", copy / "adapter")
     shutil.copy(trained / "iter_1" / "adapter.sha256", copy)
     weights = copy / "adapter" / "adapter_model.safetensors"
-    raw = weights.read_bytes()
-    header = 8 + int.from_bytes(raw[:8], "little")
-    weights.write_bytes(raw[:header] + bytes(len(raw) - header))  # zeroed: finite, and the base model's
+    rewrite_tensors(weights, bytes)  # zeroed: finite, and the base model's
     spec = tmp_path / "s.toml"
     spec.write_text(f'[run]\nmode = "eval"\noutput_dir = "runs"\n[task]\nplugin = "synthetic-codegen"\n{TASK_TOML}\n'
                     f'[[systems]]\nname = "tiny-iter1"\nplugin = "hf-qlora"\nadapter = "{copy / "adapter"}"\n{STUDENT}\n'
