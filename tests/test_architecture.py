@@ -35,6 +35,10 @@ LAZY = {
     "wandb": "an optional tracker, imported where chosen",
     "trackio": "an optional tracker, imported where chosen",
     "psutil": "an optional dependency of accelerate, for memory figures",
+    "landlockpy": "the sandbox's harness imports it from the folder dpokd hands it (it runs with -I -S)",
+    "pyseccomp": "the sandbox's harness imports it from the folder dpokd hands it (it runs with -I -S)",
+    "isolation": "dpokd.sandbox.isolation, which the harness, a script, imports as a sibling",
+    "wire": "dpokd.sandbox.wire, which the harness, a script, imports as a sibling",
 }
 # The command line loads a command's modules when that command runs: `dpokd --help` stays fast.
 LAZY_LOADERS = {"dpokd.cli"}

