@@ -34,17 +34,12 @@ def attack(body: str, **values) -> Job:
 
 
 def make_box(mode: str, limits: Limits, workers: int, **user_options):
-    if mode == "root":
-        if os.geteuid() != 0:
-            pytest.skip("needs root")
-        return Sandbox(limits, workers=workers)
-    if os.geteuid() != 0:
+    """A sandbox as root, or as an unprivileged uid (in-process where the suite runs without root)."""
+    if mode == "root" and os.geteuid() != 0:
+        pytest.skip("needs root")
+    if mode == "root" or os.geteuid() != 0:
         return Sandbox(limits, workers=workers)
     return UserSandbox(limits, workers=workers, **user_options)
-
-
-def close(box) -> None:
-    box.close()
 
 
 def test_the_answers_in_site_packages_cannot_be_read(any_sandbox):
@@ -154,7 +149,7 @@ won = libc.syscall(249, b"user", b"dpokd-note", None, 0) >= 0  # request_key
 """)
         assert [r.status for r in [box.run(leave), box.run(learn)]] == ["failed", "failed"]
     finally:
-        close(box)
+        box.close()
 
 
 @pytest.mark.parametrize("mode", ["root", "user"])
@@ -183,7 +178,7 @@ while True:
     try:
         results = box.run_many([hog, busy])
     finally:
-        close(box)
+        box.close()
     assert results[0].status == "timeout"
     assert results[1].passed, results[1]
 
@@ -207,7 +202,7 @@ time.sleep(0.2)
     try:
         assert box.run(survivor).status == "failed"
     finally:
-        close(box)
+        box.close()
     deadline = time.monotonic() + 5  # the harnesses exit as their parent's death reaches them
     while live_processes(uids) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -251,7 +246,7 @@ for pid in (os.getppid(), -1, {dpokd}, 1):
     finally:
         if not done and mode == "user":
             os.kill(dpokd, signal.SIGCONT)
-        close(box)
+        box.close()
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="makes an unprivileged user's shell")
