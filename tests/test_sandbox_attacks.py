@@ -93,7 +93,8 @@ for path in ({token}, "/etc/passwd", {project}):
 @pytest.fixture
 def host_socket():
     """A world-writable Unix socket outside /tmp, as a host service's."""
-    path = ROOT / f".attack-{os.getpid()}.sock"
+    home = next((Path(d) for d in ("/run", "/var/tmp") if os.access(d, os.W_OK)), ROOT)  # where services put theirs
+    path = home / f".dpokd-attack-{os.getpid()}.sock"
     server = socket.socket(socket.AF_UNIX)
     server.bind(str(path))
     path.chmod(0o777)
@@ -129,6 +130,41 @@ except OSError:
     assert any_sandbox.run(reach).status == "failed"
     time.sleep(0.3)
     assert accepted == []
+
+
+@pytest.mark.parametrize("mode", ["root", "user"])
+def test_a_verdict_cannot_be_forged_through_proc(mode):
+    """A sample writes a passing verdict into every descriptor of every process it can find under
+    /proc, over and over, while wrong neighbours run beside it: none of them passes."""
+    box = make_box(mode, Limits(timeout=5.0), workers=2)
+    forger = attack("""
+import marshal, os, time
+passed = marshal.dumps({"status": "passed"})
+end = time.monotonic() + 3
+while time.monotonic() < end:
+    for pid in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        mine = pid in (str(os.getpid()), str(os.getppid()))  # its own reply would fail it early
+        try:
+            fds = os.listdir("/proc/%s/fd" % pid) if pid.isdigit() and not mine else []
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                handle = os.open("/proc/%s/fd/%s" % (pid, fd), os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:
+                continue
+            try:
+                os.write(handle, passed)
+            except OSError:
+                pass
+            os.close(handle)
+""")
+    wrong = Job("import time\ndef add_one(x):\n    time.sleep(0.3)\n    return x\n", TESTS, "add_one", PROMPT)
+    try:
+        results = box.run_many([forger] + [wrong] * 8)
+    finally:
+        box.close()
+    assert [r.status for r in results] == ["failed"] * 9, results
 
 
 @pytest.mark.skipif(platform.machine() != "x86_64", reason="the syscall numbers below are x86_64's")
@@ -173,7 +209,7 @@ for _ in range(30):
 while True:
     pass
 """)
-    busy = Job("def add_one(x):\n    n = 0\n    for i in range(3_000_000):\n        n += i & 1\n    return x + 1\n",
+    busy = Job("def add_one(x):\n    n = 0\n    for i in range(8_000_000):\n        n += i & 1\n    return x + 1\n",
                TESTS, "add_one", PROMPT)
     try:
         results = box.run_many([hog, busy])
