@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .leaderboard import load_rows
+from .scoring.rows import load_rows
 from .records import Score
 from .runs import RunDir
 

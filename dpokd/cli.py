@@ -204,7 +204,8 @@ def plugins(as_json: bool, show_traceback: bool) -> None:
               help="The reference of every Δpass@1 (default: student@base); each checkpoint is also compared with the one before.")
 def leaderboard(run_dirs: tuple[Path, ...], fmt: str, against: str | None) -> None:
     """Show the results of RUN_DIRS (default: every run under runs/)."""
-    from .leaderboard import load_rows, render
+    from .leaderboard import render
+    from .scoring.rows import load_rows
 
     if not run_dirs:
         run_dirs = tuple(sorted(p.parent for p in Path("runs").glob("*/results.json")))

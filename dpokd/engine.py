@@ -20,14 +20,17 @@ from . import interrupt, models
 from .cards import write_run_cards
 from .contamination import overlapping
 from .errors import ConfigError, DpokdError, PluginError, SpecError
-from .evaluation import passes
+from .curves import plot_curves
 from .interfaces import Context, Student, System
-from .leaderboard import load_rows, plot_curves, render
-from .records import Completion, Example, PreferencePair, Score
+from .leaderboard import render
+from .records import Completion, Example, Outcome, PreferencePair, Score
 from .report import record_examples, write_report
 from .runs import (RETRAIN, DiskFull, RunDir, checksum_file, damaged, data_fingerprint, is_disk_full, read_json,
                    read_jsonl, read_records, record_checksums, verify_checksums, write_json, write_jsonl)
 from .sandbox import check_isolation
+from .scoring.code import passes
+from .scoring.outcomes import record
+from .scoring.rows import load_rows
 from .spec import RunOptions, Spec
 from .trackers import log_scores
 
@@ -312,11 +315,11 @@ class Engine:
             return self.run.results()
         with self.stage("evaluate"):
             systems = self.systems()
-            scores: list[Score] = [Score(judge="run", system="teacher", metric=m, value=v, higher_is_better=False)
-                                   for m, v in _usage(chosen).items()] if chosen else []
+            results: list[Score | Outcome] = [Score(judge="run", system="teacher", metric=m, value=v,
+                                                    higher_is_better=False) for m, v in _usage(chosen).items()] if chosen else []
             for judge in self.judges:
-                scores += judge.evaluate(systems, self.task)
-            self.run.write_results(scores)
+                results += judge.evaluate(systems, self.task)
+            scores = record(self.run.path, results)
             write_run_cards(self.run.path)
             log_scores(self.run.path, getattr(getattr(self.student, "options", None), "report_to", ()), scores,
                        self.context.log)

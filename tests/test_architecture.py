@@ -43,6 +43,8 @@ LAZY = {
 # The command line loads a command's modules when that command runs: `dpokd --help` stays fast.
 LAZY_LOADERS = {"dpokd.cli"}
 TOP = {"dpokd.cli", "dpokd.__main__", "dpokd.engine"}  # nothing below imports these
+# The public subpackages, beside ``import dpokd``: each lists its API in ``__all__``.
+PUBLIC = {"dpokd.llm", "dpokd.sandbox", "dpokd.scoring"}
 # Known departures, each with what it takes to remove it.
 KNOWN: dict[str, str] = {}
 
@@ -151,7 +153,7 @@ def test_built_in_plugins_import_only_the_public_api_and_each_other():
         if not module.startswith("dpokd.plugins."):
             continue
         for target, _, line in _imports(module):
-            if target.startswith("dpokd.") and not target.startswith("dpokd.plugins."):
+            if target.startswith("dpokd.") and not target.startswith("dpokd.plugins.") and target not in PUBLIC:
                 crossing.append(f"{module}:{line} imports {target}")
     assert crossing == []
 

@@ -2,11 +2,11 @@
 
 import pytest
 
-from dpokd.evaluation import extract_code, pass_at_k
 from dpokd.interfaces import Context, System
 from dpokd.plugins.judges.pairwise import PairwiseJudge, parse_verdict
 from dpokd.plugins.tasks.synthetic import SyntheticCodegen
-from dpokd.records import Completion
+from dpokd.records import Completion, Score
+from dpokd.scoring import extract_code, pass_at_k
 from dpokd.testing import LoopbackServer
 
 
@@ -40,6 +40,11 @@ def systems_for(task):
     return {"student@base": System("student@base", constant("base")), "student@iter_1": System("student@iter_1", constant("tuned"))}
 
 
+def only_scores(results) -> dict:
+    """A judge's scores by metric (its outcomes aside)."""
+    return {s.metric: s for s in results if isinstance(s, Score)}
+
+
 def judge(server, tmp_path):
     options = PairwiseJudge.Options(model="openai/judge", api_base=server.url, baseline="student@base")
     return PairwiseJudge(options, Context(cache_dir=tmp_path / "cache"))
@@ -48,7 +53,7 @@ def judge(server, tmp_path):
 def test_a_judge_that_always_prefers_position_a_is_all_ties(tmp_path):
     task = SyntheticCodegen(SyntheticCodegen.Options(n_train=4, n_eval=6))
     with LoopbackServer(lambda body: "Both are fine, but [[A]]") as server:
-        scores = {s.metric: s for s in judge(server, tmp_path).evaluate(systems_for(task), task)}
+        scores = only_scores(judge(server, tmp_path).evaluate(systems_for(task), task))
         assert len(server.requests) == 12  # 6 comparisons, both orders
     assert scores["consistency"].value == 0.0
     assert scores["ties"].value == 6 and scores["wins"].value == 0 and scores["losses"].value == 0
@@ -64,7 +69,7 @@ def test_a_consistent_judge_gives_wins_and_unparseable_verdicts_are_not_cached(t
         return "[[A]]" if a.startswith("tuned") else "[[B]]"
 
     with LoopbackServer(prefers_tuned) as server:
-        scores = {s.metric: s for s in judge(server, tmp_path).evaluate(systems_for(task), task)}
+        scores = only_scores(judge(server, tmp_path).evaluate(systems_for(task), task))
     assert scores["consistency"].value == 1.0 and scores["wins"].value == 6 and scores["win_rate"].value == 1.0
     low, high = scores["win_rate"].ci
     assert low <= 1.0 <= high + 1e-9
@@ -72,7 +77,7 @@ def test_a_consistent_judge_gives_wins_and_unparseable_verdicts_are_not_cached(t
     with LoopbackServer(lambda body: "I cannot decide.") as server:
         j = PairwiseJudge(PairwiseJudge.Options(model="openai/judge2", api_base=server.url, max_failure_share=1.0),
                           Context(cache_dir=tmp_path / "cache"))
-        scores = {s.metric: s for s in j.evaluate(systems_for(task), task)}
+        scores = only_scores(j.evaluate(systems_for(task), task))
         assert scores["win_rate"].n == 0
         server.reset()
         j.evaluate(systems_for(task), task)
@@ -91,7 +96,7 @@ def test_execution_judge_with_samples_reports_unbiased_pass_at_k(tmp_path):
                 for e in examples]
 
     judge = ExecutionJudge(ExecutionJudge.Options(samples=4, k=[1, 2, 4], temperature=0.8), Context(cache_dir=tmp_path))
-    scores = {s.metric: s.value for s in judge.evaluate({"s": System("s", first_sample_right)}, task) if s.system == "s"}
+    scores = {m: s.value for m, s in only_scores(judge.evaluate({"s": System("s", first_sample_right)}, task)).items()}
     assert scores["pass@1"] == pytest.approx(0.25) and scores["pass@2"] == pytest.approx(0.5) and scores["pass@4"] == 1.0
     assert sorted(set(seen)) == [(0, 0.8), (1, 0.8), (2, 0.8), (3, 0.8)]
 

@@ -8,6 +8,7 @@ import pytest
 
 from dpokd.records import Score
 from dpokd.runs import RunDir
+from dpokd.scoring import record
 
 from .conftest import run_cli
 
@@ -128,10 +129,10 @@ def _judged_run(path, responder, model):
     run.create(fresh=True)
     context = Context(cache_dir=path.parent / f"cache-{model}", run_dir=path)
     with LoopbackServer(responder) as server:
-        scores = ExecutionJudge(context=context).evaluate(systems, task)
-        scores += PairwiseJudge(PairwiseJudge.Options(model=f"openai/{model}", api_base=server.url), context).evaluate(
+        results = ExecutionJudge(context=context).evaluate(systems, task)
+        results += PairwiseJudge(PairwiseJudge.Options(model=f"openai/{model}", api_base=server.url), context).evaluate(
             systems, task)
-    run.write_results(scores)
+    record(path, results)
     return path
 
 
@@ -149,7 +150,7 @@ def test_judge_calibration_is_kappa_1_for_a_right_judge_and_0_for_one_that_alway
         "judge": "llm-pairwise", "execution": "execution", "baseline": "student@base",
         "pairs": 3, "accuracy": 1.0, "kappa": 1.0}
     verdicts = [json.loads(line) for line in (right / "eval" / "llm-pairwise-student@iter_1.jsonl").read_text().splitlines()]
-    assert len(verdicts) == 6 and {v["verdict"] for v in verdicts} <= {"ours", "base", "tie"}
+    assert len(verdicts) == 6 and {v["label"] for v in verdicts} <= {"ours", "base", "tie", "disagree"}
     # The report shows the same calibration, and each example's verdict beside the answers.
     assert run_cli("view", str(right)).returncode == 0
     page = (right / "report.html").read_text()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from dpokd.outcomes import eval_path
+from dpokd.scoring import eval_path
 
 from .conftest import ROOT, run_cli
 from .runs_on_disk import make_run
@@ -255,7 +255,7 @@ def quickstart(quickstart_run):
 
 def _passed(run: Path, system: str) -> dict[str, bool]:
     rows = [json.loads(line) for line in eval_path(run, "execution", system).open()]
-    return {r["example_id"]: r["status"] == "passed" for r in rows}
+    return {r["example_id"]: r["value"] is True for r in rows}
 
 
 def png_size(path: Path) -> tuple[int, int]:

@@ -14,7 +14,7 @@ import pytest
 
 from dpokd import sandbox as sandbox_module
 from dpokd.errors import ConfigError
-from dpokd.evaluation import job_for
+from dpokd.scoring import job_for
 from dpokd.sandbox import Job, Limits, Sandbox, check_isolation, runner
 
 from .as_user import any_sandbox  # noqa: F401 - a fixture

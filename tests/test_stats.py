@@ -5,7 +5,7 @@ import random
 import pytest
 from scipy.stats import binomtest
 
-from dpokd.stats import calibration, cohen_kappa, compare, mcnemar_exact, paired_bootstrap_ci
+from dpokd.scoring.stats import calibration, cohen_kappa, compare, mcnemar_exact, paired_bootstrap_ci
 
 
 @pytest.mark.parametrize("only_a, only_b", [(0, 0), (1, 0), (0, 5), (3, 3), (2, 9), (12, 4), (40, 17), (0, 30),

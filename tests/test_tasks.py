@@ -14,7 +14,7 @@ from dpokd.plugins.tasks.synthetic import SyntheticCodegen
 from dpokd.plugins.teachers.reference import ReferenceTeacher
 from dpokd.prompts import CODEGEN_TEMPLATE
 from dpokd.records import Example
-from dpokd.evaluation import job_for
+from dpokd.scoring import job_for
 from dpokd.sandbox import Sandbox
 
 from .conftest import FIXTURES

@@ -6,10 +6,10 @@
 
 from __future__ import annotations
 
-import json
-
 import dpokd
-from dpokd import Example, Limits, Sandbox, Score, check_isolation, eval_path, progress, score_completions
+from dpokd import Example, Outcome, Score, progress
+from dpokd.sandbox import Limits, Sandbox, check_isolation
+from dpokd.scoring import score_completions
 
 from ..tasks.humaneval import humaneval_examples
 
@@ -58,29 +58,24 @@ class ExecutionJudge(dpokd.Judge):
                                     f"task {task.name!r} has none (use `humaneval` or `llm-pairwise`)")
         return examples
 
-    def evaluate(self, systems: dict[str, dpokd.System], task: dpokd.Task) -> list[Score]:
+    def evaluate(self, systems: dict[str, dpokd.System], task: dpokd.Task) -> list[Score | Outcome]:
         examples = self.eval_examples(task)
         o = self.options
         if o.samples > 1 and o.temperature == 0:
             self.context.log(f"[yellow]warning:[/] judges.{self.name}: {o.samples} samples at temperature 0 are identical")
         sandbox = self._sandbox()
-        scores = []
+        results: list[Score | Outcome] = []
         for name, system in systems.items():
             n = o.samples
             answers = system.answer([s for e in examples for s in e.samples(n, o.temperature)])
             texts = [[a.text if a.ok else "" for a in answers[i * n : (i + 1) * n]] for i in range(len(examples))]
             with progress(self.context, f"{self.name}: running {name}'s code", len(examples)) as advance:
-                got, rows = score_completions(self.name, name, examples, texts, sandbox, o.k, on_done=advance)
-            scores += got
+                scores, outcomes = score_completions(self.name, name, examples, texts, sandbox, o.k, on_done=advance)
             lengths = [len(a.text) for a in answers if a.ok]
-            scores.append(Score(judge=self.name, system=name, metric="answer_chars",
-                                value=sum(lengths) / max(1, len(lengths)), n=len(lengths), higher_is_better=False))
-            if self.context.run_dir is not None:
-                out = eval_path(self.context.run_dir, self.name, name)
-                out.parent.mkdir(parents=True, exist_ok=True)
-                out.write_text("".join(json.dumps({**r, "sample": i % n, "completion": a.text}) + "\n"
-                                       for i, (r, a) in enumerate(zip(rows, answers))))
-        return scores
+            results += [*scores, *outcomes,
+                        Score(judge=self.name, system=name, metric="answer_chars",
+                              value=sum(lengths) / max(1, len(lengths)), n=len(lengths), higher_is_better=False)]
+        return results
 
 
 class HumanEvalJudge(ExecutionJudge):

@@ -7,11 +7,12 @@ are known to favour the first position and longer answers).
 
 from __future__ import annotations
 
-import json
 import re
 
 import dpokd
-from dpokd import Example, LLMClient, LLMOptions, Score, bootstrap_ci, check_key, eval_path
+from dpokd import Example, Outcome, Score
+from dpokd.llm import LLMClient, LLMOptions, check_key
+from dpokd.scoring import bootstrap_ci
 
 SYSTEM_PROMPT = (
     "Please act as an impartial judge and evaluate the quality of the responses provided by two AI assistants to "
@@ -66,7 +67,7 @@ class PairwiseJudge(dpokd.Judge):
     def systems_named(self) -> dict[str, str]:
         return {"baseline": self.options.baseline}
 
-    def evaluate(self, systems: dict[str, dpokd.System], task: dpokd.Task) -> list[Score]:
+    def evaluate(self, systems: dict[str, dpokd.System], task: dpokd.Task) -> list[Score | Outcome]:
         o = self.options
         if o.baseline not in systems:
             raise dpokd.ConfigError(f"judges: llm-pairwise.baseline {o.baseline!r} is not a system ({', '.join(systems)})")
@@ -80,7 +81,7 @@ class PairwiseJudge(dpokd.Judge):
             scores += self._compare(name, examples, answers[name], base)
         return scores
 
-    def _compare(self, name: str, examples: list[Example], ours, base) -> list[Score]:
+    def _compare(self, name: str, examples: list[Example], ours, base) -> list[Score | Outcome]:
         o = self.options
         items = [(e, a.text, b.text) for e, a, b in zip(examples, ours, base) if a.ok and b.ok]
         prompts, keys = [], []
@@ -90,42 +91,40 @@ class PairwiseJudge(dpokd.Judge):
             keys += [Example(id=f"{e.id}:{name}:AB", prompt=""), Example(id=f"{e.id}:{name}:BA", prompt="")]
         verdicts = self.client.complete(keys, prompts, label=f"judge {name} vs {o.baseline}",
                                         validate=lambda t: None if parse_verdict(t) else "no [[A]]/[[B]]/[[C]] verdict")
-        outcomes, agree, rows = [], 0, []
-        for i, (e, a, b) in enumerate(items):
-            first, second = verdicts[2 * i], verdicts[2 * i + 1]
-            row = {"example_id": e.id, "baseline": o.baseline, "verdict": None, "completion": a,
-                   "baseline_completion": b, "judge_ab": first.text if first.ok else None,
-                   "judge_ba": second.text if second.ok else None}
-            rows.append(row)
-            if not (first.ok and second.ok):
-                continue
-            v1, v2 = parse_verdict(first.text), parse_verdict(second.text)
-            # Order 1: ours is A. Order 2: ours is B. Map both to "ours", "base" or "tie".
-            r1 = {"A": "ours", "B": "base", "C": "tie"}[v1]
-            r2 = {"A": "base", "B": "ours", "C": "tie"}[v2]
-            agree += r1 == r2
-            row["verdict"] = r1 if r1 == r2 else "tie"
-            outcomes.append({"ours": 1.0, "base": 0.0, "tie": 0.5}[r1] if r1 == r2 else 0.5)
-        if self.context.run_dir is not None:
-            # Per-example verdicts, for the report's drill-down and the judge's calibration against execution.
-            out = eval_path(self.context.run_dir, self.name, name)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-        n = len(outcomes)
-        model_ids = sorted({v.model for v in verdicts if v.model})
-        details = {"judge_model": model_ids, "baseline": o.baseline}
+        outcomes = [self._outcome(name, e, a, b, verdicts[2 * i], verdicts[2 * i + 1]) for i, (e, a, b) in enumerate(items)]
+        judged = [x for x in outcomes if x.value is not None]
+        values = [x.value for x in judged]
+        n = len(values)
+        details = {"judge_model": sorted({v.model for v in verdicts if v.model}), "baseline": o.baseline}
         common = dict(judge=self.name, system=name, n=n, details=details)
         return [
-            Score(metric="win_rate", value=sum(outcomes) / n if n else 0.0, ci=bootstrap_ci(outcomes), **common),
-            Score(metric="wins", value=float(sum(x == 1.0 for x in outcomes)), **common),
-            Score(metric="ties", value=float(sum(x == 0.5 for x in outcomes)), **common),
-            Score(metric="losses", value=float(sum(x == 0.0 for x in outcomes)), higher_is_better=False, **common),
-            Score(metric="consistency", value=agree / n if n else 0.0, **common),
+            *outcomes,
+            Score(metric="win_rate", value=sum(values) / n if n else 0.0, ci=bootstrap_ci(values), **common),
+            Score(metric="wins", value=float(sum(x == 1.0 for x in values)), **common),
+            Score(metric="ties", value=float(sum(x == 0.5 for x in values)), **common),
+            Score(metric="losses", value=float(sum(x == 0.0 for x in values)), higher_is_better=False, **common),
+            Score(metric="consistency", value=sum(x.label != "disagree" for x in judged) / n if n else 0.0, **common),
             Score(metric="answer_chars", value=sum(len(a) for _, a, _ in items) / max(1, len(items)),
                   higher_is_better=False, **common),
             Score(metric="baseline_chars", value=sum(len(b) for _, _, b in items) / max(1, len(items)),
                   higher_is_better=False, **common),
         ]
+
+    def _outcome(self, name: str, example: Example, ours: str, base: str, first, second) -> Outcome:
+        """One example's verdict from both orders: 1 where ours wins in both, 0 where the baseline
+        does, 0.5 for a tie or where the orders disagree (labelled so); None without both verdicts."""
+        words = "\n\n".join(f"[{order}]\n{v.text if v.ok else v.error}" for order, v in
+                             (("ours as A", first), ("ours as B", second)))
+        common = dict(system=name, example_id=example.id, judge=self.name, metric="win_rate", answer=ours,
+                      against=self.options.baseline, against_answer=base, detail=words)
+        if not (first.ok and second.ok):
+            return Outcome(value=None, **common)
+        # Order 1: ours is A. Order 2: ours is B. Map both to "ours", "base" or "tie".
+        r1 = {"A": "ours", "B": "base", "C": "tie"}[parse_verdict(first.text)]
+        r2 = {"A": "base", "B": "ours", "C": "tie"}[parse_verdict(second.text)]
+        if r1 != r2:
+            return Outcome(value=0.5, label="disagree", **common)
+        return Outcome(value={"ours": 1.0, "base": 0.0, "tie": 0.5}[r1], label=r1, **common)
 
 
 @dpokd.hookimpl

@@ -20,7 +20,8 @@ import sys
 import time
 
 import dpokd
-from dpokd import Completion, Example, LLMClient, LLMOptions, StageFailed
+from dpokd import Completion, Example, StageFailed
+from dpokd.llm import LLMClient, LLMOptions
 
 from .generation import clean_generation
 

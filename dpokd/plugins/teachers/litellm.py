@@ -5,7 +5,8 @@ from __future__ import annotations
 import functools
 
 import dpokd
-from dpokd import Completion, Example, LLMClient, LLMOptions, check_key
+from dpokd import Completion, Example
+from dpokd.llm import LLMClient, LLMOptions, check_key
 
 
 class LiteLLMTeacher(dpokd.Teacher):

@@ -1,4 +1,4 @@
-"""Paired comparisons of systems scored on the same examples, and agreement between two judges.
+"""Intervals, paired comparisons of systems scored on the same examples, and agreement between two judges.
 
 Plain functions over plain lists: the leaderboard and the report call them with per-example
 outcomes read from a run's ``eval/`` files.
@@ -10,6 +10,19 @@ from collections import Counter
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from math import comb
+
+
+def bootstrap_ci(values: Sequence[float], *, seed: int = 0, rounds: int = 2000, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean."""
+    import numpy as np
+
+    if not values:
+        return (0.0, 0.0)
+    rng = np.random.default_rng(seed)
+    data = np.asarray(values, dtype=float)
+    means = data[rng.integers(0, len(data), size=(rounds, len(data)))].mean(axis=1)
+    tail = (1 - level) / 2 * 100
+    return (float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail)))
 
 
 def paired_bootstrap_ci(a: Sequence[float], b: Sequence[float], *, seed: int = 0, rounds: int = 4000,
@@ -67,7 +80,7 @@ class Comparison:
     ci: tuple[float, float]
     p: float
     n: int
-    only_a: int  # examples A passed and B failed
+    only_a: int  # examples A passed and B failed (or, for a numeric metric, where A scored higher)
     only_b: int  # examples B passed and A failed
 
     def as_dict(self) -> dict:
@@ -75,20 +88,25 @@ class Comparison:
                 "p": self.p, "n": self.n, "only_a": self.only_a, "only_b": self.only_b}
 
 
-def compare(a: dict[str, float], b: dict[str, float], against: str, metric: str = "pass@1") -> Comparison | None:
-    """Compare per-example scores (example id -> share of samples passed) of A and of reference B.
+def compare(a: dict[str, float], b: dict[str, float], against: str, metric: str = "pass@1",
+            binary: bool = True) -> Comparison | None:
+    """Compare per-example scores (example id -> mean over its samples) of A and of reference B.
 
     Δ is the difference of the means over the examples both have, so it equals the difference of
-    the two pass@1 values when both cover the same examples. McNemar needs one pass or fail per
-    example: an example counts as passed when more than half of its samples pass.
+    the two scores when both cover the same examples. The p-value is an exact sign test on the
+    examples where A and B differ: for a ``binary`` metric that is McNemar's test, with an example
+    counted as passed when more than half of its samples pass.
     """
     ids = [i for i in a if i in b]
     if not ids:
         return None
     xs, ys = [a[i] for i in ids], [b[i] for i in ids]
     delta = sum(xs) / len(xs) - sum(ys) / len(ys)
-    only_a = sum(1 for x, y in zip(xs, ys) if x > 0.5 >= y)
-    only_b = sum(1 for x, y in zip(xs, ys) if y > 0.5 >= x)
+    if binary:
+        only_a = sum(1 for x, y in zip(xs, ys) if x > 0.5 >= y)
+        only_b = sum(1 for x, y in zip(xs, ys) if y > 0.5 >= x)
+    else:
+        only_a, only_b = sum(x > y for x, y in zip(xs, ys)), sum(y > x for x, y in zip(xs, ys))
     return Comparison(against=against, metric=metric, delta=delta, ci=paired_bootstrap_ci(xs, ys),
                       p=mcnemar_exact(only_a, only_b), n=len(ids), only_a=only_a, only_b=only_b)
 

