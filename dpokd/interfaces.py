@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 from pydantic import BaseModel, ConfigDict, ValidationInfo
 
 from .cache import JOURNAL, CacheLayout, ResponseCache
-from .records import Completion, Example, PreferencePair, Score
+from .records import Completion, Example, Outcome, PreferencePair, Score
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -67,8 +68,12 @@ class Context:
                 fh.write(Text.from_markup(message).plain + "\n")
 
 
-class Plugin:
-    """Common shape of every plugin: a ``name``, an ``Options`` model and a ``Context``."""
+class Plugin(ABC):
+    """Common shape of every plugin: a ``name``, an ``Options`` model and a ``Context``.
+
+    Each kind's required method is abstract: a plugin without it is refused when it registers,
+    before anything is paid for. The other methods are optional capabilities.
+    """
 
     name: ClassVar[str]
     kind: ClassVar[str]
@@ -95,6 +100,7 @@ class Task(Plugin):
 
     kind = "task"
 
+    @abstractmethod
     def examples(self, split: str) -> list[Example]:
         raise NotImplementedError
 
@@ -104,6 +110,7 @@ class Teacher(Plugin):
 
     kind = "teacher"
 
+    @abstractmethod
     def answer(self, examples: list[Example]) -> list[Completion]:
         raise NotImplementedError
 
@@ -120,6 +127,7 @@ class Student(Plugin):
     def prepare(self, examples: list[Example]) -> None:
         """Called once with the train examples before anything else (a tiny model builds its tokenizer here)."""
 
+    @abstractmethod
     def generate(self, examples: list[Example]) -> list[Completion]:
         raise NotImplementedError
 
@@ -161,7 +169,10 @@ class Judge(Plugin):
         its own (HumanEval). The engine checks them before any paid call and shows them in the report."""
         return task.examples("eval")
 
-    def evaluate(self, systems: dict[str, System], task: Task) -> list[Score]:
+    @abstractmethod
+    def evaluate(self, systems: dict[str, System], task: Task) -> list[Score | Outcome]:
+        """Scores and per-answer outcomes of each system. A judge may return outcomes alone: each
+        metric with outcomes but no score is scored as the mean over examples, with a bootstrap CI."""
         raise NotImplementedError
 
     def systems_named(self) -> dict[str, str]:

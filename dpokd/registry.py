@@ -293,6 +293,10 @@ def _plugin_class_problem(kind: str, cls: Any, package: str) -> str | None:
         return f"package {package!r} registered {cls!r} as a {kind}, but it is not a dpokd.{base}"
     if not isinstance(getattr(cls, "name", None), str) or not cls.name:
         return f"{kind} plugin {cls.__qualname__} from {package!r} has no `name`"
+    missing = sorted(getattr(cls, "__abstractmethods__", ()))
+    if missing:
+        return (f"{kind} plugin {cls.name!r} from {package!r} does not define "
+                f"{', '.join(f'`{m}`' for m in missing)}, which every dpokd.{base} must")
     undocumented = [n for n, f in cls.Options.model_fields.items() if not f.description]
     if undocumented:
         return (f"{kind} plugin {cls.name!r}: every option needs a description; "

@@ -169,6 +169,9 @@ def test_a_judge_asks_the_task_eval_split_unless_it_brings_its_own():
     class Plain(Judge):
         name = "plain"
 
+        def evaluate(self, systems, task):
+            return []
+
     assert [e.id for e in Plain().eval_examples(Tiny())] == ["eval-1"]
 
 

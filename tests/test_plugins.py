@@ -95,6 +95,9 @@ def test_a_name_taken_by_another_plugin_sets_the_newcomer_aside_and_naming_it_is
     class Clash(dpokd.Teacher):
         name = "reference"
 
+        def answer(self, examples):
+            return []
+
     reg = registry_with_teacher(Clash)
     [broken] = reg.broken
     assert (broken.package, broken.complete) == ("Clash", True)
@@ -111,11 +114,28 @@ def test_an_option_without_description_is_refused():
         class Options(dpokd.Options):
             x: int = 1
 
+        def answer(self, examples):
+            return []
+
     reg = registry_with_teacher(Bare)
     assert [b.error for b in reg.broken] == ["teacher plugin 'bare': every option needs a description; missing for x"]
     assert "bare" not in reg.names("teacher")
     with pytest.raises(PluginError, match="missing for x"):
         reg.get("teacher", "bare")
+
+
+def test_a_plugin_without_its_kinds_required_method_is_refused_when_it_registers():
+    class Silent(dpokd.Teacher):
+        name = "silent"
+
+        def answers(self, examples):  # a typo: not the method a teacher needs
+            return []
+
+    reg = registry_with_teacher(Silent)
+    assert [b.error for b in reg.broken] == [
+        "teacher plugin 'silent' from 'Silent' does not define `answer`, which every dpokd.Teacher must"]
+    with pytest.raises(PluginError, match="does not define `answer`"):
+        reg.get("teacher", "silent")
 
 
 def test_a_command_that_takes_a_dpokd_command_name_sets_its_plugin_aside():
