@@ -1,4 +1,4 @@
-"""Exceptions that mean "the user must change something"; cli.py turns them into exit codes.
+"""Exceptions that mean "the user must change something"; dpokd.cli turns them into exit codes.
 
 Anything else that escapes is a bug and keeps its traceback.
 """

@@ -41,8 +41,8 @@ LAZY = {
     "wire": "dpokd.sandbox.wire, which the harness, a script, imports as a sibling",
 }
 # The command line loads a command's modules when that command runs: `dpokd --help` stays fast.
-LAZY_LOADERS = {"dpokd.cli"}
-TOP = {"dpokd.cli", "dpokd.__main__", "dpokd.engine"}  # nothing below imports these
+LAZY_LOADERS = {"dpokd.cli"} | {f"dpokd.cli.{p.stem}" for p in (PACKAGE / "cli").glob("*.py") if p.stem != "__init__"}
+TOP = LAZY_LOADERS | {"dpokd.__main__", "dpokd.engine"}  # nothing below imports these
 # The public subpackages, beside ``import dpokd``: each lists its API in ``__all__``.
 PUBLIC = {"dpokd.llm", "dpokd.sandbox", "dpokd.scoring"}
 # Known departures, each with what it takes to remove it.
