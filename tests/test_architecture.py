@@ -144,14 +144,14 @@ def test_imports_inside_functions_are_only_lazy_heavy_libraries():
 
 
 def test_built_in_plugins_import_only_the_public_api_and_each_other():
-    # What a third-party plugin can import, and the built-ins' own folder (the HumanEval judge asks
-    # the humaneval task's loader for its problems).
+    # What a third-party plugin can import (`dpokd`, `dpokd.data`), and the built-ins' own folder
+    # (the HumanEval judge asks the humaneval task's loader for its problems).
     crossing = []
     for module in sorted(set(MODULES) - set(KNOWN)):
         if not module.startswith("dpokd.plugins."):
             continue
         for target, _, line in _imports(module):
-            if target.startswith("dpokd.") and not target.startswith("dpokd.plugins."):
+            if target.startswith("dpokd.") and not target.startswith("dpokd.plugins.") and target != "dpokd.data":
                 crossing.append(f"{module}:{line} imports {target}")
     assert crossing == []
 
