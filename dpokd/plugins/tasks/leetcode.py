@@ -6,27 +6,9 @@
 
 from __future__ import annotations
 
-import hashlib
-import re
-from pathlib import Path
-
 import dpokd
 from dpokd import CODEGEN_TEMPLATE, SUMMARY_TEMPLATE, Example
-
-LOCAL_SUFFIXES = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
-_FENCE = re.compile(r"^\s*```[a-zA-Z0-9_+-]*\s*\n(.*?)\n?```\s*$", re.S)
-
-
-def strip_fence(code: str) -> str:
-    """The code inside a markdown fence (the dataset's ``python`` column is fenced)."""
-    match = _FENCE.match(code or "")
-    return (match.group(1) if match else (code or "")).strip("\n")
-
-
-def in_eval(problem_id: str, seed: int, fraction: float) -> bool:
-    """Split membership from a hash of the id: stable whatever ``limit`` is, deterministic per seed."""
-    digest = hashlib.sha256(f"{seed}:{problem_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+from dpokd.data import FieldSpec, UniqueIds, check_template, is_local, load_rows, render, split_rows, strip_fence
 
 
 class _LeetCode(dpokd.Task):
@@ -47,13 +29,13 @@ class _LeetCode(dpokd.Task):
         @classmethod
         def _resolve_local(cls, value: str, info) -> str:
             # A local file is relative to the spec; a hub id is left as written.
-            return str(dpokd.spec_path(value, info)) if Path(value).suffix.lower() in LOCAL_SUFFIXES else value
+            return str(dpokd.spec_path(value, info)) if is_local(value) else value
 
         @dpokd.field_validator("revision")
         @classmethod
         def _hub_only(cls, value: str | None, info) -> str | None:
             dataset = info.data.get("dataset", "")
-            if value is not None and Path(dataset).suffix.lower() in LOCAL_SUFFIXES:
+            if value is not None and is_local(dataset):
                 raise ValueError(f"applies to a hub dataset only; {dataset} is a local file")
             return value
 
@@ -70,27 +52,19 @@ class _LeetCode(dpokd.Task):
             self._rows = self._load()
         return self._rows
 
-    def _load(self) -> list[dict]:
+    def _fields(self) -> FieldSpec:
         o = self.options
-        data = self._dataset()
-        missing = [c for c in (o.id_column, o.problem_column, o.solution_column) if c not in data.column_names]
-        if missing:
-            raise dpokd.ConfigError(f"task: dataset {o.dataset!r} has no column {missing[0]!r} (columns: "
-                                    f"{', '.join(map(str, data.column_names))}); set task.{_option_for(o, missing[0])}")
-        if len(data) == 0:
-            raise dpokd.ConfigError(f"task.dataset: {o.dataset} has no rows")
-        rows, self.dropped, seen = [], 0, {}
+        return FieldSpec({"id": o.id_column, "problem": o.problem_column, "code": o.solution_column},
+                         {"id": "task.id_column", "problem": "task.problem_column", "code": "task.solution_column"})
+
+    def _load(self) -> list[dict]:
+        o, fields = self.options, self._fields()
+        data = load_rows(o.dataset, fields, split=o.split, revision=o.revision, suggest="data/leetcode.jsonl")
+        ids, rows, self.dropped = UniqueIds(o.dataset, o.id_column, "task.id_column"), [], 0
         for n, row in enumerate(data, 1):
-            pid = _problem_id(row[o.id_column])
-            if pid is None:
-                raise dpokd.ConfigError(f"task.id_column: row {n} of {o.dataset} has id {row[o.id_column]!r} in column "
-                                        f"{o.id_column!r}; ids must be text or whole numbers")
-            if pid in seen:
-                raise dpokd.ConfigError(f"task.id_column: id {pid!r} is in rows {seen[pid]} and {n} of {o.dataset}; "
-                                        "ids must be unique")
-            seen[pid] = n
-            problem = _text(row[o.problem_column], "problem_column", o, n)
-            code = strip_fence(_text(row[o.solution_column], "solution_column", o, n))
+            pid = ids(row, n)
+            problem = fields.text(row, "problem", o.dataset, n)
+            code = strip_fence(fields.text(row, "code", o.dataset, n))
             if not problem.strip() or not code.strip():
                 self.dropped += 1
                 continue
@@ -101,90 +75,12 @@ class _LeetCode(dpokd.Task):
             self.context.log(f"task: dropped {self.dropped} problem(s) with an empty statement or solution")
         return rows
 
-    def _dataset(self):
-        o = self.options
-        suffix = Path(o.dataset).suffix.lower()
-        local = suffix in LOCAL_SUFFIXES
-        if local:
-            path = Path(o.dataset)
-            if not path.is_file():
-                raise dpokd.ConfigError(f"task.dataset: no such file {o.dataset}")
-            if path.stat().st_size == 0:
-                raise dpokd.ConfigError(f"task.dataset: {o.dataset} is empty; expected one problem per row with "
-                                        f"the columns {o.id_column}, {o.problem_column} and {o.solution_column}")
-        try:
-            from datasets import load_dataset
-
-            if local:
-                return load_dataset(LOCAL_SUFFIXES[suffix], data_files=o.dataset, split="train")
-            return load_dataset(o.dataset, split=o.split, revision=o.revision)
-        except Exception as exc:
-            if local and "corresponds to no data" in str(exc):  # datasets' words for a file of headers alone
-                raise dpokd.ConfigError(f"task.dataset: {o.dataset} has no rows") from None
-            if local:
-                raise dpokd.ConfigError(f"task.dataset: cannot read {o.dataset} as {suffix[1:]} ({_reason(exc)}); "
-                                        "fix the file, or save it again as .jsonl, .parquet or .csv") from None
-            raise dpokd.ConfigError(
-                f"task.dataset: cannot load {o.dataset!r} ({_reason(exc)}). "
-                "If the hub cannot be reached and it is not in the local HF cache, download it elsewhere and point "
-                'the spec at the file: dataset = "data/leetcode.jsonl" (.jsonl, .parquet or .csv)') from None
-
     def examples(self, split: str) -> list[Example]:
-        if split not in ("train", "eval"):
-            raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
-        o = self.options
-        want_eval = split == "eval"
-        return [self._example(r) for r in self.rows() if in_eval(r["id"], self.seed, o.eval_fraction) == want_eval]
+        rows = split_rows(self.rows(), split, seed=self.seed, fraction=self.options.eval_fraction)
+        return [self._example(r) for r in rows]
 
     def _example(self, row: dict) -> Example:
         raise NotImplementedError
-
-
-def _problem_id(value) -> str | None:
-    """A row's id as text; CSV readers turn whole-number columns with gaps into floats."""
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, float):
-        return str(int(value)) if value.is_integer() else None
-    if isinstance(value, (int, str)) and str(value).strip():
-        return str(value)
-    return None
-
-
-def _text(value, option: str, options, row: int) -> str:
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        column = getattr(options, option)
-        raise dpokd.ConfigError(f"task.{option}: column {column!r} of {options.dataset} holds {type(value).__name__} "
-                                f"values (row {row}: {str(value)[:60]!r}), expected text; point task.{option} at the "
-                                "column that holds it")
-    return value
-
-
-def _reason(exc: BaseException) -> str:
-    """The most specific words in an exception chain (``datasets`` wraps the reader's error in its own)."""
-    reasons = []
-    while exc is not None and len(reasons) < 10:
-        text = str(exc).strip()
-        reasons.append(f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__)
-        exc = exc.__cause__ or exc.__context__
-    return reasons[1] if len(reasons) > 1 and "occurred while generating" in reasons[0] else reasons[0]
-
-
-def _check_template(template: str | None, field: str) -> str | None:
-    """A template fills ``{field}`` alone; anything else would fail on the first example, after validate."""
-    if template is not None:
-        try:
-            template.format(**{field: "x"})
-        except (KeyError, IndexError, ValueError) as exc:
-            raise ValueError(f"not a template with the one field {{{field}}} ({type(exc).__name__}: {exc}); "
-                             f"got {template!r}") from None
-    return template
-
-
-def _option_for(options, column: str) -> str:
-    return next(name for name in ("id_column", "problem_column", "solution_column") if getattr(options, name) == column)
 
 
 class LeetCodeSummary(_LeetCode):
@@ -196,11 +92,11 @@ class LeetCodeSummary(_LeetCode):
         @dpokd.field_validator("template")
         @classmethod
         def _template_fields(cls, v: str | None) -> str | None:
-            return _check_template(v, "code")
+            return check_template(v, ["code"])
 
     def _example(self, row: dict) -> Example:
         template = self.options.template or SUMMARY_TEMPLATE
-        return Example(id=f"leetcode/{row['id']}", prompt=template.format(code=row["code"]), input=row["code"],
+        return Example(id=f"leetcode/{row['id']}", prompt=render(template, {"code": row["code"]}), input=row["code"],
                        reference=None)
 
 
@@ -213,11 +109,11 @@ class LeetCodeCodegen(_LeetCode):
         @dpokd.field_validator("template")
         @classmethod
         def _template_fields(cls, v: str | None) -> str | None:
-            return _check_template(v, "problem")
+            return check_template(v, ["problem"])
 
     def _example(self, row: dict) -> Example:
         template = self.options.template or CODEGEN_TEMPLATE
-        return Example(id=f"leetcode/{row['id']}", prompt=template.format(problem=row["problem"]),
+        return Example(id=f"leetcode/{row['id']}", prompt=render(template, {"problem": row["problem"]}),
                        input=row["problem"], reference=row["code"])
 
 

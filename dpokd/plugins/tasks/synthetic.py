@@ -12,6 +12,7 @@ from typing import Callable
 
 import dpokd
 from dpokd import Example
+from dpokd.data import check_template, render
 
 
 @dataclass(frozen=True)
@@ -174,12 +175,7 @@ class SyntheticCodegen(dpokd.Task):
         @dpokd.field_validator("template")
         @classmethod
         def _template_fields(cls, v: str) -> str:
-            try:
-                v.format(name="f", arg="x", statement="returns x")
-            except (KeyError, IndexError, ValueError) as exc:
-                raise ValueError(f"not a template with the fields {{name}}, {{arg}}, {{statement}} "
-                                 f"({type(exc).__name__}: {exc}); got {v!r}") from None
-            return v
+            return check_template(v, ["name", "arg", "statement"])
 
     def examples(self, split: str) -> list[Example]:
         o = self.options
@@ -190,7 +186,7 @@ class SyntheticCodegen(dpokd.Task):
         return [
             Example(
                 id=f"synthetic/{p.name}",
-                prompt=o.template.format(name=p.name, arg=p.arg, statement=p.statement),
+                prompt=render(o.template, {"name": p.name, "arg": p.arg, "statement": p.statement}),
                 reference=p.solution,
                 tests=p.tests(),
                 entry_point=p.name,
