@@ -16,7 +16,6 @@ from .errors import BudgetExceeded, ConfigError, DpokdError, OfflineCacheMiss, P
 from .hookspecs import hookimpl
 from .interfaces import Context, Judge, Options, Student, System, Task, Teacher, spec_path
 from .progress import progress
-from .prompts import CODEGEN_TEMPLATE, SUMMARY_TEMPLATE
 from .records import SCHEMA_VERSION, Completion, Example, Outcome, PreferencePair, Score
 from .runs import verify_checksums
 from .trackers import TENSORBOARD_DIR, TRACKERS, iteration_run
@@ -63,7 +62,4 @@ __all__ = [
     "iteration_run",
     "verify_checksums",
     "write_adapter_card",
-    # the reference experiment's prompts
-    "CODEGEN_TEMPLATE",
-    "SUMMARY_TEMPLATE",
 ]

@@ -158,6 +158,40 @@ def test_built_in_plugins_import_only_the_public_api_and_each_other():
     assert crossing == []
 
 
+def test_no_module_imports_a_private_name_of_another():
+    private = [f"{module}:{node.lineno} imports {a.name}" for module, path in MODULES.items()
+               for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.ImportFrom)
+               for a in node.names if a.name.startswith("_") and not a.name.startswith("__")
+               and any(t.startswith("dpokd") for t in _targets(module, node))]
+    assert private == []
+
+
+def test_outcome_files_are_written_and_read_in_scoring_alone():
+    # Judges return records; the engine has them recorded, the report names the file an answer is in.
+    allowed = {"dpokd.engine", "dpokd.report"}
+    readers = sorted(m for m, targets in GRAPH.items() if "dpokd.scoring.outcomes" in targets
+                     and not m.startswith("dpokd.scoring") and m not in allowed)
+    assert readers == []
+    writers = [m for m in MODULES if m.startswith("dpokd.plugins.judges.") and "write_" in MODULES[m].read_text()]
+    assert writers == []
+
+
+def test_no_function_is_longer_than_50_lines():
+    long = [f"{module}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+            for module, path in MODULES.items() for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 50]
+    assert long == []
+
+
+def test_each_public_subpackage_lists_its_api():
+    import importlib
+
+    for name in sorted(PUBLIC):
+        module = importlib.import_module(name)
+        assert module.__all__ and all(hasattr(module, n) for n in module.__all__), name
+        assert module.__doc__ and "public" in module.__doc__.lower(), f"{name}'s docstring says what it is for"
+
+
 # -- declared contracts ---------------------------------------------------------------------------
 def test_a_judge_asks_the_task_eval_split_unless_it_brings_its_own():
     class Tiny(Task):

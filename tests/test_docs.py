@@ -1,5 +1,6 @@
 """The README documents every hook and every public name, so a plugin is writable from it alone."""
 
+import importlib
 import inspect
 
 import dpokd
@@ -22,3 +23,6 @@ def test_every_hook_is_documented_with_its_signature():
 def test_every_public_name_is_documented():
     for name in dpokd.__all__:
         assert f"- `{name}`" in SECTION, name
+    for package in ("dpokd.data", "dpokd.llm", "dpokd.sandbox", "dpokd.scoring"):
+        for name in importlib.import_module(package).__all__:
+            assert f"`{name}`" in SECTION or f"`{name}(" in SECTION, f"{package}.{name}"

@@ -1,4 +1,7 @@
-"""The shared LLM client (``client``), its provider batch-API path (``batch``), its retry policy
+"""Calling a model, public for plugin authors: ``LLMClient`` caches, retries, rate-limits and
+budgets every call, and ``LLMOptions`` are the options of any plugin that calls one.
+
+Inside: the client (``client``), its provider batch-API path (``batch``), its retry policy
 (``retry``) and its per-run budget (``budget``)."""
 
 from .batch import BATCH_PROVIDERS
@@ -7,21 +10,5 @@ from .client import (FAILED_FINISH_REASONS, KEY_ENV, LLMClient, LLMOptions, Usag
                      is_local, key_env, provider_of)
 from .retry import FATAL_STATUS, RETRYABLE_STATUS, retry_after
 
-__all__ = [
-    "BATCH_PROVIDERS",
-    "BUDGET_SLACK",
-    "FAILED_FINISH_REASONS",
-    "FATAL_STATUS",
-    "KEY_ENV",
-    "LLMClient",
-    "LLMOptions",
-    "RETRYABLE_STATUS",
-    "SPEND_FILE",
-    "Usage",
-    "check_key",
-    "import_litellm",
-    "is_local",
-    "key_env",
-    "provider_of",
-    "retry_after",
-]
+# The names plugins use; the others are shared with dpokd's own modules.
+__all__ = ["LLMClient", "LLMOptions", "check_key"]

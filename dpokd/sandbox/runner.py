@@ -400,35 +400,10 @@ def _collect(ctl: socket.socket, code_w: int, payload: bytes, out_r: int, err_r:
                 deadline = min(deadline, time.monotonic() + 0.1)
             for key, _ in sel.select(min(remaining, 0.5)):
                 if key.fd == code_w:
-                    try:
-                        written += os.write(code_w, payload[written:written + 65536])
-                    except BlockingIOError:
-                        continue
-                    except BrokenPipeError:
-                        written = len(payload)
-                    if written >= len(payload):
-                        sel.unregister(code_w)
-                    continue
-                if key.fd == ctl.fileno():
-                    try:
-                        data = ctl.recv(1 << 16)
-                    except BlockingIOError:
-                        continue
-                    sel.unregister(ctl)
-                    ended = marshal.loads(data)[1] if data else 0
-                    continue
-                try:
-                    chunk = os.read(key.fd, 65536)
-                except BlockingIOError:
-                    continue
-                if not chunk:
-                    sel.unregister(key.fd)
-                    continue
-                total[key.fd] += len(chunk)
-                buf = buffers[key.fd]
-                if len(buf) < OUTPUT_LIMIT:
-                    buf += chunk[: OUTPUT_LIMIT - len(buf)]
-                if total[key.fd] > OUTPUT_KILL and key.fd != verdict_r:
+                    written = _feed(sel, code_w, payload, written)
+                elif key.fd == ctl.fileno():
+                    ended = _ended(sel, ctl, ended)
+                elif _read(sel, key.fd, buffers, total) and key.fd != verdict_r:
                     outcome = "output"
                     break
             if outcome == "output":
@@ -439,6 +414,45 @@ def _collect(ctl: socket.socket, code_w: int, payload: bytes, out_r: int, err_r:
     if outcome != "done":
         ended = None
     return outcome, bytes(buffers[out_r]), bytes(buffers[err_r]), bytes(buffers[verdict_r]), ended
+
+
+def _feed(sel, code_w: int, payload: bytes, written: int) -> int:
+    """Write the next part of the program and tests; how much is written (all of it once the pipe broke)."""
+    try:
+        written += os.write(code_w, payload[written:written + 65536])
+    except BlockingIOError:
+        return written
+    except BrokenPipeError:
+        written = len(payload)
+    if written >= len(payload):
+        sel.unregister(code_w)
+    return written
+
+
+def _ended(sel, ctl: socket.socket, ended: int | None) -> int | None:
+    """The sample's exit status, once the harness reports it."""
+    try:
+        data = ctl.recv(1 << 16)
+    except BlockingIOError:
+        return ended
+    sel.unregister(ctl)
+    return marshal.loads(data)[1] if data else 0
+
+
+def _read(sel, fd: int, buffers: dict[int, bytearray], total: dict[int, int]) -> bool:
+    """Read what ``fd`` has, keeping up to OUTPUT_LIMIT; whether it has now printed too much."""
+    try:
+        chunk = os.read(fd, 65536)
+    except BlockingIOError:
+        return False
+    if not chunk:
+        sel.unregister(fd)
+        return False
+    total[fd] += len(chunk)
+    buf = buffers[fd]
+    if len(buf) < OUTPUT_LIMIT:
+        buf += chunk[: OUTPUT_LIMIT - len(buf)]
+    return total[fd] > OUTPUT_KILL
 
 
 UID_RANGE = 4096  # uids UID_BASE .. UID_BASE + UID_RANGE - 1 are the sandbox's

