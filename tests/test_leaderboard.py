@@ -104,6 +104,17 @@ def test_a_damaged_eval_file_is_a_clear_error(tmp_path):
     assert "execution-student@iter_1.jsonl: line 2 is not valid JSON" in out.stderr and "results.json" in out.stderr
 
 
+def test_a_run_whose_eval_files_an_older_dpokd_wrote_is_refused_naming_the_file(tmp_path):
+    run = paired_run(tmp_path / "r")
+    (run / "eval" / "execution-student@iter_1.jsonl").write_text(
+        '{"example_id": "task/0", "status": "passed", "reason": "", "sample": 0, "completion": "x"}\n')
+    for command in (["leaderboard", str(run)], ["view", str(run)]):
+        out = run_cli(*command)
+        assert out.returncode == 2 and "Traceback" not in out.stderr
+        assert "execution-student@iter_1.jsonl: line 1 is not an outcome (written by an older dpokd?)" in out.stderr
+        assert "re-run the spec" in out.stderr
+
+
 # -- judge calibration ---------------------------------------------------------------------------
 def _judged_run(path, responder, model):
     """student@base passes eval examples 0, 2 and 4; student@iter_1 passes 0 and 3; judged by execution
