@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench docs clean
 
 $(BIN)/dpokd: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -20,8 +20,11 @@ demo: $(BIN)/dpokd
 test: $(BIN)/dpokd
 	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
+docs: $(BIN)/dpokd
+	$(BIN)/mkdocs build --strict
+
 bench: $(BIN)/dpokd
 	@for b in bench/*.py; do case $$b in */_*) continue;; esac; echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) runs build *.egg-info
+	rm -rf $(VENV) runs build site *.egg-info

@@ -15,7 +15,7 @@ from .cards import write_adapter_card
 from .errors import BudgetExceeded, ConfigError, DpokdError, OfflineCacheMiss, PluginError, SpecError, StageFailed
 from .hookspecs import hookimpl
 from .interfaces import Context, Judge, Options, Student, System, Task, Teacher, spec_path
-from .progress import progress
+from .progress_bar import progress
 from .records import SCHEMA_VERSION, Completion, Example, Outcome, PreferencePair, Score
 from .runs import verify_checksums
 from .trackers import TENSORBOARD_DIR, TRACKERS, iteration_run

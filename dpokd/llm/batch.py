@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..cache import PendingBatches
 from ..errors import StageFailed
-from ..progress import progress
+from ..progress_bar import progress
 from ..records import Completion, Example
 from .retry import GaveUp, with_retries
 

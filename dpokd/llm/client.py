@@ -21,7 +21,7 @@ from pydantic import Field, model_validator
 from ..cache import chat_request, is_refusal, request_key, text_request
 from ..errors import ConfigError, OfflineCacheMiss, StageFailed
 from ..interfaces import Context, Options
-from ..progress import progress
+from ..progress_bar import progress
 from ..records import Completion, Example
 from .batch import BATCH_PROVIDERS, BatchRunner
 from .budget import Budget
