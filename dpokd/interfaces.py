@@ -172,7 +172,7 @@ class Judge(Plugin):
     @abstractmethod
     def evaluate(self, systems: dict[str, System], task: Task) -> list[Score | Outcome]:
         """Scores and per-answer outcomes of each system. A judge may return outcomes alone: each
-        metric with outcomes but no score is scored as the mean over examples, with a bootstrap CI."""
+        metric with outcomes but no score is scored as the mean over examples, with its interval."""
         raise NotImplementedError
 
     def systems_named(self) -> dict[str, str]:

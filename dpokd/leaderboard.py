@@ -97,20 +97,26 @@ def escape_markup(text: str) -> str:
 
 
 def fmt_spread(row: dict[str, Any], metric: str) -> list[str]:
-    """A metric over a group's seeds as the leaderboard prints it: "mean ± half the 95% t-interval" and
-    "min–max" (only the mean for what a run spent)."""
+    """A metric over a group's seeds as the leaderboard prints it: "mean ± half the 95% t-interval" (the
+    interval itself where the metric's range cut it, and no interval where every seed gave the same
+    value) and "min–max" (only the mean for what a run spent)."""
     found = row.get(metric + SPREAD)
     if not found:
         return ["-"] if metric in NO_SPREAD else ["-", ""]
     mean = fmt_value(found["mean"], metric=metric)
     if metric in NO_SPREAD:
         return [mean]
-    if found["t95"] is None:  # one seed: no spread
-        return [mean, ""]
-    half = (found["t95"][1] - found["t95"][0]) / 2
     small = metric not in INTEGER_METRICS and max(abs(found["min"]), abs(found["max"])) < 1000
     ends = [f"{v:.2f}" if small else fmt_value(v, metric=metric) for v in (found["min"], found["max"])]
-    return [f"{mean} ± {fmt_value(half, metric=metric)}", "–".join(ends)]
+    if found["n"] > 1 and found.get("distinct", 2) < 2:
+        return [f"{mean} (all {found['n']} equal)", "–".join(ends)]
+    if found["t95"] is None:  # one seed: no spread
+        return [mean, ""]
+    low, high = found["t95"]
+    if found.get("clipped"):
+        return [f"{mean} ({low:.2f}–{high:.2f})" if small else f"{mean} ({fmt_value(low, metric=metric)}–"
+                f"{fmt_value(high, metric=metric)})", "–".join(ends)]
+    return [f"{mean} ± {fmt_value((high - low) / 2, metric=metric)}", "–".join(ends)]
 
 
 def spread_headers(metric: str) -> list[str]:
@@ -125,7 +131,8 @@ def seed_title(by_seed: list[dict[str, Any]]) -> str:
 
 
 SEED_NOTE = ("over seeds: each system's mean over the runs that differ only in their seed ± the half-width "
-             "of its 95% t-interval (none for one seed), the min–max over the seeds, and the number of seeds")
+             "of its 95% t-interval (the interval itself where the metric's range cuts it; none for one seed or "
+             "where every seed gave the same value), the min–max over the seeds, and the number of seeds")
 
 
 def _seed_md(by_seed: list[dict[str, Any]]) -> list[str]:
@@ -166,8 +173,9 @@ def _csv(rows, plain, by_seed, console) -> None:
     seeded = [name for c in columns if any(c + SPREAD in r for r in by_seed)
               for name in (f"{c}_min", f"{c}_max", f"{c}_t95_low", f"{c}_t95_high")]
     stopped = ["converged_at"] if any("converged_at" in r for r in plain) else []
+    counts = [f"{c}_n" for c in columns if any(f"{c}_n" in r for r in plain)]
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["run", "system", *columns, *_csv_extras(rows), *stopped,
+    writer = csv.DictWriter(buffer, fieldnames=["run", "system", *columns, *counts, *_csv_extras(rows), *stopped,
                                                 *(["n_seeds", "seeds"] if by_seed else []), *seeded])
     writer.writeheader()
     writer.writerows({**{k: v for k, v in r.items() if k not in EXTRAS and not k.endswith("_ci")}, **_csv_extra(r),
@@ -273,8 +281,8 @@ def _table(rows: list[dict[str, Any]], columns: list[str], best: dict[str, int],
         table.add_row(*cells)
     console.print(table)
     if deltas:
-        console.print(f"Δ: the paired difference in {delta_metric(rows)} on the same examples, its 95% paired bootstrap CI "
-                      f"and an exact sign test's p (McNemar's for pass or fail); against {escape(reference_names(rows))} and, for each checkpoint, the one "
+        console.print(f"Δ: the paired difference in {delta_metric(rows)} on the same examples, Newcombe's 95% paired interval "
+                      f"and an exact sign-flip test's p (McNemar's for passes and fails); against {escape(reference_names(rows))} and, for each checkpoint, the one "
                       "before it (prev)", style="dim")
     if judged:
         console.print("judge acc, κ: where exactly one of a system's and its baseline's answers passes the tests, how "

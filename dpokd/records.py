@@ -99,7 +99,7 @@ class Score(Record):
     judge: str
     system: str
     metric: str
-    value: float
+    value: float | None = Field(description="None where nothing was measured (no verdict, no data, no price)")
     ci: tuple[float, float] | None = None
     n: int | None = None
     higher_is_better: bool = True

@@ -9,7 +9,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from dpokd.scoring import bootstrap_ci, eval_path, pass_at_k
+from dpokd.scoring import eval_path, mean_ci, pass_at_k
 from dpokd.records import Outcome, Score
 from dpokd.runs import RunDir, write_json, write_jsonl
 
@@ -38,7 +38,7 @@ def make_run(path: Path, *, systems: list[str], problems: int, samples: int = 1,
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
         scores.append(Score(judge=judge, system=system, metric="pass@1", value=sum(per_problem) / len(per_problem),
-                            ci=bootstrap_ci(per_problem), n=problems))
+                            ci=mean_ci(per_problem), n=problems))
     run.write_results(scores)
     write_jsonl(path / "eval" / "examples.jsonl",
                 [{"id": e, "prompt": prompt(i) if prompt else f"Write f for problem {i}.", "input": None}

@@ -41,10 +41,11 @@ def board(*runs: Path, fmt: str = "json"):
 
 
 def t_interval(xs: list[float]) -> list[float]:
+    """scipy's 95% t-interval of the mean, cut to [0, 1]: the range of a rate."""
     from scipy import stats
 
     low, high = stats.t.interval(0.95, len(xs) - 1, loc=statistics.mean(xs), scale=stats.sem(xs))
-    return [low, high]
+    return [max(0.0, low), min(1.0, high)]
 
 
 # iter_1 passes 4, 2 and 5 of 8 problems under seeds 0, 1 and 2; iter_2 6, 8 and 7.
@@ -85,7 +86,8 @@ def test_runs_that_differ_only_in_their_seed_show_mean_spread_and_n_in_every_for
     assert len(table) == 12 + 4
 
     low, high = t_interval(xs)
-    shown = f"0.458 ± {(high - low) / 2:.3f} | {0.25:.2f}–{0.625:.2f}"
+    assert low == 0.0 and spread["clipped"]  # the t-interval reaches below 0: a rate cannot
+    shown = f"0.458 ({low:.2f}–{high:.2f}) | {0.25:.2f}–{0.625:.2f}"
     md = board(*three_seeds, fmt="md")
     assert "**q over seeds 0, 1, 2**" in md
     assert f"| q | student@iter_1 | 3 | {shown} |" in md
@@ -105,6 +107,15 @@ def test_the_report_shows_the_seed_groups_numbers(three_seeds, tmp_path):
     assert f'data-t95="{json.dumps(spread["t95"])}"' in page
     assert f'data-metric="pass@1.range" data-value="{json.dumps([spread["min"], spread["max"]])}"' in page
     assert 'data-metric="n_seeds" data-value="3"' in page and "q over seeds 0, 1, 2" in page
+
+
+def test_seeds_that_all_gave_one_value_show_no_interval(tmp_path):
+    same = {"teacher": 8, "student@base": 0, "student@iter_1": 4, "student@iter_2": 6}
+    runs = [seeded_run(tmp_path / "runs" / ("q" if seed == 0 else f"q-seed{seed}"), seed, same) for seed in (0, 1, 2)]
+    grouped = {r["system"]: r for r in board(*runs) if "seeds" in r}
+    spread = grouped["student@iter_1"]["pass@1_seeds"]
+    assert spread["t95"] is None and spread["distinct"] == 1 and spread["n"] == 3
+    assert "| q | student@iter_1 | 3 | 0.500 (all 3 equal) | 0.50–0.50 |" in board(*runs, fmt="md")
 
 
 def test_runs_that_differ_in_anything_but_the_seed_are_never_merged(three_seeds, tmp_path):

@@ -1,11 +1,14 @@
-"""Paired comparisons and judge agreement agree with independent computations."""
+"""Intervals, paired comparisons and judge agreement agree with reference implementations."""
 
+import itertools
 import random
 
+import numpy as np
 import pytest
-from scipy.stats import binomtest
+from scipy.stats import binomtest, permutation_test
 
-from dpokd.scoring.stats import calibration, cohen_kappa, compare, mcnemar_exact, paired_bootstrap_ci
+from dpokd.scoring.stats import (calibration, cohen_kappa, compare, mcnemar_exact, mean_ci, paired_ci, sign_flip_p,
+                                 wilson)
 
 
 @pytest.mark.parametrize("only_a, only_b", [(0, 0), (1, 0), (0, 5), (3, 3), (2, 9), (12, 4), (40, 17), (0, 30),
@@ -16,38 +19,86 @@ def test_mcnemar_is_the_exact_binomial_test_on_discordant_pairs(only_a, only_b):
     assert mcnemar_exact(only_a, only_b) == pytest.approx(expected, rel=1e-9, abs=1e-300)
 
 
-def _plain_bootstrap(a, b, rounds, seed):
-    """The textbook loop: draw n examples with replacement, keep the mean difference, take percentiles."""
-    rng = random.Random(seed)
-    n = len(a)
-    means = []
-    for _ in range(rounds):
-        picks = [rng.randrange(n) for _ in range(n)]
-        means.append(sum(a[i] - b[i] for i in picks) / n)
-    means.sort()
-    return means[int(0.025 * rounds)], means[int(0.975 * rounds) - 1]
+@pytest.mark.parametrize("k, n", [(0, 32), (32, 32), (5, 20), (1, 1), (0, 1), (13, 164)])
+def test_wilson_is_scipys_wilson_interval_and_never_a_point(k, n):
+    ref = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    low, high = wilson(k / n, n)
+    assert (low, high) == (pytest.approx(ref.low, abs=1e-12), pytest.approx(ref.high, abs=1e-12))
+    assert high - low > 0.05
+    assert mean_ci([1.0] * k + [0.0] * (n - k)) == (low, high)
 
 
-def test_paired_bootstrap_ci_matches_a_plain_resampling_loop():
-    # 32 problems: A passes 20, B passes 14; they share 12 passes (paired: the CI is narrower than unpaired).
-    a = [1.0] * 20 + [0.0] * 12
-    b = [1.0] * 12 + [0.0] * 8 + [1.0] * 2 + [0.0] * 10
-    low, high = paired_bootstrap_ci(a, b, rounds=20000)
-    ref_low, ref_high = _plain_bootstrap(a, b, rounds=20000, seed=1)
-    assert low == pytest.approx(ref_low, abs=0.02) and high == pytest.approx(ref_high, abs=0.02)
-    assert low < 0.1875 < high
+def test_an_unbounded_metric_gets_students_t_interval():
+    from scipy import stats
+
+    values = [2.5, 3.1, 2.9, 4.0]
+    ref = stats.t.interval(0.95, len(values) - 1, loc=np.mean(values), scale=stats.sem(values))
+    assert mean_ci(values) == (pytest.approx(ref[0]), pytest.approx(ref[1]))
 
 
-def test_compare_gives_the_difference_of_means_and_mcnemar_on_examples():
+def _pairs(both, only_a, only_b, neither):
+    a = [1.0] * both + [1.0] * only_a + [0.0] * only_b + [0.0] * neither
+    b = [1.0] * both + [0.0] * only_a + [1.0] * only_b + [0.0] * neither
+    return a, b
+
+
+def test_paired_interval_is_newcombes_square_and_add():
+    # Cavo et al. (2012), as Fagerland, Lydersen and Laake's contingencytables reports it:
+    # estimate -0.0621, 95% CI -0.1186 to -0.0046.
+    a, b = _pairs(59, 6, 16, 80)
+    low, high = paired_ci(a, b)
+    assert (round(low, 4), round(high, 4)) == (-0.1186, -0.0046)
+
+
+@pytest.mark.parametrize("a, b", [([1.0] * 32, [0.0] * 32), ([0.0] * 32, [0.0] * 32), ([0.75] * 10, [0.25] * 10)])
+def test_a_constant_difference_does_not_collapse_the_interval(a, b):
+    low, high = paired_ci(a, b)
+    delta = sum(a) / len(a) - sum(b) / len(b)
+    assert low < delta or delta == -1 and -1 <= low
+    assert high > delta or delta == 1
+    assert high - low > 0.1 and -1 <= low and high <= 1
+
+
+def test_the_paired_interval_of_shares_covers_the_true_difference():
+    # 40 examples, 4 samples each, per-example pass rates drawn at random: 95% should cover.
+    rng = np.random.default_rng(7)
+    covered = 0
+    for _ in range(400):
+        pa, pb = rng.uniform(0.2, 1.0, 40), rng.uniform(0.0, 0.8, 40)
+        a, b = rng.binomial(4, pa) / 4, rng.binomial(4, pb) / 4
+        low, high = paired_ci(list(a), list(b))
+        covered += low <= pa.mean() - pb.mean() <= high
+    assert covered / 400 >= 0.93
+
+
+def test_sign_flip_p_is_mcnemar_for_passes_and_an_exact_permutation_test_for_shares():
+    assert sign_flip_p([1, 1, -1, 0, 1, 1, 1, 1]) == pytest.approx(binomtest(6, 7, 0.5).pvalue)
+    d = [0.5, 0.25, -0.25, 0.75, 0.5, 0.0, 0.25, -0.5, 0.25, 0.5]
+    brute = [abs(sum(s * x for s, x in zip(signs, d))) >= abs(sum(d)) - 1e-12
+             for signs in itertools.product([1, -1], repeat=len(d))]
+    assert sign_flip_p(d) == pytest.approx(sum(brute) / len(brute))
+    ref = permutation_test((np.array(d), np.zeros(len(d))), lambda x, y: np.mean(x - y), vectorized=False,
+                           permutation_type="samples", n_resamples=np.inf).pvalue
+    assert sign_flip_p(d) == pytest.approx(ref)
+    many = [0.25 * (1 + i % 3) * (1 if i % 4 else -1) for i in range(40)]  # beyond exact enumeration
+    ref = permutation_test((np.array(many), np.zeros(40)), lambda x, y: np.mean(x - y), vectorized=False,
+                           permutation_type="samples", n_resamples=20000, random_state=1).pvalue
+    assert sign_flip_p(many) == pytest.approx(ref, abs=0.02)
+
+
+def test_compare_tells_one_story_from_each_examples_difference():
     ours = {f"e{i}": float(i < 20) for i in range(32)}
     base = {f"e{i}": float(i < 12 or 20 <= i < 22) for i in range(32)}
     found = compare(ours, base, "student@base")
     assert found.delta == pytest.approx(20 / 32 - 14 / 32, abs=1e-15)
     assert (found.only_a, found.only_b, found.n) == (8, 2, 32)
     assert found.p == pytest.approx(binomtest(8, 10, 0.5).pvalue)
-    # Several samples per example: the Δ uses the shares; McNemar, whether most samples passed.
-    found = compare({"x": 0.75, "y": 0.25}, {"x": 0.25, "y": 0.25}, "b")
-    assert found.delta == pytest.approx(0.25) and (found.only_a, found.only_b) == (1, 0)
+    assert found.ci == paired_ci(list(ours.values()), list(base.values()))
+    # Several samples per example: Δ, its interval and p all come from the per-example shares, so a
+    # difference of +0.5 on every one of 10 examples is significant, not p = 0.25.
+    found = compare({f"e{i}": 0.75 for i in range(10)}, {f"e{i}": 0.25 for i in range(10)}, "b")
+    assert found.delta == pytest.approx(0.5) and (found.only_a, found.only_b) == (10, 0)
+    assert found.p == pytest.approx(2 / 2**10) and found.ci[0] > 0
     assert compare({"x": 1.0}, {"y": 1.0}, "b") is None  # nothing in common: no comparison
 
 

@@ -8,13 +8,12 @@ from .code import extract_code, job_for, pass_at_k, pass_at_ks, score_completion
 from .outcomes import eval_path, per_example, read_outcomes, record, summarise
 from .rows import load_rows, metric_columns, plain_rows
 from .seeds import seed_groups, seed_rows
-from .stats import (Calibration, Comparison, bootstrap_ci, calibration, cohen_kappa, compare, mcnemar_exact,
-                    paired_bootstrap_ci)
+from .stats import (Calibration, Comparison, calibration, cohen_kappa, compare, mcnemar_exact, mean_ci, paired_ci,
+                    sign_flip_p, t_interval, wilson)
 
 __all__ = [
     "Calibration",
     "Comparison",
-    "bootstrap_ci",
     "calibration",
     "cohen_kappa",
     "compare",
@@ -23,8 +22,9 @@ __all__ = [
     "job_for",
     "load_rows",
     "mcnemar_exact",
+    "mean_ci",
     "metric_columns",
-    "paired_bootstrap_ci",
+    "paired_ci",
     "pass_at_k",
     "pass_at_ks",
     "per_example",
@@ -34,5 +34,8 @@ __all__ = [
     "score_completions",
     "seed_groups",
     "seed_rows",
+    "sign_flip_p",
     "summarise",
+    "t_interval",
+    "wilson",
 ]

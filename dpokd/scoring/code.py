@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 
 from ..records import Example, Outcome, Score
 from ..sandbox import Job, Limits, Result, Sandbox
-from .stats import bootstrap_ci
+from .stats import mean_ci
 
 _FENCE = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)(?:```|\Z)", re.S | re.I)
 _TOP_LEVEL_CODE = re.compile(r"(def |async def |class |import |from |@|#|[A-Za-z_][A-Za-z0-9_]* *=[^=])")
@@ -87,7 +87,7 @@ def run_grouped(sandbox: Sandbox, jobs: list[tuple[str, Job]],
 
 def score_completions(judge: str, system: str, examples: list[Example], texts: list[list[str]],
                       sandbox: Sandbox, ks: list[int], on_done=None) -> tuple[list[Score], list[Outcome]]:
-    """pass@k for each k <= samples per problem, with a bootstrap CI on pass@1, and one ``pass@1``
+    """pass@k for each k <= samples per problem, with Wilson's interval on pass@1, and one ``pass@1``
     outcome per sample (its mean per problem, then over problems, is that pass@1)."""
     jobs = [(e.id, job_for(e.code_prompt, extract_code(text, e.entry_point, e.code_prompt), e.tests, e.entry_point))
             for e, answers in zip(examples, texts) for text in answers]
@@ -97,7 +97,7 @@ def score_completions(judge: str, system: str, examples: list[Example], texts: l
                         label=r.status, detail=r.reason, answer=text)
                 for (owner, _), r, (j, text) in zip(jobs, results, answers)]
     scores = [Score(judge=judge, system=system, metric=f"pass@{k}", value=sum(values) / len(values),
-                    ci=bootstrap_ci(values) if k == 1 else None, n=len(values))
+                    ci=mean_ci(values) if k == 1 else None, n=len(values))
               for k, values in pass_at_ks(correct, ks).items()]
     return scores, outcomes
 

@@ -1,7 +1,7 @@
 """Every judge's outcomes on disk: ``eval/<judge>-<system>.jsonl``, one :class:`~dpokd.Outcome` per line.
 
 A judge returns scores and outcomes; :func:`record` writes both, adding a score (the mean, with a
-bootstrap interval) for each metric the judge gave outcomes of but no score. Whatever reads a run
+interval, Wilson's for values in [0, 1]) for each metric the judge gave outcomes of but no score. Whatever reads a run
 reads outcomes through :func:`read_outcomes` and :func:`per_example`, never a judge's own format.
 """
 
@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from ..errors import DpokdError
 from ..records import Outcome, Score
 from ..runs import RunDir, damaged, read_jsonl, write_jsonl
-from .stats import bootstrap_ci
+from .stats import mean_ci
 
 AGAIN = "delete results.json and re-run the spec to evaluate again (answers come from the cache)"
 
@@ -53,9 +53,8 @@ def summarise(scores: Sequence[Score], outcomes: Sequence[Outcome]) -> list[Scor
         if (judge, system, metric) in have:
             continue
         values = list(per_example(found).values())
-        if values:
-            added.append(Score(judge=judge, system=system, metric=metric, value=sum(values) / len(values),
-                               ci=bootstrap_ci(values), n=len(values), higher_is_better=found[0].higher_is_better))
+        added.append(Score(judge=judge, system=system, metric=metric, value=sum(values) / len(values) if values else None,
+                           ci=mean_ci(values), n=len(values), higher_is_better=found[0].higher_is_better))
     return [*scores, *added]
 
 
@@ -111,5 +110,5 @@ def metrics_of(outcomes: Iterable[Outcome]) -> list[str]:
 
 
 def is_binary(outcomes: Iterable[Outcome]) -> bool:
-    """Whether every verdict is a pass or a fail (so McNemar applies to it)."""
+    """Whether every verdict is a pass or a fail (so an example can be called passed or failed)."""
     return all(isinstance(o.value, bool) for o in outcomes if o.value is not None)

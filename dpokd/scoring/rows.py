@@ -3,8 +3,8 @@ and the LLM judge's calibration. Data only; ``dpokd.leaderboard`` renders them, 
 
 Every judge's outcomes are paired (every system answers the same examples), so each student
 checkpoint also gets its Δ against a reference (``student@base`` unless ``--against``) and against
-the previous checkpoint, with a paired bootstrap CI and an exact sign test (McNemar's, for a pass or
-fail metric). The Δ is of ``pass@1`` where a judge gave pass@1 outcomes, else of the first metric
+the previous checkpoint, with Newcombe's paired interval and an exact sign-flip test (McNemar's, for
+passes and fails). The Δ is of ``pass@1`` where a judge gave pass@1 outcomes, else of the first metric
 with outcomes. Where a judge compared systems with a baseline (a pairwise judge) beside a pass or
 fail judge, its calibration against that judge is shown too.
 """
@@ -85,6 +85,8 @@ def load_rows(run_dirs: list[Path], against: str | None = None) -> list[dict[str
             row[score.metric] = score.value
             if score.ci is not None:
                 row[f"{score.metric}_ci"] = list(score.ci)
+            if score.n is not None:
+                row[f"{score.metric}_n"] = score.n
             better[score.metric] = score.higher_is_better
         of_run = {system: row for (where, system), row in rows.items() if where == path}
         outcomes = run_outcomes(path, scores)
@@ -125,16 +127,16 @@ def add_comparisons(run: str, rows: dict[str, dict[str, Any]], shares, against: 
     if reference not in shares:
         return
     ref_judge = shares[reference][0]
-    for system, (judge, metric, own, binary) in shares.items():
+    for system, (judge, metric, own, _) in shares.items():
         if system == reference or judge != ref_judge:
             continue
         if against is not None or _CHECKPOINT.fullmatch(system):
-            found = compare(own, shares[reference][2], reference, metric, binary)
+            found = compare(own, shares[reference][2], reference, metric)
             if found is not None:
                 rows[system]["vs_ref"] = found.as_dict()
         previous = previous_checkpoint(system, shares)
         if previous is not None and shares[previous][0] == judge:
-            found = compare(own, shares[previous][2], previous, metric, binary)
+            found = compare(own, shares[previous][2], previous, metric)
             if found is not None:
                 rows[system]["vs_prev"] = found.as_dict()
 
@@ -166,7 +168,7 @@ def add_calibration(rows: dict[str, dict[str, Any]], outcomes: dict[tuple[str, s
         truth, said = [], []
         for o in compared:
             i = o.example_id
-            if o.value is None or i not in ours or i not in base:
+            if o.value is None or o.label == "failed" or i not in ours or i not in base:  # no judge's verdict
                 continue
             a, b = passed(ours[i]), passed(base[i])
             if a != b:
@@ -181,15 +183,18 @@ def add_calibration(rows: dict[str, dict[str, Any]], outcomes: dict[tuple[str, s
 def metric_columns(rows: list[dict[str, Any]]) -> list[str]:
     """The metric columns of ``rows``: the usual ones first, then the rest alphabetically."""
     metrics = {k for r in rows for k in r if k not in ("run", "system", *EXTRAS, *SEED_KEYS)
-               and not k.startswith("_") and not k.endswith("_ci") and not k.endswith(SPREAD)}
+               and not k.startswith("_") and not k.endswith("_ci") and not k.endswith(SPREAD)
+               and not (k.endswith("_n") and k[:-2] in r)}
     return [m for m in ORDER if m in metrics] + sorted(metrics - set(ORDER))
 
 
 def plain_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The rows as ``--format json`` prints them (the report shows exactly these numbers)."""
+    """The rows as ``--format json`` prints them (the report shows exactly these numbers): each metric,
+    its interval and how many examples it rests on (``_n``); None where nothing was measured."""
     found = metric_columns(rows)
     return [{"run": r["run"], "system": r["system"], **{c: r.get(c) for c in found},
              **{f"{c}_ci": r[f"{c}_ci"] for c in found if f"{c}_ci" in r},
+             **{f"{c}_n": r[f"{c}_n"] for c in found if f"{c}_n" in r},
              **{k: r[k] for k in EXTRAS if k in r}}
             for r in rows]
 

@@ -1,5 +1,5 @@
 """Runs whose specs differ only in ``run.seed`` (and so ``run.name``), as one group per spec: each
-system's mean over the seeds, min–max and a 95% t-interval of the mean."""
+system's mean over the seeds, min–max and a 95% t-interval of the mean within the metric's range."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 
 from ..runs import RunDir
 from .rows import SEED_KEYS, SPREAD, metric_columns
+from .stats import t_interval
 
 _SEED_SUFFIX = re.compile(r"-seed\d+$")
 
@@ -71,7 +72,7 @@ def seed_rows(rows: list[dict[str, Any]], groups: list[list[tuple[int, Path]]]) 
                 values = {seed_of[r["_path"]]: r[metric] for r in found if r.get(metric) is not None}
                 if values:
                     row[metric] = sum(values.values()) / len(values)
-                    row[metric + SPREAD] = spread(values)
+                    row[metric + SPREAD] = spread(values, bounds(metric, found))
             stopped = {str(seed_of[r["_path"]]): r.get("converged_at") for r in found}
             if any(v is not None for v in stopped.values()):
                 row["converged_at"] = stopped
@@ -79,19 +80,38 @@ def seed_rows(rows: list[dict[str, Any]], groups: list[list[tuple[int, Path]]]) 
     return out
 
 
-def spread(values: dict[int, float]) -> dict[str, Any]:
-    """Mean, min, max and the 95% t-interval of the mean of one metric over seeds (None for one seed)."""
+def spread(values: dict[int, float], bounds: tuple[float | None, float | None] = (None, None)) -> dict[str, Any]:
+    """Mean, min, max and the 95% t-interval of the mean of one metric over seeds, kept within the
+    metric's ``bounds`` (a rate in [0, 1], an NLL at least 0). No interval from one seed, nor from
+    seeds that all gave the same value: ``distinct`` says how many different values there were."""
     xs = list(values.values())
     n, mean = len(xs), sum(xs) / len(xs)
-    interval = None
-    if n > 1:
-        from scipy.special import stdtrit
+    distinct = len(set(xs))
+    interval = t_interval(xs) if distinct > 1 else None
+    clipped = False
+    if interval is not None:
+        low, high = bounds
+        kept = [max(low, interval[0]) if low is not None else interval[0],
+                min(high, interval[1]) if high is not None else interval[1]]
+        clipped, interval = kept != list(interval), kept
+    return {"n": n, "mean": mean, "min": min(xs), "max": max(xs), "t95": interval, "clipped": clipped,
+            "distinct": distinct, "by_seed": {str(seed): v for seed, v in values.items()}}
 
-        sd = (sum((x - mean) ** 2 for x in xs) / (n - 1)) ** 0.5
-        half = float(stdtrit(n - 1, 0.975)) * sd / n**0.5
-        interval = [mean - half, mean + half]
-    return {"n": n, "mean": mean, "min": min(xs), "max": max(xs), "t95": interval,
-            "by_seed": {str(seed): v for seed, v in values.items()}}
+
+RATES = ("win_rate", "consistency")
+NON_NEGATIVE = ("teacher_nll", "answer_chars", "baseline_chars", "tokens", "cost_usd", "wins", "ties", "losses",
+                "failed_answers")
+
+
+def bounds(metric: str, rows: list[dict[str, Any]]) -> tuple[float | None, float | None]:
+    """The range a metric's values can take: [0, 1] for pass@k and rates (any metric whose every
+    interval lies in [0, 1], as Wilson's do), [0, ∞) for lengths, counts, costs and NLLs."""
+    cis = [r.get(f"{metric}_ci") for r in rows if r.get(metric) is not None]
+    if metric.startswith("pass@") or metric in RATES or (cis and all(ci and 0 <= ci[0] <= ci[1] <= 1 for ci in cis)):
+        return (0.0, 1.0)
+    if metric in NON_NEGATIVE:
+        return (0.0, None)
+    return (None, None)
 
 
 def plain_seed_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

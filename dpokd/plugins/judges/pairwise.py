@@ -2,17 +2,20 @@
 
 Every comparison is judged in both orders; a pair the orders disagree on is a tie, and the share
 of agreeing pairs is reported as position consistency, with each side's mean answer length (judges
-are known to favour the first position and longer answers).
+are known to favour the first position and longer answers). A prompt a system failed or refused to
+answer is a loss for it, and counted, so a system that fails on the hard prompts is not judged on
+the easy ones alone.
 """
 
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 import dpokd
 from dpokd import Example, Outcome, Score
 from dpokd.llm import LLMClient, LLMOptions, check_key
-from dpokd.scoring import bootstrap_ci
+from dpokd.scoring import mean_ci
 
 SYSTEM_PROMPT = (
     "Please act as an impartial judge and evaluate the quality of the responses provided by two AI assistants to "
@@ -52,6 +55,9 @@ class PairwiseJudge(dpokd.Judge):
         max_tokens: int | None = dpokd.Field(1024, ge=1, description="most tokens per verdict")
         baseline: str = dpokd.Field("student@base", description="the system every other system is compared with")
         limit: int | None = dpokd.Field(None, ge=1, description="judge only the first N eval prompts")
+        failed: Literal["lose", "skip"] = dpokd.Field(
+            "lose", description="an answer that failed or was refused: `lose` counts it as a loss for its system "
+            "(a tie where both failed), `skip` leaves the prompt out of the win rate")
 
     def __init__(self, options=None, context=None):
         super().__init__(options, context)
@@ -92,23 +98,43 @@ class PairwiseJudge(dpokd.Judge):
         verdicts = self.client.complete(keys, prompts, label=f"judge {name} vs {o.baseline}",
                                         validate=lambda t: None if parse_verdict(t) else "no [[A]]/[[B]]/[[C]] verdict")
         outcomes = [self._outcome(name, e, a, b, verdicts[2 * i], verdicts[2 * i + 1]) for i, (e, a, b) in enumerate(items)]
-        judged = [x for x in outcomes if x.value is not None]
-        values = [x.value for x in judged]
-        n = len(values)
+        outcomes += [self._failed(name, e, a, b) for e, a, b in zip(examples, ours, base) if not (a.ok and b.ok)]
         details = {"judge_model": sorted({v.model for v in verdicts if v.model}), "baseline": o.baseline}
+        failed = sum(not a.ok for a in ours)
+        return [*outcomes, *self._scores(name, outcomes, failed, items, details)]
+
+    def _scores(self, name: str, outcomes: list[Outcome], failed: int, items, details) -> list[Score]:
+        """The win rate over the verdicts (None where there is none), its counts and the answers' lengths."""
+        values = [x.value for x in outcomes if x.value is not None]
+        judged = [x for x in outcomes if x.value is not None and x.label != "failed"]
+        n = len(values)
         common = dict(judge=self.name, system=name, n=n, details=details)
+        counts = dict(judge=self.name, system=name, details=details)
         return [
-            *outcomes,
-            Score(metric="win_rate", value=sum(values) / n if n else 0.0, ci=bootstrap_ci(values), **common),
-            Score(metric="wins", value=float(sum(x == 1.0 for x in values)), **common),
-            Score(metric="ties", value=float(sum(x == 0.5 for x in values)), **common),
-            Score(metric="losses", value=float(sum(x == 0.0 for x in values)), higher_is_better=False, **common),
-            Score(metric="consistency", value=sum(x.label != "disagree" for x in judged) / n if n else 0.0, **common),
-            Score(metric="answer_chars", value=sum(len(a) for _, a, _ in items) / max(1, len(items)),
-                  higher_is_better=False, **common),
-            Score(metric="baseline_chars", value=sum(len(b) for _, _, b in items) / max(1, len(items)),
-                  higher_is_better=False, **common),
+            Score(metric="win_rate", value=sum(values) / n if n else None, ci=mean_ci(values), **common),
+            Score(metric="wins", value=float(sum(x == 1.0 for x in values)), **counts),
+            Score(metric="ties", value=float(sum(x == 0.5 for x in values)), **counts),
+            Score(metric="losses", value=float(sum(x == 0.0 for x in values)), higher_is_better=False, **counts),
+            Score(metric="failed_answers", value=float(failed), higher_is_better=False, **counts),
+            Score(metric="consistency", value=sum(x.label != "disagree" for x in judged) / len(judged) if judged else None,
+                  n=len(judged), **counts),
+            Score(metric="answer_chars", value=sum(len(a) for _, a, _ in items) / len(items) if items else None,
+                  higher_is_better=False, n=len(items), **counts),
+            Score(metric="baseline_chars", value=sum(len(b) for _, _, b in items) / len(items) if items else None,
+                  higher_is_better=False, n=len(items), **counts),
         ]
+
+    def _failed(self, name: str, example: Example, ours, base) -> Outcome:
+        """A prompt one side failed or refused to answer: a loss for that side, a tie where both did
+        (no verdict at all with ``failed = "skip"``)."""
+        value = 0.5 if not (ours.ok or base.ok) else 0.0 if not ours.ok else 1.0
+        if self.options.failed == "skip":
+            value = None
+        who = " and ".join(n for n, a in ((name, ours), (self.options.baseline, base)) if not a.ok)
+        why = "; ".join(f"{n}: {a.error}" for n, a in ((name, ours), (self.options.baseline, base)) if not a.ok)
+        return Outcome(system=name, example_id=example.id, judge=self.name, metric="win_rate", value=value,
+                       label="failed", detail=f"{who} gave no answer ({why})", answer=ours.text,
+                       against=self.options.baseline, against_answer=base.text)
 
     def _outcome(self, name: str, example: Example, ours: str, base: str, first, second) -> Outcome:
         """One example's verdict from both orders: 1 where ours wins in both, 0 where the baseline
