@@ -467,11 +467,12 @@ def _disk_full_names_the_file():
         raise
 
 
-def _usage(answers: list[Completion]) -> dict[str, float]:
+def _usage(answers: list[Completion]) -> dict[str, float | None]:
     """Tokens and dollars of the teacher's answers, those a previous process paid for and the cache
-    replays included: ``Teacher.usage()`` counts only what this process spent."""
+    replays included: ``Teacher.usage()`` counts only what this process spent. Dollars are None
+    where a model has no known price: unknown is not free."""
     return {"tokens": float(sum(a.prompt_tokens + a.completion_tokens for a in answers)),
-            "cost_usd": float(sum(a.cost_usd for a in answers))}
+            "cost_usd": None if any(a.cost_usd is None for a in answers) else float(sum(a.cost_usd for a in answers))}
 
 
 def train_once(spec: Spec, pairs_path: Path, output: Path, adapter: Path | None = None) -> dict[str, Any]:

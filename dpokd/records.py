@@ -62,7 +62,7 @@ class Completion(Record):
     model: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    cost_usd: float = 0.0
+    cost_usd: float | None = Field(0.0, description="None: the model has no known price")
     cached: bool = False
 
     @classmethod

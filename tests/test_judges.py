@@ -79,9 +79,43 @@ def test_a_consistent_judge_gives_wins_and_unparseable_verdicts_are_not_cached(t
                           Context(cache_dir=tmp_path / "cache"))
         scores = only_scores(j.evaluate(systems_for(task), task))
         assert scores["win_rate"].n == 0
+        assert scores["win_rate"].value is None and scores["win_rate"].ci is None  # nothing measured: not 0.0
+        assert scores["consistency"].value is None
         server.reset()
         j.evaluate(systems_for(task), task)
         assert len(server.requests) == 12  # nothing unparseable was cached
+
+
+def prefers_tuned(body):
+    text = body["messages"][-1]["content"]
+    a = text.split("[The Start of Assistant A's Answer]\n")[1]
+    return "[[A]]" if a.startswith("tuned") else "[[B]]"
+
+
+@pytest.mark.parametrize("failed, win_rate, n", [("lose", 4 / 6, 6), ("skip", 1.0, 4)])
+def test_failed_answers_count_as_losses_and_are_counted(tmp_path, failed, win_rate, n):
+    """The tuned system wins every prompt it answers and fails or refuses two of six."""
+    from dpokd.records import Outcome
+
+    task = SyntheticCodegen(SyntheticCodegen.Options(n_train=4, n_eval=6))
+    ids = [e.id for e in task.examples("eval")]
+
+    def flaky(examples):
+        return [Completion.failed(e, "blocked (finish_reason=content_filter)") if ids.index(e.id) < 2
+                else Completion.of(e, f"tuned answer to {e.id}") for e in examples]
+
+    systems = {**systems_for(task), "student@iter_1": System("student@iter_1", flaky)}
+    with LoopbackServer(prefers_tuned) as server:
+        options = PairwiseJudge.Options(model="openai/judge", api_base=server.url, failed=failed)
+        results = PairwiseJudge(options, Context(cache_dir=tmp_path / "cache")).evaluate(systems, task)
+        assert len(server.requests) == 8  # only the four answered prompts, in both orders
+    scores = only_scores(results)
+    assert scores["win_rate"].value == pytest.approx(win_rate) and scores["win_rate"].n == n
+    assert scores["failed_answers"].value == 2
+    assert scores["losses"].value == (2 if failed == "lose" else 0)
+    lost = [o for o in results if isinstance(o, Outcome) and o.label == "failed"]
+    assert sorted(o.example_id for o in lost) == sorted(ids[:2])
+    assert all("student@iter_1 gave no answer (student@iter_1: blocked" in o.detail for o in lost)
 
 
 def test_execution_judge_with_samples_reports_unbiased_pass_at_k(tmp_path):

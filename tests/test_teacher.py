@@ -232,6 +232,14 @@ def test_litellm_price_map_costs_a_known_model(server, tmp_path):
     assert all(a.cost_usd > 0 for a in answers)
 
 
+def test_a_model_with_no_known_price_costs_unknown_not_zero(server, tmp_path):
+    t = teacher(server, tmp_path, model="openai/a-model-litellm-cannot-price")
+    answers = t.answer(examples(2))
+    assert [a.cost_usd for a in answers] == [None, None] and t.usage()["unpriced"] == 2
+    again = teacher(server, tmp_path, model="openai/a-model-litellm-cannot-price").answer(examples(2))
+    assert [a.cost_usd for a in again] == [None, None] and all(a.cached for a in again)  # replayed as unknown too
+
+
 KILL_SCRIPT = """
 import sys
 from pathlib import Path

@@ -150,7 +150,8 @@ class Usage:
     failed: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    cost_usd: float = 0.0
+    cost_usd: float = 0.0  # of the answers with a known price
+    unpriced: int = 0  # answers of a model with no known price
 
 
 class LLMClient:
@@ -336,7 +337,7 @@ class LLMClient:
         except Exception:  # a model litellm has no price for
             return None
 
-    def _response_cost(self, litellm, response: Any) -> float:
+    def _response_cost(self, litellm, response: Any) -> float | None:
         # litellm prices every response already (None: a model it has no price for); asking it
         # again costs milliseconds of CPU per call.
         hidden = getattr(response, "_hidden_params", None) or {}
@@ -345,7 +346,7 @@ class LLMClient:
         try:
             return litellm.completion_cost(completion_response=response)
         except Exception:  # a model litellm has no price for
-            return 0.0
+            return None
 
     # -- the live path ---------------------------------------------------------------------------
     async def _run(self, litellm, examples, prompts, keys, todo, label, validate) -> dict[int, Completion]:
@@ -375,7 +376,8 @@ class LLMClient:
         with progress(self.context, label, len(todo)) as advance:
             await asyncio.gather(*(one(i) for i in todo))
         self.context.log(f"{label}: {len(results)}/{len(todo)} asked, {self.usage.failed - failed_before} failed, "
-                         f"{len(examples) - len(todo)} cached, ${self.usage.cost_usd:.4f} spent")
+                         f"{len(examples) - len(todo)} cached, ${self.usage.cost_usd:.4f} spent"
+                         + (f" ({self.usage.unpriced} answers of a model with no known price)" if self.usage.unpriced else ""))
         return results
 
     async def _ask(self, litellm, limiter: Limiter, example: Example, prompt: str, validate) -> Completion:
@@ -429,12 +431,13 @@ class LLMClient:
             cost = self.price(litellm, prompt_tokens, completion_tokens, batch=batch)
         else:
             cost = self._response_cost(litellm, response)
-        cost = float(cost or 0.0)
-        self.budget.record(cost)
+        cost = None if cost is None else float(cost)  # None: unpriced, which is not free
+        self.budget.record(cost or 0.0)
         self.usage.requests += 1
         self.usage.prompt_tokens += prompt_tokens
         self.usage.completion_tokens += completion_tokens
-        self.usage.cost_usd += cost
+        self.usage.cost_usd += cost or 0.0
+        self.usage.unpriced += cost is None
         return dict(text=text or "", finish_reason=finish_reason, model=model, prompt_tokens=prompt_tokens,
                     completion_tokens=completion_tokens, cost_usd=cost)
 
