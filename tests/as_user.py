@@ -24,7 +24,8 @@ SERVER = r"""
 import json, os, sys
 from dpokd.sandbox import Job, Limits, Sandbox
 box = Sandbox(Limits(**json.loads(sys.argv[1])), workers=int(sys.argv[2]), log=lambda m: None)
-print(json.dumps({"found": box.found, "isolate": box.isolate, "pid": os.getpid()}), flush=True)
+print(json.dumps({"found": box.found, "isolate": box.isolate, "pid": os.getpid(), "processes": box.processes,
+                  "cgroups": box._cgroups is not None}), flush=True)
 for line in sys.stdin:
     jobs = [Job(**j) for j in json.loads(line)]
     print(json.dumps([r.__dict__ for r in box.run_many(jobs)]), flush=True)
@@ -62,6 +63,7 @@ class UserSandbox:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=environment, cwd="/")
         hello = json.loads(self.proc.stdout.readline())
         self.found, self.isolate, self.pid = hello["found"], hello["isolate"], hello["pid"]
+        self.processes, self.cgroups = hello["processes"], hello["cgroups"]
         self.uid = uid
 
     def run_many(self, jobs: list[Job]) -> list[Result]:

@@ -38,16 +38,18 @@ def test_startup_path_imports_no_heavy_library():
 import sys, json
 import dpokd, dpokd.cli, dpokd.spec
 from dpokd.cli import cli
+codes = []
 for args in (["validate", r"{spec}"], ["plugins", "--json"], ["--help"]):
     try:
         cli.main(args=args, standalone_mode=False)
-    except SystemExit:
-        pass
-print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))
+        codes.append(0)
+    except SystemExit as exit_:
+        codes.append(exit_.code or 0)
+print(json.dumps([codes, sorted(m for m in {HEAVY!r} if m in sys.modules)]))
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [[0, 0, 0], []]
 
 
 def test_reference_specs_without_keys_stop_before_any_work(tmp_path):

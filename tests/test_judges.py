@@ -71,8 +71,10 @@ def test_a_consistent_judge_gives_wins_and_unparseable_verdicts_are_not_cached(t
     with LoopbackServer(prefers_tuned) as server:
         scores = only_scores(judge(server, tmp_path).evaluate(systems_for(task), task))
     assert scores["consistency"].value == 1.0 and scores["wins"].value == 6 and scores["win_rate"].value == 1.0
-    low, high = scores["win_rate"].ci
-    assert low <= 1.0 <= high + 1e-9
+    from scipy.stats import binomtest
+
+    ref = binomtest(6, 6).proportion_ci(method="wilson")  # six wins of six: an interval, not the point 1
+    assert scores["win_rate"].ci == (pytest.approx(ref.low), pytest.approx(ref.high)) and ref.low < 0.7
 
     with LoopbackServer(lambda body: "I cannot decide.") as server:
         j = PairwiseJudge(PairwiseJudge.Options(model="openai/judge2", api_base=server.url, max_failure_share=1.0),

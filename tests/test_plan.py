@@ -45,11 +45,14 @@ def server():
         yield s
 
 
+FILLER = ("then", "carefully", "add", "one", "more", "to", "it")
+
+
 def write_spec(tmp_path, url, extra=""):
-    # Statements of one length in characters and in words: the loopback server counts words as
-    # tokens, so every prompt costs the same and the plan's per-character estimate can be exact.
-    rows = [{"id": i, "content": f"Return the number {i:03d} plus one.", "python": f"def f():\n    return {i + 1}"}
-            for i in range(40)]
+    # Statements of many lengths (the loopback server counts words as tokens and echoes the prompt,
+    # so answers vary too): the plan's per-character and per-answer averages are estimates.
+    rows = [{"id": i, "content": f"Return the number {i} " + " ".join(FILLER[: (i * 3) % 8]) + ".",
+             "python": f"def f():\n    return {i + 1}"} for i in range(40)]
     (tmp_path / "problems.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     path = tmp_path / "spec.toml"
     path.write_text(SPEC.format(url=url, PRICE_IN=PRICE_IN, PRICE_OUT=PRICE_OUT) + extra)
@@ -76,13 +79,15 @@ def test_plan_counts_the_uncached_half_at_the_loopback_answers_usage(server, tmp
                                       "output_tokens": row.output_tokens}
     assert printed["totals"]["uncached"] == len(train) - half
 
-    # Now the run asks for the rest: exactly what the plan counted, at exactly its figures.
+    # Now the run asks for the rest: exactly the requests the plan counted, and tokens and dollars
+    # within a tenth of its estimates (prompts and answers vary in length).
     answers = spec.teacher.build(Context(cache_dir=spec.run.cache_dir)).answer(train)
     asked = [a for a in answers if not a.cached]
     assert len(server.requests) == len(asked) == row.uncached
-    assert row.input_tokens == sum(a.prompt_tokens for a in asked) > 0
-    assert row.output_tokens == sum(a.completion_tokens for a in asked) > 0
-    assert row.usd == row.usd_batch == pytest.approx(sum(a.cost_usd for a in asked))
+    actual_in, actual_out = sum(a.prompt_tokens for a in asked), sum(a.completion_tokens for a in asked)
+    assert len({a.prompt_tokens for a in asked}) > 3 and len({a.completion_tokens for a in asked}) > 3
+    assert row.input_tokens == pytest.approx(actual_in, rel=0.1) and row.output_tokens == pytest.approx(actual_out, rel=0.1)
+    assert row.usd == row.usd_batch == pytest.approx(sum(a.cost_usd for a in asked), rel=0.1)
     assert row.usd == pytest.approx((row.input_tokens * PRICE_IN + row.output_tokens * PRICE_OUT) / 1e6)
     assert "cached" in row.output_from
 

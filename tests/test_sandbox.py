@@ -110,6 +110,7 @@ def hostile_cases(port: int) -> dict[str, str]:
 def test_hostile_code_is_judged_not_passed_and_the_machine_is_unharmed(sandbox, listener, monkeypatch):
     port, accepted = listener
     monkeypatch.setenv("OPENAI_API_KEY", "sk-hostile-secret")
+    parent = os.getppid()
     cases = hostile_cases(port)
     results = dict(zip(cases, sandbox.run_many([sample(body) for body in cases.values()])))
     for name, result in results.items():
@@ -120,7 +121,8 @@ def test_hostile_code_is_judged_not_passed_and_the_machine_is_unharmed(sandbox, 
     assert results["allocate 20 GB"].reason.startswith("MemoryError")
     assert results["sys.exit(0)"].reason.startswith("SystemExit")
     # The machine is unharmed: parent alive, nothing written outside, no connection, no stray process.
-    assert os.getppid() > 0
+    assert os.getppid() == parent  # not orphaned: the parent was not killed
+    os.kill(parent, 0)
     assert not Path(f"/tmp/{ESCAPE}").exists()
     assert not (ROOT / ESCAPE).exists()
     assert accepted == []
@@ -310,15 +312,56 @@ def add_one(x):
 
 
 def test_memory_is_capped_for_the_whole_sample():
-    limits = Limits(timeout=20.0, memory_mb=512)
-    box = Sandbox(limits, workers=2)
-    if box._cgroups is None:  # no cgroup: the process cap must make processes x memory fit
-        available = int(next(l for l in open("/proc/meminfo") if l.startswith("MemAvailable")).split()[1]) * 1024
-        assert box.processes * limits.memory_mb * 2**20 <= available / 2
-        return
+    """As root, a memory cgroup holds the whole sample to memory_mb."""
+    box = Sandbox(Limits(timeout=20.0, memory_mb=512), workers=2)
+    if box._cgroups is None:
+        pytest.skip("no memory cgroup here: the process cap bounds a sample (the test below)")
     assert box.run(Job(sample_memory_hog(1, 200), TESTS, "add_one", PROMPT)).passed  # one child fits
     hog = box.run(Job(sample_memory_hog(6, 300), TESTS, "add_one", PROMPT))  # 1.8 GB in 512 MB
     assert not hog.passed, hog
+
+
+FORK_UNTIL_REFUSED = """
+import os, time
+def add_one(x):
+    held = 0
+    for _ in range(64):
+        try:
+            pid = os.fork()
+        except OSError:
+            break
+        if pid == 0:
+            block = bytearray(100 * 2**20)
+            for i in range(0, len(block), 4096):
+                block[i] = 1
+            time.sleep(5)
+            os._exit(0)
+        held += 1
+    print("held", held)
+    return x + 1
+"""
+
+
+def available_memory() -> int:
+    return int(next(l for l in open("/proc/meminfo") if l.startswith("MemAvailable")).split()[1]) * 1024
+
+
+def test_without_a_cgroup_the_process_cap_bounds_a_samples_memory():
+    """As a user, each process is capped at memory_mb and the process cap is lowered until every
+    worker's processes fit the machine: a sample forking all it can holds no more than that."""
+    from .as_user import UserSandbox
+
+    memory_mb = available_memory() // (2 * 8 * 2**20)  # two workers of about 8 processes fill the machine
+    limits = Limits(timeout=15.0, memory_mb=memory_mb)
+    box = UserSandbox(limits, workers=2)
+    try:
+        assert not box.cgroups
+        result = box.run(Job(FORK_UNTIL_REFUSED, TESTS, "add_one", PROMPT))
+    finally:
+        box.close()
+    held = int(result.stdout.split()[1])  # the first call's count (the second finds the first's children)
+    assert 5 <= box.processes <= 10 and 0 < held < box.processes, (held, box.processes, result)
+    assert 2 * box.processes * memory_mb * 2**20 <= available_memory() * 1.1
 
 
 def is_alive(pid: int) -> bool:
