@@ -127,7 +127,8 @@ class _Planner:
             row.note = "depends on the dataset, which cannot be read here"
             return row
         client = LLMClient(options, self.context, field=field)
-        prompts = prompts if prompts is not None else [e.prompt for e in examples]
+        prompts = prompts if prompts is not None else [e.prompt if client.text or not e.messages else e.messages
+                                                        for e in examples]
         hits: list[dict[str, Any]] = []
         todo_chars = []
         for example, prompt in zip(examples, prompts):

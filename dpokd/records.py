@@ -37,6 +37,9 @@ class Example(Record):
 
     id: str
     prompt: str
+    messages: list[dict[str, str]] | None = Field(None, description="the prompt as chat messages (TRL's "
+                                                  "conversational format) where the record gave them; `prompt` is "
+                                                  "then the conversation as one text")
     reference: str | None = None
     input: str | None = Field(None, description="the task input a judge should see (e.g. the code to summarize)")
     tests: str | None = Field(None, description="Python test code defining check(candidate)")

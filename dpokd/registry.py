@@ -37,6 +37,7 @@ DEFAULT_PLUGINS = (
     "dpokd.plugins.tasks.synthetic",
     "dpokd.plugins.tasks.leetcode",
     "dpokd.plugins.tasks.humaneval",
+    "dpokd.plugins.tasks.prompts",
     "dpokd.plugins.teachers.reference",
     "dpokd.plugins.teachers.litellm",
     "dpokd.plugins.students.hf_qlora",

@@ -12,7 +12,7 @@ from dpokd.plugins.tasks.humaneval import HumanEvalTask
 from dpokd.plugins.tasks.leetcode import LeetCodeCodegen, LeetCodeSummary
 from dpokd.plugins.tasks.synthetic import SyntheticCodegen
 from dpokd.plugins.teachers.reference import ReferenceTeacher
-from dpokd.plugins.tasks.prompts import CODEGEN_TEMPLATE
+from dpokd.plugins.tasks.templates import CODEGEN_TEMPLATE
 from dpokd.records import Example
 from dpokd.scoring import job_for
 from dpokd.sandbox import Sandbox

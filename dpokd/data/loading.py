@@ -47,6 +47,19 @@ def _check_file(dataset: str, fields: FieldSpec | None, option: str) -> None:
         wanted = f" with the columns {', '.join(columns[:-1])} and {columns[-1]}" if len(columns) > 1 else (
             f" with the column {columns[0]}" if columns else "")
         raise ConfigError(f"{option}: {dataset} is empty; expected one record per row{wanted}")
+    if path.suffix.lower() in (".jsonl", ".json", ".csv"):
+        _check_utf8(path, option)
+
+
+def _check_utf8(path: Path, option: str) -> None:
+    """A text file must be UTF-8: say where it is not, rather than let a reader fail somewhere inside."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{option}: {path} is not UTF-8 (line {line}, byte {exc.start}: "
+                          f"{data[exc.start:exc.start + 1]!r}); save it as UTF-8") from None
 
 
 def _read(dataset: str, split: str, revision: str | None):

