@@ -259,7 +259,7 @@ class Engine:
                     keep.append((example, good, bad))
             if self.spec.run.verified_pairs:
                 keep = self._verified(keep, counts)
-            pairs = [PreferencePair(example_id=e.id, prompt=e.prompt, chosen=g.text, rejected=b.text, iteration=k)
+            pairs = [PreferencePair(example_id=e.id, prompt=e.messages or e.prompt, chosen=g.text, rejected=b.text, iteration=k)
                      for e, g, b in keep]
             rows = [p.model_dump(mode="json") for p in pairs]
             if self.spec.run.mix_previous and k > 1:

@@ -78,22 +78,46 @@ class Completion(Record):
 
 
 class PreferencePair(Record):
-    """One DPO pair in TRL's preference format, with where it came from."""
+    """One DPO pair in TRL's preference format, with where it came from: conversational (the prompt
+    as messages, each answer as an assistant message) when the prompt was given as messages."""
 
     example_id: str
-    prompt: str
+    prompt: str | list[dict[str, str]]
     chosen: str
     rejected: str
     iteration: int = 0
     previous: bool = Field(False, description="repeated from the previous iteration's pairs (run.mix_previous)")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _answers_as_text(cls, data: Any) -> Any:
+        # A conversational pair's answers are one assistant message each; held here as their text.
+        if isinstance(data, dict):
+            for side in ("chosen", "rejected"):
+                if isinstance(data.get(side), list) and len(data[side]) == 1 and isinstance(data[side][0], dict):
+                    data = {**data, side: data[side][0].get("content")}
+        return data
+
     @model_serializer(mode="wrap")
     def _only_marked(self, handler):
-        # Only a repeated pair carries the key: a pairs file stays TRL's plain preference format.
+        # Only a repeated pair carries the key: a pairs file stays TRL's preference format, plain or
+        # conversational as the prompt is.
         row = handler(self)
         if not self.previous:
             row.pop("previous", None)
+        if isinstance(self.prompt, list):
+            for side in ("chosen", "rejected"):
+                row[side] = [{"role": "assistant", "content": row[side]}]
         return row
+
+    @property
+    def text_prompt(self) -> str:
+        """The prompt as one text (a conversation's turns one after another)."""
+        if isinstance(self.prompt, str):
+            return self.prompt
+        if len(self.prompt) == 1:
+            return self.prompt[0]["content"]
+        return "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in self.prompt)
 
 
 class Score(Record):

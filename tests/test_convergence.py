@@ -115,6 +115,9 @@ def test_a_loop_with_nothing_left_to_learn_stops_evaluates_what_exists_and_resum
     assert teacher.requests == []  # the teacher's answers came from the cache
     assert scores(run_dir).keys() == reference.keys()
     for key, value in reference.items():
+        if value is None:  # what was not measured (the loopback model's price) stays unknown
+            assert scores(run_dir)[key] is None, key
+            continue
         # A student loaded in a fresh process scores a teacher NLL a little (about 0.2%) off the first one.
         assert scores(run_dir)[key] == pytest.approx(value, rel=1e-2 if key[2] == "teacher_nll" else 1e-9), key
 

@@ -171,3 +171,44 @@ def test_a_model_too_large_for_memory_gets_a_warning_with_the_estimate(tmp_path,
         assert "student.model" in message and "B parameters" in message and "Phi-2 in 4-bit needs about 2 GB" in message
     else:
         assert message == ""
+
+
+def test_a_chat_record_trains_on_the_tokens_generation_saw(tmp_path):
+    """A conversation with a system prompt, through dpokd:tiny's chat template: the prompt tokens TRL
+    trains on are the tokens generation fed the model, and the pairs stay conversational."""
+    from dpokd.records import Example
+
+    chat = [Example(id=f"c{i}", prompt="", messages=[{"role": "system", "content": "Be terse."},
+                                                       {"role": "user", "content": f"Say {i} back."}],
+                    reference=f"{i}.") for i in range(8)]
+    student = HFQLoRAStudent(HFQLoRAStudent.Options(model="dpokd:tiny", max_new_tokens=8, batch_size=4, epochs=1,
+                                                    loss=["sigmoid", "sft"], max_length=64),
+                             Context(cache_dir=tmp_path / "cache"))
+    student.prepare(chat)
+    assert student.chat
+    model = student._ensure_model()
+    tok = student.tokenizer
+    [seen] = student.encode_prompts(chat[:1], tok)
+    assert tok.decode(seen).startswith("<|system|>\nBe terse.\n<|user|>\nSay 0 back.\n<|assistant|>\n")
+    answers = student.generate(chat)
+    pairs = [PreferencePair(example_id=e.id, prompt=e.messages, chosen=e.reference, rejected=a.text or "no")
+             for e, a in zip(chat, answers)]
+    row = json.loads(pairs[0].model_dump_json())
+    assert row["prompt"] == chat[0].messages and row["chosen"] == [{"role": "assistant", "content": "0."}]
+    assert PreferencePair.model_validate(row).chosen == "0."  # read back as it was written
+    student.train_dpo(pairs, tmp_path / "iter_1")
+    trained = student.trained_dataset[0]
+    assert trained["prompt_ids"] == seen
+    assert tok.decode(trained["chosen_ids"]).startswith("0.<|endoftext|>")
+    assert model is student.model
+
+
+def test_messages_to_a_student_without_a_chat_template_are_refused_naming_the_option(tmp_path):
+    from dpokd import ConfigError
+    from dpokd.records import Example
+
+    chat = [Example(id="c0", prompt="", messages=[{"role": "user", "content": "Hi"}], reference="Hello")]
+    student = HFQLoRAStudent(HFQLoRAStudent.Options(model="dpokd:tiny", chat_template=False),
+                             Context(cache_dir=tmp_path / "cache"))
+    with pytest.raises(ConfigError, match="student.chat_template: the task gives prompts as chat messages \\(first: c0\\)"):
+        student.prepare(chat)

@@ -101,6 +101,9 @@ class HFQLoRAStudent(dpokd.Student):
         precompute_ref_log_probs: bool = dpokd.Field(False, description="compute reference log-probs once before training")
         report_to: list[str] = dpokd.Field([], description="experiment trackers for the training curves and judge scores "
                                            "(TRL's report_to): 'tensorboard', 'wandb', 'trackio', ...; default none")
+        chat_template: Literal["auto"] | bool = dpokd.Field(
+            "auto", description="prompt through the tokenizer's chat template, in generation and training alike: "
+            "'auto' where the tokenizer has one; prompts given as chat messages need one")
         # -- generation
         max_new_tokens: int = dpokd.Field(256, ge=1, description="most tokens per generated answer")
         temperature: float = dpokd.Field(0.0, ge=0, description="sampling temperature; 0 means greedy")
@@ -158,6 +161,7 @@ class HFQLoRAStudent(dpokd.Student):
         self.adapter_dir: Path | None = None  # where the current adapter is saved, if it is
         self.trained_steps = 0
         self._vllm = None
+        self.chat: bool | None = None  # prompts through the chat template: known once the tokenizer is
 
     # -- set-up ----------------------------------------------------------------------------------
     def prepare(self, examples: list[Example]) -> None:
@@ -167,8 +171,10 @@ class HFQLoRAStudent(dpokd.Student):
             corpus = [e.prompt for e in examples] + [e.reference or "" for e in examples]
             self.model_path = str(tiny_model_dir(self.context.layout.models, corpus, hidden=o.tiny_hidden,
                                                  layers=o.tiny_layers, vocab=o.tiny_vocab, seed=self.seed))
+        tok = self._tokenizer_alone()
+        self.chat = self._uses_chat(tok, examples)
         if self.options.max_length is not None and examples:
-            self._check_max_length(examples)
+            self._check_max_length(tok, examples)
         if self.options.target_modules != "all-linear":
             self._check_target_modules()
 
@@ -187,18 +193,49 @@ class HFQLoRAStudent(dpokd.Student):
         except ValueError as exc:
             raise dpokd.ConfigError(f"{self.field}.target_modules: {str(exc).splitlines()[0][:300]}") from None
 
-    def _check_max_length(self, examples: list[Example]) -> None:
-        """TRL drops each pair whose prompt alone fills ``max_length``; with none left, training
-        fails after the teacher was paid. Refuse that here, once the tokenizer is known."""
+    def _tokenizer_alone(self):
         from transformers import AutoTokenizer
 
-        o = self.options
         try:
-            tok = AutoTokenizer.from_pretrained(self.model_path, revision=o.revision)
+            return AutoTokenizer.from_pretrained(self.model_path, revision=self.options.revision)
         except Exception as exc:
-            raise dpokd.ConfigError(f"{self.field}.model: cannot load the tokenizer of {o.model!r}: "
+            raise dpokd.ConfigError(f"{self.field}.model: cannot load the tokenizer of {self.options.model!r}: "
                                     f"{str(exc).splitlines()[0][:200]}") from None
-        lengths = [len(ids) for ids in tok([e.prompt for e in examples])["input_ids"]]
+
+    def _uses_chat(self, tok, examples: list[Example]) -> bool:
+        """Whether prompts go through the chat template; checked here, before the teacher is asked."""
+        has, wanted = bool(getattr(tok, "chat_template", None)), self.options.chat_template
+        if wanted is True and not has:
+            raise dpokd.ConfigError(f"{self.field}.chat_template: true, but the tokenizer of {self.options.model!r} "
+                                    "has no chat template")
+        chat = has and wanted is not False
+        given = next((e.id for e in examples if e.messages), None)
+        if given is not None and not chat:
+            why = "is set to false" if has else f"cannot be used: the tokenizer of {self.options.model!r} has none"
+            raise dpokd.ConfigError(f"{self.field}.chat_template: the task gives prompts as chat messages (first: "
+                                    f"{given}), and the student's chat template {why}; use an instruct model")
+        return chat
+
+    def conversation(self, example: Example) -> list[dict[str, str]]:
+        return example.messages or [{"role": "user", "content": example.prompt}]
+
+    def prompt_text(self, example: Example, tok) -> str:
+        """The prompt as the model reads it: through the chat template (as TRL renders a conversational
+        pair's prompt) where one is used, else as it is."""
+        if not self.chat:
+            return example.prompt
+        return tok.apply_chat_template(self.conversation(example), tokenize=False, add_generation_prompt=True)
+
+    def encode_prompts(self, examples: list[Example], tok) -> list[list[int]]:
+        """Each prompt's tokens as generation feeds them: a chat template brings its own special tokens."""
+        texts = [self.prompt_text(e, tok) for e in examples]
+        return tok(texts, add_special_tokens=not self.chat)["input_ids"]
+
+    def _check_max_length(self, tok, examples: list[Example]) -> None:
+        """TRL drops each pair whose prompt alone fills ``max_length``; with none left, training
+        fails after the teacher was paid. Refuse that here, once the tokenizer is known."""
+        o = self.options
+        lengths = [len(ids) for ids in self.encode_prompts(examples, tok)]
         too_long = sum(n >= o.max_length for n in lengths)
         if too_long == len(lengths):
             raise dpokd.ConfigError(
@@ -274,6 +311,8 @@ class HFQLoRAStudent(dpokd.Student):
         torch.manual_seed(self.seed)
         self.model = get_peft_model(model, _lora_config(o))
         self.tokenizer = tokenizer
+        if self.chat is None:  # a student judged as a system is not prepared on a task's examples
+            self.chat = self._uses_chat(tokenizer, [])
         return self.model
 
     # -- identity and persistence -----------------------------------------------------------------
@@ -392,7 +431,7 @@ class HFQLoRAStudent(dpokd.Student):
         with progress(self.context, "student generates", len(todo)) as advance:
             for batch in batches:
                 first = examples[batch[0]]
-                texts, lengths, reasons = self._generate_batch([examples[i].prompt for i in batch],
+                texts, lengths, reasons = self._generate_batch([examples[i] for i in batch],
                                                                self._temperature(first), self.seed + first.sample)
                 for i, text, n, reason in zip(batch, texts, lengths, reasons):
                     cache.put(keys[i], {"text": text, "finish_reason": reason, "completion_tokens": n})
@@ -409,18 +448,24 @@ class HFQLoRAStudent(dpokd.Student):
 
     def _request(self, example: Example) -> dict[str, Any]:
         request = {"kind": "student", "fingerprint": self.fingerprint(), "prompt": example.prompt}
+        if example.messages:
+            request["messages"] = example.messages
+        if self.options.chat_template != "auto":
+            request["chat_template"] = self.options.chat_template
         if example.sample:
             request["sample"] = example.sample
         if example.temperature is not None:
             request["temperature"] = example.temperature
         return request
 
-    def _generate_batch(self, prompts: list[str], temperature: float, seed: int) -> tuple[list[str], list[int], list[str]]:
+    def _generate_batch(self, examples: list[Example], temperature: float,
+                        seed: int) -> tuple[list[str], list[int], list[str]]:
         import torch
 
         o, model, tok = self.options, self.model, self.tokenizer
         tok.padding_side = "left"
-        enc = tok(prompts, return_tensors="pt", padding=True).to(model.device)
+        prompts = [self.prompt_text(e, tok) for e in examples]
+        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=not self.chat).to(model.device)
         torch.manual_seed(seed)
         kwargs: dict[str, Any] = dict(max_new_tokens=o.max_new_tokens, pad_token_id=tok.pad_token_id,
                                       eos_token_id=tok.eos_token_id)
@@ -460,8 +505,9 @@ class HFQLoRAStudent(dpokd.Student):
             batch = list(zip(examples, texts))[start : start + self.options.gen_batch_size]
             rows, labels = [], []
             for example, text in batch:
-                prompt_ids = tok(example.prompt)["input_ids"]
-                full = tok(example.prompt + text + tok.eos_token)["input_ids"]
+                prompt = self.prompt_text(example, tok)
+                prompt_ids = tok(prompt, add_special_tokens=not self.chat)["input_ids"]
+                full = tok(prompt + text + tok.eos_token, add_special_tokens=not self.chat)["input_ids"]
                 cut = _common_prefix(prompt_ids, full)
                 rows.append(full)
                 labels.append([-100] * cut + full[cut:])
@@ -492,7 +538,7 @@ class HFQLoRAStudent(dpokd.Student):
         output_dir.mkdir(parents=True, exist_ok=True)
         if self.adapter_hash is None and self.trained_steps:
             raise RuntimeError("train_dpo after load(None) would discard the trained adapter")
-        dataset = Dataset.from_list([{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in pairs])
+        dataset = Dataset.from_list([self._trl_row(p) for p in pairs])
         check_trackers(o.report_to)
         group, run_name = iteration_run(output_dir, self.context.run_dir)
         config = _dpo_config(o, output_dir / "trainer", seed=self.seed, group=group, run_name=run_name)
@@ -502,9 +548,19 @@ class HFQLoRAStudent(dpokd.Student):
             trainer = DPOTrainer(model=model, args=config, train_dataset=dataset, processing_class=self.tokenizer,
                                  callbacks=[step_log])
         trainer.remove_callback(PrinterCallback)  # metrics go to train_log.jsonl, not stdout
+        self.trained_dataset = trainer.train_dataset  # the tokens trained on, for a look afterwards
         _place_trackers(trainer, output_dir / TENSORBOARD_DIR)
         result = self._run_trainer(trainer, group)
         return self._trained(trainer, result, len(pairs), step_log.steps, output_dir)
+
+    def _trl_row(self, pair: PreferencePair) -> dict[str, Any]:
+        """A pair as TRL takes it: conversational where the chat template is used (TRL renders it as
+        generation did), plain text otherwise."""
+        if not self.chat:
+            return {"prompt": pair.text_prompt, "chosen": pair.chosen, "rejected": pair.rejected}
+        prompt = pair.prompt if isinstance(pair.prompt, list) else [{"role": "user", "content": pair.prompt}]
+        return {"prompt": prompt, "chosen": [{"role": "assistant", "content": pair.chosen}],
+                "rejected": [{"role": "assistant", "content": pair.rejected}]}
 
     def _run_trainer(self, trainer, group: str):
         try:

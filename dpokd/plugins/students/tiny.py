@@ -13,6 +13,11 @@ import shutil
 from pathlib import Path
 
 EOS = "<|endoftext|>"
+# A small chat template, so prompts given as messages take the same path as on an instruct model: each
+# turn under its role's marker, an assistant's turn ended by EOS (what training teaches it to emit).
+CHAT_TEMPLATE = ("{% for m in messages %}{{ '<|' + m['role'] + '|>\\n' + m['content'] }}"
+                 "{% if m['role'] == 'assistant' %}{{ eos_token }}{% endif %}{{ '\\n' }}{% endfor %}"
+                 "{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}")
 TINY_ID = "dpokd:tiny"
 LM_HEAD_SCALE = 10.0
 
@@ -20,7 +25,7 @@ LM_HEAD_SCALE = 10.0
 def tiny_model_dir(models_dir: Path, corpus: list[str], *, hidden: int, layers: int, vocab: int, seed: int) -> Path:
     """Build (once) and return the directory of the tiny model for this corpus and size, in ``models_dir``
     (a context's ``layout.models``)."""
-    recipe = {"hidden": hidden, "layers": layers, "vocab": vocab, "seed": seed, "version": 4, "lm_head_scale": LM_HEAD_SCALE,
+    recipe = {"hidden": hidden, "layers": layers, "vocab": vocab, "seed": seed, "version": 5, "lm_head_scale": LM_HEAD_SCALE,
               "corpus": hashlib.sha256("\x00".join(corpus).encode()).hexdigest()}
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
     directory = Path(models_dir) / f"tiny-{digest}"
@@ -55,6 +60,7 @@ def _build(directory: Path, corpus: list[str], *, hidden: int, layers: int, voca
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     bpe.train_from_iterator(corpus or [""], trainer=trainer)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token=EOS, bos_token=EOS, unk_token=EOS, pad_token=EOS)
+    tokenizer.chat_template = CHAT_TEMPLATE
     tokenizer.save_pretrained(directory)
 
     torch.manual_seed(seed)

@@ -1,0 +1,32 @@
+"""The shipped "your own data" specs run from a clean clone, on a CPU with no key, and each
+leaderboard has its judge's metric for the teacher (where the judge scores it), the base student
+and every iteration."""
+
+import json
+
+import pytest
+
+from .conftest import ROOT, run_cli
+
+SPECS = {"own_code": ("own-code", ["pass@1"]), "own_chat": ("own-chat", ["teacher_nll", "match"]),
+         "own_numeric": ("own-numeric", ["match"])}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", sorted(SPECS))
+def test_a_shipped_spec_distils_on_its_own_data(tmp_path, spec):
+    name, metrics = SPECS[spec]
+    out = run_cli("run", str(ROOT / "specs" / f"{spec}.toml"), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    board = run_cli("leaderboard", str(tmp_path / "runs" / name), "--format", "json", cwd=tmp_path)
+    rows = {r["system"]: r for r in json.loads(board.stdout)}
+    assert list(rows) == ["teacher", "student@base", "student@iter_1", "student@iter_2"]
+    for metric in metrics:
+        scored = [s for s in rows if s != "teacher" or metric != "teacher_nll"]  # the teacher's own NLL is not asked
+        assert all(isinstance(rows[s][metric], float) for s in scored), (metric, rows)
+        if metric != "teacher_nll":
+            assert rows["teacher"][metric] == 1.0 and rows["teacher"][f"{metric}_n"] >= 6
+    first = metrics[0]
+    better = min if first == "teacher_nll" else max
+    assert better(rows["student@iter_2"][first], rows["student@base"][first]) == rows["student@iter_2"][first]
+    assert rows["student@iter_2"][first] != rows["student@base"][first]  # the student moved toward the teacher
