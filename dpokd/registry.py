@@ -44,6 +44,8 @@ DEFAULT_PLUGINS = (
     "dpokd.plugins.judges.execution",
     "dpokd.plugins.judges.likelihood",
     "dpokd.plugins.judges.pairwise",
+    "dpokd.plugins.judges.match",
+    "dpokd.plugins.judges.rubric",
 )
 
 
