@@ -221,7 +221,8 @@ class _Planner:
             where = f"{component.field} ({component.plugin})"
             if _answers_problems(judge):  # execution, humaneval: each system answers its problems
                 problems = self.examples(lambda: judge.eval_examples(task), f"{where} eval set")
-                asked = None if problems is None else [s for e in problems for s in e.samples(o.samples, o.temperature)]
+                n, temperature = getattr(o, "samples", 1), getattr(o, "temperature", None)  # a judge may not sample
+                asked = None if problems is None else [s for e in problems for s in e.samples(n, temperature)]
                 for answerer in answerers.values():
                     self.teacher(answerer, asked, "evaluate", where)
             elif component.plugin == "teacher-likelihood":

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from typing import ClassVar, Literal
+from typing import Literal
 
 import dpokd
 from dpokd import Example, Outcome, Score
@@ -73,10 +73,6 @@ class MatchJudge(dpokd.Judge):
         relative: float = dpokd.Field(0.0, ge=0, description="`numeric`: the difference allowed relative to the "
                                       "larger of the two magnitudes (either tolerance is enough)")
         limit: int | None = dpokd.Field(None, ge=1, description="judge only the first N eval examples")
-        # Each system answers each example once, at its own temperature: `dpokd plan` reads these of a
-        # judge that chooses its own problems to count the answers it will ask for.
-        samples: ClassVar[int] = 1
-        temperature: ClassVar[float | None] = None
 
         @dpokd.field_validator("extract")
         @classmethod
