@@ -22,7 +22,8 @@ def plugins_command(as_json: bool, show_traceback: bool) -> None:
     reg = registry()
     rows = [
         {"kind": e.kind, "name": e.name, "package": e.package, "version": e.version,
-         "aliases": list(e.aliases), "options": list(e.cls.Options.model_fields), "option_details": e.option_details()}
+         "aliases": list(e.aliases), "description": _described(e.cls), "options": list(e.cls.Options.model_fields),
+         "option_details": e.option_details()}
         for kind in KINDS
         for e in reg.entries(kind)
     ]
@@ -34,16 +35,24 @@ def plugins_command(as_json: bool, show_traceback: bool) -> None:
         raise PluginError(f"{len(reg.broken)} plugin package(s) failed to load and {STRICT_ENV}=1 is set")
 
 
+def _described(cls) -> str:
+    """A plugin's one line: the first line of its class's docstring."""
+    doc = (cls.__doc__ or "").strip()
+    return doc.splitlines()[0].strip().replace("``", "`") if doc else ""
+
+
 def _print_tables(rows: list[dict], broken: list, show_traceback: bool) -> None:
     """The plugins as a table, then the broken packages and (asked for) their tracebacks."""
     from rich.table import Table
 
     out = console()
-    table = Table("kind", "name", "package", "options")
+    table = Table("kind", "name", "package", "what it does")
     for r in rows:
         name = r["name"] + (f" ({', '.join(r['aliases'])})" if r["aliases"] else "")
-        table.add_row(r["kind"], escape(name), escape(f"{r['package']} {r['version']}"), escape(", ".join(r["options"])))
+        table.add_row(r["kind"], escape(name), escape(f"{r['package']} {r['version']}"), escape(r["description"]))
     out.print(table)
+    out.print("`dpokd plugins --json` lists each plugin's options, with their types, defaults and descriptions",
+              style="dim")
     if not broken:
         return
     failed = Table("package", "version", "error", title="failed to load (their plugins are not available)")
