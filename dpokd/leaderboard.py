@@ -286,7 +286,8 @@ def _table(rows: list[dict[str, Any]], columns: list[str], best: dict[str, int],
                       "before it (prev)", style="dim")
     if judged:
         console.print("judge acc, κ: where exactly one of a system's and its baseline's answers passes the tests, how "
-                      "often the LLM judge prefers the passing one, and Cohen's κ against execution", style="dim")
+                      "often the LLM judge prefers the passing one, and Cohen's κ against execution (a grading judge: "
+                      "how often a grade of at least half the scale agrees with each answer's pass or fail)", style="dim")
 
 
 def _best(rows: list[dict[str, Any]], columns: list[str]) -> dict[str, int]:

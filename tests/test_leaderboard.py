@@ -184,3 +184,23 @@ def test_names_with_brackets_show_as_written_in_the_terminal_table(tmp_path):
     out = run_cli("leaderboard", str(run.path))
     assert out.returncode == 0, out.stderr
     assert "[bold]x[/bold]" in out.stdout and "[red]run" in out.stdout
+
+
+def test_a_grading_judge_is_calibrated_against_a_pass_or_fail_judge(tmp_path):
+    """match says pass or fail; a rubric grades the same answers: its agreement and κ are shown."""
+    from dpokd.records import Outcome
+
+    truth = [True, True, False, False, True, False]
+    grades = [0.9, 0.6, 0.2, 0.7, 0.1, 0.0]  # agrees on 0, 1, 2 and 5; wrong on 3 and 4
+    run = RunDir(tmp_path / "graded")
+    run.create(fresh=True)
+    results = [Outcome(system="s", example_id=f"e{i}", judge="match", metric="match", value=t) for i, t in enumerate(truth)]
+    results += [Outcome(system="s", example_id=f"e{i}", judge="llm-rubric", metric="rubric", value=g, label=str(g))
+                for i, g in enumerate(grades)]
+    record(run.path, results)
+    rows = {r["system"]: r for r in json.loads(run_cli("leaderboard", str(run.path), "--format", "json").stdout)}
+    found = rows["s"]["judge_calibration"]
+    assert (found["judge"], found["execution"], found["pairs"], found["accuracy"]) == ("llm-rubric", "match", 6, 4 / 6)
+    # Cohen's κ of [p, p, f, f, p, f] against [p, p, f, p, f, f]: observed 4/6, chance 1/2.
+    assert found["kappa"] == pytest.approx((4 / 6 - 0.5) / 0.5)
+    assert rows["s"]["match"] == 0.5 and rows["s"]["rubric"] == pytest.approx(sum(grades) / 6)

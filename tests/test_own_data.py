@@ -36,3 +36,38 @@ def test_a_shipped_spec_distils_on_its_own_data(tmp_path, spec):
     else:
         teacher = rows["teacher"]["answer_chars"]
         assert abs(last["answer_chars"] - teacher) < abs(base["answer_chars"] - teacher)
+
+
+@pytest.mark.slow
+def test_the_api_teacher_and_rubric_spec_runs_against_a_loopback_server_and_replays_offline(tmp_path):
+    import shutil
+
+    from dpokd.testing import LoopbackServer
+
+    rows = [json.loads(line) for line in (ROOT / "specs" / "data" / "chat.jsonl").read_text().splitlines()]
+    replies = {r["messages"][-1]["content"]: r["reference"] for r in rows}
+
+    def respond(body):
+        last = body["messages"][-1]["content"]
+        return replies[last] if last in replies else "A fair reply.\nRating: [[7]]"  # else it grades
+
+    shutil.copytree(ROOT / "specs" / "data", tmp_path / "specs" / "data")
+    spec = tmp_path / "specs" / "own_rubric.toml"
+    with LoopbackServer(respond) as server:
+        text = (ROOT / "specs" / "own_rubric.toml").read_text()
+        text = text.replace('model = "gemini/gemini-4-argon"', f'model = "openai/loopback"\napi_base = "{server.url}"')
+        text = text.replace('plugin = "llm-rubric"', f'plugin = "llm-rubric"\nmodel = "openai/grader"\napi_base = "{server.url}"')
+        spec.write_text(text)
+        out = run_cli("run", str(spec), cwd=tmp_path, env={"OPENAI_API_KEY": "sk-loopback"})
+        assert out.returncode == 0, out.stderr[-3000:]
+        asked = len(server.requests)
+    board = lambda: {r["system"]: r for r in json.loads(  # noqa: E731
+        run_cli("leaderboard", str(tmp_path / "runs" / "own-rubric"), "--format", "json", cwd=tmp_path).stdout)}
+    first = board()
+    assert list(first) == ["teacher", "student@base", "student@iter_1", "student@iter_2"] and asked > 0
+    assert all(r["rubric"] == pytest.approx(6 / 9) and r["rubric_n"] >= 6 for r in first.values())
+    assert first["teacher"]["match"] == 1.0
+    again = run_cli("run", str(spec), "--offline", "--fresh", cwd=tmp_path, env={"OPENAI_API_KEY": None})
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert {s: (r["rubric"], r["match"]) for s, r in board().items()} == {
+        s: (r["rubric"], r["match"]) for s, r in first.items()}

@@ -155,7 +155,8 @@ def previous_checkpoint(system: str, systems) -> str | None:
 
 def add_calibration(rows: dict[str, dict[str, Any]], outcomes: dict[tuple[str, str], list[Outcome]], shares) -> None:
     """Where exactly one of a system and its baseline passes (by the paired pass or fail judge), how
-    often a comparing judge prefers the passing one (accuracy) and its agreement with the tests (κ)."""
+    often a comparing judge prefers the passing one (accuracy) and its agreement with the tests (κ);
+    for a grading judge, how often its grade agrees with each answer's pass or fail."""
     for (judge, system), items in outcomes.items():
         compared = [o for o in items if o.against is not None]
         if not compared or system not in shares or not shares[system][3]:
@@ -178,6 +179,28 @@ def add_calibration(rows: dict[str, dict[str, Any]], outcomes: dict[tuple[str, s
             continue  # the two judges scored different examples (e.g. HumanEval beside a summary task)
         rows[system]["judge_calibration"] = {"judge": judge, "execution": execution, "baseline": baseline,
                                              **calibration(truth, said).as_dict()}
+    for (judge, system), items in outcomes.items():
+        if system in shares and "judge_calibration" not in rows[system]:
+            found = grading_calibration(judge, items, shares[system])
+            if found is not None:
+                rows[system]["judge_calibration"] = found
+
+
+def grading_calibration(judge: str, items: list[Outcome], truth) -> dict[str, Any] | None:
+    """A grading judge (an LLM rubric: grades in [0, 1]) against a pass or fail judge on the same
+    answers: a grade of at least half the scale says "pass"; its accuracy and κ against the truth."""
+    truth_judge, _, passes, binary = truth
+    graded = [o for o in items if o.against is None and o.value is not None and not isinstance(o.value, bool)
+              and o.label != "failed" and 0 <= o.value <= 1]
+    if not graded or not binary or truth_judge == judge:
+        return None
+    grades = per_example(graded)
+    ids = [i for i in grades if i in passes]
+    if not ids:
+        return None
+    said = ["pass" if grades[i] >= 0.5 else "fail" for i in ids]
+    real = ["pass" if passed(passes[i]) else "fail" for i in ids]
+    return {"judge": judge, "execution": truth_judge, "baseline": None, **calibration(real, said).as_dict()}
 
 
 def metric_columns(rows: list[dict[str, Any]]) -> list[str]:
