@@ -155,7 +155,7 @@ def test_strip_fence_unwraps_a_fenced_block_and_leaves_plain_code():
 
 # -- the public face --------------------------------------------------------------------------------
 def test_every_public_name_exists_and_is_documented():
-    section = (ROOT / "README.md").read_text().split("### Reading data (`dpokd.data`)")[1].split("\n## ")[0]
+    section = (ROOT / "docs" / "plugins.md").read_text().split("## Reading data (`dpokd.data`)")[1].split("\n## ")[0]
     for name in dpokd.data.__all__:
         assert hasattr(dpokd.data, name), name
         assert f"- `{name}`" in section, name

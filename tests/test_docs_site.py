@@ -39,3 +39,11 @@ def test_every_command_is_on_the_command_line_page(site):
     page = (site / "cli" / "index.html").read_text()
     missing = [name for name in cli.commands if f"dpokd {name}" not in page]
     assert missing == []
+
+
+def test_the_readme_is_short_and_its_links_lead_somewhere():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.encode()) <= 12 * 1024
+    links = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", readme)
+    local = [link for link in links if not link.startswith("http")]
+    assert local and [link for link in local if not (ROOT / link).exists()] == []
