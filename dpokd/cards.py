@@ -94,7 +94,8 @@ def dataset_card(*, counts: dict[str, Any], iteration: int, teacher: dict[str, A
              f"| task | {_cell(_component(task))} |",
              f"| pairs | {'unknown' if n is None else n} of {counts.get('examples', '?')} train prompts |",
              f"| dropped | {counts.get('identical', 0)} identical answers, {counts.get('teacher_failed', 0)} teacher "
-             f"failures, {counts.get('not_verified', 0)} not verified by the tests |", ""]
+             f"failures, {counts.get('teacher_truncated', 0)} teacher answers cut off by max_tokens, "
+             f"{counts.get('not_verified', 0)} not verified by the tests |", ""]
     if (run or {}).get("mix_previous") and iteration > 1:
         lines += ["Rows with `\"previous\": true` repeat the previous iteration's pairs, trained on again.", ""]
     return DatasetCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))

@@ -75,13 +75,17 @@ class Engine:
             return self._execute()
 
     def preflight(self) -> None:
-        """What can fail without reading data or writing a file: keys, models, the sandbox."""
+        """What can fail without reading data or writing a file: the systems judges name, models, keys,
+        servers, the sandbox; the spec's own mistakes first, before what depends on the machine."""
+        self._check_named_systems()
         models.preflight(self.spec, self.context)  # retired or unpriced API models
         for plugin in (self.teacher, *self.judges, self.student, self.task, *self.extra.values()):
             if plugin is not None:
                 plugin.preflight()
         if self.spec.run.verified_pairs and not self.eval_only:
             check_isolation()  # verified pairs run the answers' code
+
+    def _check_named_systems(self) -> None:
         names = self.system_names()
         for i, judge in enumerate(self.judges):
             for option, system in judge.systems_named().items():
@@ -245,16 +249,15 @@ class Engine:
                 raise damaged(stats_path, "is not a JSON object")
             return counts
         with self.stage(stage):
-            counts = {"examples": len(train), "teacher_failed": 0, "identical": 0, "not_verified": 0}
+            counts = {"examples": len(train), "teacher_failed": 0, "teacher_truncated": 0, "identical": 0,
+                      "not_verified": 0}
             keep: list[tuple[Example, Completion, Completion]] = []
             good_of = _by_id(chosen, train, self.run.path / "teacher.jsonl")
             bad_of = _by_id(rejected, train, self._iter_dir(k) / "rejected.jsonl")
             for example in train:
                 good, bad = good_of[example.id], bad_of[example.id]
-                if not good.ok:
-                    counts["teacher_failed"] += 1
-                elif good.text.strip() == bad.text.strip():
-                    counts["identical"] += 1
+                if why := _dropped(good, bad, self.spec.run.keep_truncated):
+                    counts[why] += 1
                 else:
                     keep.append((example, good, bad))
             if self.spec.run.verified_pairs:
@@ -272,7 +275,8 @@ class Engine:
             write_jsonl(path, rows)
             write_json(stats_path, counts)
             self.context.log(f"iter {k}: {len(pairs)} pairs ({counts['identical']} identical, "
-                             f"{counts['teacher_failed']} teacher failures, {counts['not_verified']} unverified dropped)")
+                             f"{counts['teacher_failed']} teacher failures, {counts['teacher_truncated']} truncated "
+                             f"by the teacher's max_tokens, {counts['not_verified']} unverified dropped)")
         return counts
 
     def _verified(self, keep, counts):
@@ -438,6 +442,20 @@ def _by_id(answers: list[Completion], examples: list[Example], path: Path) -> di
     return out
 
 
+def _dropped(good: Completion, bad: Completion, keep_truncated: bool) -> str | None:
+    """Why a train prompt gives no pair (its count's key in ``pairs_stats.json``), or None to keep it.
+
+    A truncated chosen answer would teach the student to stop mid-answer, so it is dropped unless
+    ``run.keep_truncated``; the student's own truncated answers stay, as the rejected side."""
+    if not good.ok:
+        return "teacher_failed"
+    if good.truncated and not keep_truncated:
+        return "teacher_truncated"
+    if good.text.strip() == bad.text.strip():
+        return "identical"
+    return None
+
+
 def _check_run_name(spec: Spec) -> None:
     """A run name made from the file name obeys the `[run] name` rule too (``..toml`` would name ``runs/.``)."""
     if spec.run.name is None:
@@ -470,9 +488,11 @@ def _disk_full_names_the_file():
 def _usage(answers: list[Completion]) -> dict[str, float | None]:
     """Tokens and dollars of the teacher's answers, those a previous process paid for and the cache
     replays included: ``Teacher.usage()`` counts only what this process spent. Dollars are None
-    where a model has no known price: unknown is not free."""
+    where a model has no known price: unknown is not free. ``truncated``: the answers that
+    max_tokens cut off, which the pairs leave out unless ``run.keep_truncated``."""
     return {"tokens": float(sum(a.prompt_tokens + a.completion_tokens for a in answers)),
-            "cost_usd": None if any(a.cost_usd is None for a in answers) else float(sum(a.cost_usd for a in answers))}
+            "cost_usd": None if any(a.cost_usd is None for a in answers) else float(sum(a.cost_usd for a in answers)),
+            "truncated": float(sum(a.ok and a.truncated for a in answers))}
 
 
 def train_once(spec: Spec, pairs_path: Path, output: Path, adapter: Path | None = None) -> dict[str, Any]:

@@ -12,7 +12,9 @@ from .scoring.rows import (EXTRAS, SPREAD, metric_columns, convergence_notes, de
                            reference_names)
 from .scoring.seeds import plain_seed_rows, seed_groups, seed_rows
 
-NO_SPREAD = ("tokens", "cost_usd")  # what a run spent: its mean over seeds is shown, not its spread
+# What a run spent, and how many of the teacher's answers max_tokens cut off: counts of the run,
+# shown as their mean over seeds, not their spread, and never marked best.
+NO_SPREAD = ("tokens", "cost_usd", "truncated")
 
 
 def render(rows: list[dict[str, Any]], fmt: str, console) -> None:
@@ -75,7 +77,7 @@ def short_name(system: str) -> str:
     return system.removeprefix("student@")
 
 
-INTEGER_METRICS = {"tokens", "wins", "ties", "losses"}
+INTEGER_METRICS = {"tokens", "truncated", "wins", "ties", "losses"}
 
 
 def fmt_value(value: Any, ci: Any = None, metric: str = "") -> str:
@@ -294,7 +296,7 @@ def _best(rows: list[dict[str, Any]], columns: list[str]) -> dict[str, int]:
     best = {}
     for c in columns:
         scored = [r for r in rows if r.get(c) is not None]
-        if len(scored) > 1 and c not in ("tokens", "cost_usd"):
+        if len(scored) > 1 and c not in NO_SPREAD:
             higher = rows[0]["_better"].get(c, True)
             pick = max(scored, key=lambda r: r[c]) if higher else min(scored, key=lambda r: r[c])
             best[c] = id(pick)

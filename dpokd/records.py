@@ -13,6 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_valid
 from .errors import DpokdError
 
 SCHEMA_VERSION = 1
+# Finish reasons of an answer cut off at its token limit: litellm maps every provider's own word
+# (Gemini's MAX_TOKENS, Anthropic's max_tokens) to "length"; the others are read as written.
+TRUNCATED_FINISH_REASONS = frozenset({"length", "max_tokens", "MAX_TOKENS"})
 
 
 class Record(BaseModel):
@@ -67,6 +70,12 @@ class Completion(Record):
     completion_tokens: int = 0
     cost_usd: float | None = Field(0.0, description="None: the model has no known price")
     cached: bool = False
+
+    @property
+    def truncated(self) -> bool:
+        """Cut off by the token limit: the answer may stop mid-sentence or mid-function. Derived from
+        ``finish_reason``, so answers cached or written before this property existed read the same."""
+        return self.finish_reason in TRUNCATED_FINISH_REASONS
 
     @classmethod
     def of(cls, example: Example, text: str, **fields: Any) -> "Completion":

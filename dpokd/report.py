@@ -22,7 +22,7 @@ from .curves import curves_png
 from .errors import DpokdError
 from .leaderboard import (SEED_NOTE, fmt_calibration, fmt_delta, fmt_spread, fmt_value, seed_title, short_name,
                           spread_headers)
-from .records import Example, Outcome
+from .records import TRUNCATED_FINISH_REASONS, Example, Outcome
 from .runs import RunDir, read_json, read_jsonl, write_jsonl
 from .scoring.outcomes import AGAIN, eval_path, passed
 from .scoring.rows import (EXTRAS, SPREAD, convergence_notes, delta_metric, load_rows, metric_columns, paired_shares,
@@ -175,6 +175,7 @@ def _iterations(run_dir: Path) -> list[dict[str, Any]]:
         rows = read_jsonl(pairs_path)
         kept = [r for r in rows if not r.get("previous")]
         kept_ids = {r.get("example_id") for r in kept}
+        stats = read_json(stats_path) if stats_path.exists() else {}
         dropped = []
         if rejected_path.exists() and teacher:
             for r in read_jsonl(rejected_path):
@@ -182,18 +183,27 @@ def _iterations(run_dir: Path) -> list[dict[str, Any]]:
                 good = teacher.get(i)
                 if i in kept_ids or good is None:
                     continue
-                if not good.get("ok", True):
-                    reason = "teacher failure: " + str(good.get("error") or "no answer")
-                elif str(good.get("text", "")).strip() == str(r.get("text", "")).strip():
-                    reason = "identical: the student already answers as the teacher"
-                else:
-                    reason = "unverified: the teacher's code does not pass or the student's does"
-                dropped.append({"example_id": i, "reason": reason, "chosen": good.get("text", ""),
+                dropped.append({"example_id": i, "reason": _drop_reason(good, r, stats), "chosen": good.get("text", ""),
                                 "rejected": r.get("text", "")})
-        out.append({"iteration": k, "stats": read_json(stats_path) if stats_path.exists() else {},
+        out.append({"iteration": k, "stats": stats,
                     "kept": kept[:MAX_PAIRS], "kept_total": len(kept),
                     "previous": len(rows) - len(kept), "dropped": dropped[:MAX_PAIRS], "dropped_total": len(dropped)})
     return out
+
+
+def _drop_reason(good: dict[str, Any], bad: dict[str, Any], stats: Any) -> str:
+    """Why the engine left this train prompt out of the pairs, in the order it asks (``engine._dropped``).
+
+    Truncation is a reason only where the iteration dropped for it: not with ``run.keep_truncated``,
+    nor in runs an older dpokd made, whose ``pairs_stats.json`` has no ``teacher_truncated``."""
+    if not good.get("ok", True):
+        return "teacher failure: " + str(good.get("error") or "no answer")
+    dropped_truncated = isinstance(stats, dict) and stats.get("teacher_truncated")
+    if dropped_truncated and good.get("finish_reason") in TRUNCATED_FINISH_REASONS:
+        return "truncated: the teacher's answer hit max_tokens"
+    if str(good.get("text", "")).strip() == str(bad.get("text", "")).strip():
+        return "identical: the student already answers as the teacher"
+    return "unverified: the teacher's code does not pass or the student's does"
 
 
 def _examples(run_dir: Path, scores, systems: list[str]) -> tuple[list[ExampleView], dict[str, str]]:

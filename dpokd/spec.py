@@ -50,6 +50,9 @@ class RunOptions(BaseModel):
     evaluate: Literal["all", "last"] = Field("all", description="judge every iteration's student, or only the last")
     verified_pairs: bool = Field(False, description="code tasks: keep pairs whose chosen passes the tests and rejected fails")
     mix_previous: bool = Field(False, description="online: also train on the previous iteration's pairs (SPIN)")
+    keep_truncated: bool = Field(
+        False, description="keep pairs whose chosen answer the teacher's max_tokens cut off; by default they are "
+                           "dropped, so the student is not taught to stop mid-answer")
     stop_when_no_pairs: bool = Field(
         True, description="online: an iteration with no new pairs ends the loop (the student has converged)")
 

@@ -156,8 +156,9 @@ def test_floating_judge_alias_is_warned_about_and_a_pinned_one_is_not(tmp_path):
 
     from rich.console import Console
 
-    for model, warned in (("openai/gpt-4-turbo", True), ("openai/gpt-4-turbo-2024-04-09", False)):
-        out = io.StringIO()
-        context = Context(cache_dir=tmp_path, console=Console(file=out, width=300))
-        PairwiseJudge(PairwiseJudge.Options(model=model, api_base="http://127.0.0.1:9/v1"), context).preflight()
-        assert ("floating alias" in out.getvalue()) == warned
+    with LoopbackServer() as server:  # the preflight connects to the judge's server
+        for model, warned in (("openai/gpt-4-turbo", True), ("openai/gpt-4-turbo-2024-04-09", False)):
+            out = io.StringIO()
+            context = Context(cache_dir=tmp_path, console=Console(file=out, width=300))
+            PairwiseJudge(PairwiseJudge.Options(model=model, api_base=server.url), context).preflight()
+            assert ("floating alias" in out.getvalue()) == warned

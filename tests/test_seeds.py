@@ -202,11 +202,13 @@ def test_the_seed_picks_the_run_directory_and_its_lock(seed, directory, tmp_path
 
     from dpokd.runs import LOCK
 
+    from dpokd.testing import LoopbackServer
+
     spec = tmp_path / "s.toml"
-    spec.write_text(spec_text("http://127.0.0.1:9/v1", name="s"))
     held = tmp_path / "runs" / directory
     held.mkdir(parents=True)
-    with FileLock(str(held / LOCK), timeout=0):
+    with LoopbackServer() as teacher, FileLock(str(held / LOCK), timeout=0):  # the preflight connects to it
+        spec.write_text(spec_text(teacher.url, name="s"))
         out = run_cli("run", str(spec), "--seed", seed, cwd=tmp_path, env={"OPENAI_API_KEY": "x"})
     assert out.returncode == 2, out.stderr[-3000:]
     assert f"runs/{directory} is in use by another dpokd process" in " ".join(out.stderr.split())

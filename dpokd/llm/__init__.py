@@ -6,8 +6,8 @@ Inside: the client (``client``), its provider batch-API path (``batch``), its re
 
 from .batch import BATCH_PROVIDERS
 from .budget import BUDGET_SLACK, SPEND_FILE
-from .client import (FAILED_FINISH_REASONS, KEY_ENV, LLMClient, LLMOptions, Usage, check_key, import_litellm,
-                     is_local, key_env, provider_of)
+from .client import (FAILED_FINISH_REASONS, KEY_ENV, LLMClient, LLMOptions, Usage, check_key, check_server,
+                     import_litellm, is_local, key_env, provider_of)
 from .retry import FATAL_STATUS, RETRYABLE_STATUS, retry_after
 
 # The names plugins use; the others are shared with dpokd's own modules.

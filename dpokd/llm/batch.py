@@ -203,6 +203,8 @@ class BatchRunner:
             return None
         if result.wait_too_long:
             why = self.client.too_long(failure.exc)
+        elif failure.unreachable:
+            why = failure.reason
         else:
             why = f"{type(failure.exc).__name__}{f' (HTTP {failure.status})' if failure.status else ''}: {str(failure.exc)[:200]}"
         raise StageFailed(f"{self.client.field}: the batch API call {fn.__name__} failed: {why}. Submitted batches "

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
+import urllib.request
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +27,7 @@ from ..progress_bar import progress
 from ..records import Completion, Example
 from .batch import BATCH_PROVIDERS, BatchRunner
 from .budget import Budget
-from .retry import GaveUp, Limiter, too_long, with_retries
+from .retry import GaveUp, Limiter, too_long, unreachable, with_retries
 
 # Env vars of the common providers; others fall back to PROVIDER_API_KEY.
 KEY_ENV = {
@@ -40,6 +42,19 @@ KEY_ENV = {
     "deepseek": "DEEPSEEK_API_KEY",
     "openrouter": "OPENROUTER_API_KEY",
 }
+# Where litellm sends a provider's requests when the spec gives no api_base, and the environment
+# variables litellm reads first to send them elsewhere.
+DEFAULT_API_BASES = {
+    "openai": ("https://api.openai.com", ("OPENAI_BASE_URL", "OPENAI_API_BASE")),
+    "gemini": ("https://generativelanguage.googleapis.com", ("GEMINI_API_BASE",)),
+    "anthropic": ("https://api.anthropic.com", ("ANTHROPIC_BASE_URL", "ANTHROPIC_API_BASE")),
+    "mistral": ("https://api.mistral.ai", ("MISTRAL_API_BASE",)),
+    "groq": ("https://api.groq.com", ("GROQ_API_BASE",)),
+    "deepseek": ("https://api.deepseek.com", ("DEEPSEEK_API_BASE",)),
+    "together_ai": ("https://api.together.ai", ("TOGETHER_AI_API_BASE",)),
+    "ollama": ("http://localhost:11434", ("OLLAMA_API_BASE",)),
+}
+CONNECT_TIMEOUT = 2.0  # seconds the preflight waits for a connection to the model's server
 FAILED_FINISH_REASONS = {"content_filter", "safety", "recitation", "blocked"}
 # Request fields litellm takes as arguments of their own, not as sampling parameters.
 _NOT_SAMPLING = {"kind", "model", "api_base", "messages", "prompt", "sample"}
@@ -141,6 +156,56 @@ def check_key(options: LLMOptions, field: str, offline: bool) -> None:
         "To replay cached answers without a key, run with --offline; to try dpokd with no key at all, "
         "run `dpokd run specs/quickstart.toml`."
     )
+
+
+def check_server(options: LLMOptions, field: str, offline: bool) -> None:
+    """Fail before any work when nothing answers at the model's server: a refused connection or a name
+    that does not resolve would otherwise show only after every retry, as litellm's HTTP 500.
+
+    A connection that is merely slow passes (the requests have their own timeout), and so does a
+    server reached through a proxy (``HTTPS_PROXY``), which is the proxy's to reach."""
+    where = None if offline else server_of(options, field)
+    if where is None:
+        return
+    url, named, note = where
+    try:
+        parsed = urlparse(url)
+        host, port = parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80)
+    except ValueError:
+        raise ConfigError(f"{named}: not a valid URL (check its host and port)") from None
+    if "@" in parsed.netloc:  # user:password@host: a secret, never shown
+        url = parsed._replace(netloc=parsed.netloc.rpartition("@")[2]).geturl()
+    if not host or _proxied(parsed.scheme, host):
+        return
+    try:
+        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT).close()
+    except OSError as exc:
+        if (words := unreachable(exc)) is not None:
+            raise ConfigError(f"{named}: could not connect to {url}{note}: {words}; check that the address is right "
+                              "and the server is up (--offline replays cached answers without it)") from None
+
+
+def server_of(options: LLMOptions, field: str) -> tuple[str, str, str] | None:
+    """Where requests of ``options`` go: the URL, the spec field that decides it and a note on where it
+    came from; None where litellm places the model itself."""
+    if options.api_base:
+        return options.api_base, f"{field}.api_base", ""
+    provider = provider_of(options.model)
+    if "/" not in options.model or provider not in DEFAULT_API_BASES:
+        return None  # a bare name is litellm's to place (gpt-4o at OpenAI, claude-3 at Anthropic)
+    default, names = DEFAULT_API_BASES[provider]
+    for name in names:
+        if os.environ.get(name):
+            return os.environ[name], f"{field}.model", f" (from ${name})"
+    return default, f"{field}.model", f" ({provider}'s API)"
+
+
+def _proxied(scheme: str, host: str) -> bool:
+    """Whether requests to ``host`` go through a proxy: httpx, under litellm, reads the same variables."""
+    proxies = urllib.request.getproxies_environment()
+    if not (proxies.get(scheme) or proxies.get("all")):
+        return False
+    return not urllib.request.proxy_bypass_environment(host, proxies)
 
 
 @dataclass

@@ -8,26 +8,39 @@ jitter), and the rpm/tpm limiter that spaces requests.
 from __future__ import annotations
 
 import asyncio
+import errno
 import math
+import os
 import random
+import socket
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Iterator
+from urllib.parse import urlsplit
 
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 # The provider refused the key: asking again cannot help, and the user must change something.
 FATAL_STATUS = frozenset({401, 403})
+# Connection failures that mean nothing listens there, or no route leads there (names that do not
+# resolve are socket.gaierror); a reset or a timeout may be a busy server and is not among them.
+UNREACHABLE_ERRNO = frozenset({errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH})
 
 
 @dataclass(frozen=True)
 class Failure:
-    """One failed call, classified: ``fatal`` (the key was refused) or ``retryable``, and why."""
+    """One failed call, classified: ``fatal`` (the key was refused) or ``retryable``, and why.
+
+    ``unreachable`` holds the OS's words when no connection was made (``connection refused``), and
+    ``url`` where the call went: litellm reports these as an HTTP 500 of its own, which they are not.
+    """
 
     exc: BaseException
     status: int | None
     retryable: bool
+    unreachable: str | None = None
+    url: str | None = None
 
     @property
     def fatal(self) -> bool:
@@ -35,7 +48,10 @@ class Failure:
 
     @property
     def reason(self) -> str:
-        """``RateLimitError (HTTP 429)``: the error's class and status, never its text (it may echo a key)."""
+        """``RateLimitError (HTTP 429)``: the error's class and status, never its text (it may echo a key);
+        ``could not connect to URL: connection refused`` where no connection was made."""
+        if self.unreachable:
+            return f"could not connect to {self.url or 'the server'}: {self.unreachable}"
         name = type(self.exc).__name__
         return f"{name} (HTTP {self.status})" if self.status else name
 
@@ -50,7 +66,43 @@ def classify(exc: BaseException, *, once: bool = False) -> Failure:
     retryable = status is None or status in RETRYABLE_STATUS
     if once and retryable and (status is None or _unanswered(exc)):
         retryable = False
-    return Failure(exc=exc, status=status, retryable=retryable)
+    return Failure(exc=exc, status=status, retryable=retryable, unreachable=unreachable(exc), url=_url(exc))
+
+
+def unreachable(exc: BaseException) -> str | None:
+    """The OS's words, lower-cased, for a connection that could not be made (``connection refused``,
+    ``name or service not known``), found anywhere in ``exc``'s chain; None for any other failure."""
+    for cause in _chain(exc):
+        if isinstance(cause, socket.gaierror):
+            words = cause.strerror or str(cause)
+        elif isinstance(cause, OSError) and cause.errno in UNREACHABLE_ERRNO:
+            words = os.strerror(cause.errno)  # aiohttp's own text names the address, not the error
+        else:
+            continue
+        return words[:1].lower() + words[1:]
+    return None
+
+
+def _url(exc: BaseException) -> str | None:
+    """Where the failed call went, from the innermost request in the chain (litellm's outer errors carry a
+    placeholder), without credentials or query string: it may hold a key."""
+    found = None
+    for cause in _chain(exc):
+        try:
+            url = urlsplit(str(cause.request.url))  # httpx raises, not returns None, for a missing request
+        except Exception:
+            continue
+        if url.scheme and url.netloc:
+            found = f"{url.scheme}://{url.netloc.rpartition('@')[2]}{url.path}"
+    return found
+
+
+def _chain(exc: BaseException | None) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
 
 
 def _unanswered(exc: BaseException) -> bool:

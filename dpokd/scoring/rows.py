@@ -22,7 +22,7 @@ from .outcomes import is_binary, per_example, passed, read_outcomes
 from .stats import calibration, compare
 
 # Columns first in this order; any other metric follows alphabetically.
-ORDER = ("pass@1", "pass@10", "pass@100", "win_rate", "consistency", "teacher_nll", "answer_chars", "tokens", "cost_usd")
+ORDER = ("pass@1", "pass@10", "pass@100", "win_rate", "consistency", "teacher_nll", "answer_chars", "tokens", "cost_usd", "truncated")
 REFERENCE = "student@base"
 PAIRED_METRIC = "pass@1"  # the Δ's metric wherever a judge gave pass@1 outcomes
 # Row keys that are not metric columns: the paired comparisons, the judge's calibration, where an

@@ -99,8 +99,8 @@ def spread(values: dict[int, float], bounds: tuple[float | None, float | None] =
 
 
 RATES = ("win_rate", "consistency")
-NON_NEGATIVE = ("teacher_nll", "answer_chars", "baseline_chars", "tokens", "cost_usd", "wins", "ties", "losses",
-                "failed_answers")
+NON_NEGATIVE = ("teacher_nll", "answer_chars", "baseline_chars", "tokens", "cost_usd", "truncated", "wins", "ties",
+                "losses", "failed_answers")
 
 
 def bounds(metric: str, rows: list[dict[str, Any]]) -> tuple[float | None, float | None]:

@@ -14,7 +14,7 @@ from typing import Literal
 
 import dpokd
 from dpokd import Example, Outcome, Score
-from dpokd.llm import LLMClient, LLMOptions, check_key
+from dpokd.llm import LLMClient, LLMOptions, check_key, check_server
 from dpokd.scoring import mean_ci
 
 SYSTEM_PROMPT = (
@@ -65,6 +65,7 @@ class PairwiseJudge(dpokd.Judge):
 
     def preflight(self) -> None:
         check_key(self.options, "judges.llm-pairwise", self.context.offline)
+        check_server(self.options, "judges.llm-pairwise", self.context.offline)
         model = self.options.model.split("/", 1)[-1]
         if model in FLOATING_ALIASES:
             self.context.log(f"[yellow]warning:[/] judge model {self.options.model!r} is a floating alias; its results "

@@ -6,7 +6,7 @@ import functools
 
 import dpokd
 from dpokd import Completion, Example
-from dpokd.llm import LLMClient, LLMOptions, check_key
+from dpokd.llm import LLMClient, LLMOptions, check_key, check_server
 
 
 class LiteLLMTeacher(dpokd.Teacher):
@@ -24,6 +24,7 @@ class LiteLLMTeacher(dpokd.Teacher):
 
     def preflight(self) -> None:
         check_key(self.options, self.field, self.context.offline)
+        check_server(self.options, self.field, self.context.offline)
 
     def answer(self, examples: list[Example]) -> list[Completion]:
         return self.client.complete(examples, label=self.field)
