@@ -11,4 +11,4 @@ from .client import (FAILED_FINISH_REASONS, KEY_ENV, LLMClient, LLMOptions, Usag
 from .retry import FATAL_STATUS, RETRYABLE_STATUS, retry_after
 
 # The names plugins use; the others are shared with dpokd's own modules.
-__all__ = ["LLMClient", "LLMOptions", "check_key"]
+__all__ = ["LLMClient", "LLMOptions", "check_key", "check_server"]
