@@ -16,7 +16,7 @@ from .tracked_run import tracked_run
 
 pytestmark = pytest.mark.slow
 
-MODEL_FILES = {"README.md", "adapter_config.json", "adapter_model.safetensors", "tokenizer.json",
+MODEL_FILES = {"README.md", "adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "chat_template.jinja",
                "tokenizer_config.json", "results.json", "spec.json"}
 
 
@@ -126,7 +126,7 @@ def test_push_sends_exactly_the_listed_files_with_their_contents(run, hub, tmp_p
     dry = listed(run_cli(*args, "--dry-run", env=env(hub, tmp_path)).stdout)
     out = run_cli(*args, env=env(hub, tmp_path))
     assert out.returncode == 0, out.stderr[-3000:]
-    assert f"pushed 7 files to {hub.url}/me/tiny-kd" in out.stdout
+    assert f"pushed {len(MODEL_FILES)} files to {hub.url}/me/tiny-kd" in out.stdout
 
     created = [json.loads(r["body"]) for r in hub.requests if r["path"] == "/api/repos/create"]
     assert [(c["type"], c["organization"], c["name"], c["visibility"]) for c in created] == [

@@ -126,8 +126,10 @@ tok = AutoTokenizer.from_pretrained({str(adapter)!r}); tok.padding_side = "left"
 given = json.loads(sys.stdin.read())
 # The student batches longest prompts first; the same batch gives bit-identical logits.
 order = sorted(range(len(given)), key=lambda i: -len(given[i]))
-prompts = [given[i] for i in order]
-enc = tok(prompts, return_tensors="pt", padding=True)
+# Prompted as the student prompts: through the tokenizer's chat template.
+prompts = [tok.apply_chat_template([{{"role": "user", "content": given[i]}}], tokenize=False, add_generation_prompt=True)
+           for i in order]
+enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
 with torch.no_grad():
     out = model.generate(**enc, max_new_tokens=16, do_sample=False, pad_token_id=tok.pad_token_id)
 texts = []

@@ -226,6 +226,14 @@ class HFQLoRAStudent(dpokd.Student):
             return example.prompt
         return tok.apply_chat_template(self.conversation(example), tokenize=False, add_generation_prompt=True)
 
+    def _answered(self, example: Example, prompt: str, text: str, tok) -> str:
+        """The prompt followed by an answer, as training sees a chosen answer: rendered by the chat
+        template as an assistant turn (as TRL renders a conversational pair), else followed by EOS."""
+        if not self.chat:
+            return prompt + text + tok.eos_token
+        turns = self.conversation(example) + [{"role": "assistant", "content": text}]
+        return tok.apply_chat_template(turns, tokenize=False)
+
     def encode_prompts(self, examples: list[Example], tok) -> list[list[int]]:
         """Each prompt's tokens as generation feeds them: a chat template brings its own special tokens."""
         texts = [self.prompt_text(e, tok) for e in examples]
@@ -507,7 +515,7 @@ class HFQLoRAStudent(dpokd.Student):
             for example, text in batch:
                 prompt = self.prompt_text(example, tok)
                 prompt_ids = tok(prompt, add_special_tokens=not self.chat)["input_ids"]
-                full = tok(prompt + text + tok.eos_token, add_special_tokens=not self.chat)["input_ids"]
+                full = tok(self._answered(example, prompt, text, tok), add_special_tokens=not self.chat)["input_ids"]
                 cut = _common_prefix(prompt_ids, full)
                 rows.append(full)
                 labels.append([-100] * cut + full[cut:])
