@@ -20,7 +20,11 @@ demo: $(BIN)/dpokd
 test: $(BIN)/dpokd
 	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
+# Every output the README and the docs show, from real runs (make demo, and seeds 1 and 2 of the
+# quickstart), then the report's screenshot and the site.
 docs: $(BIN)/dpokd
+	$(BIN)/cog -r -I docs README.md docs/*.md
+	$(BIN)/python docs/outputs.py
 	$(BIN)/mkdocs build --strict
 
 bench: $(BIN)/dpokd
