@@ -1,20 +1,26 @@
 """The leaderboard, rendered: a terminal table, Markdown, CSV or JSON of the rows ``dpokd.scoring.rows``
-builds, then (where runs differ only in their seed) each seed group's rows."""
+builds, then (where runs differ only in their seed) each seed group's rows. The terminal tables fit the
+console's width: the columns that do not fit follow in further tables, so no value is ever cut."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from .scoring.rows import (EXTRAS, SPREAD, metric_columns, convergence_notes, delta_metric, plain_rows,
-                           reference_names)
+                           main_metric, reference_names, verdicts)
 from .scoring.seeds import plain_seed_rows, seed_groups, seed_rows
 
 # What a run spent, and how many of the teacher's answers max_tokens cut off: counts of the run,
 # shown as their mean over seeds, not their spread, and never marked best.
 NO_SPREAD = ("tokens", "cost_usd", "truncated")
+# Where the console is too narrow, the terminal table moves these column groups to further tables first, in
+# this order; then the other metrics, the last first; then Δ vs the reference. Names and the first metric stay.
+DROP_FIRST = ("answer_chars", "tokens", "cost_usd", "truncated", "vs_prev", "judge_calibration")
 
 
 def render(rows: list[dict[str, Any]], fmt: str, console) -> None:
@@ -32,11 +38,11 @@ def render(rows: list[dict[str, Any]], fmt: str, console) -> None:
     best = _best(rows, columns)
     cells = [[r["run"], r["system"], *[fmt_value(r.get(c), r.get(f"{c}_ci"), c) for c in columns]] for r in rows]
     if fmt == "table":
-        _table(rows, columns, best, console)
+        _table(rows, _main_first(columns, main_metric(rows)), best, console)
         for note in notes:
-            console.print(escape_markup(note), style="dim")
+            _note(console, note)
         if by_seed:
-            _seed_table(by_seed, console)
+            _seed_table(by_seed, main_metric(rows), console)
         return
     if fmt == "md":
         extra = _extra_headers(rows)
@@ -148,26 +154,14 @@ def _seed_md(by_seed: list[dict[str, Any]]) -> list[str]:
     return lines + ["", SEED_NOTE]
 
 
-def _seed_table(by_seed: list[dict[str, Any]], console) -> None:
-    from rich.markup import escape
-    from rich.table import Table
-
-    columns = metric_columns(by_seed)
-    one = len({r["run"] for r in by_seed}) == 1
-    table = Table(title=escape(f"dpokd leaderboard: {seed_title(by_seed)}"))
-    for name in (["system"] if one else ["run", "system"]):
-        table.add_column(name, no_wrap=True)
-    table.add_column("seeds", justify="right", no_wrap=True)
-    for column in columns:
-        for n, header in enumerate(spread_headers(column)):
-            table.add_column(header, justify="right", no_wrap=True, style="dim" if n else None)
-    for r in by_seed:
-        cells = ([] if one else [escape(r["run"])]) + [escape(r["system"]), str(r["n_seeds"])]
-        for column in columns:
-            cells += fmt_spread(r, column)
-        table.add_row(*cells)
-    console.print(table)
-    console.print(SEED_NOTE, style="dim")
+def _seed_table(by_seed: list[dict[str, Any]], main: str | None, console) -> None:
+    """The seed groups' table, fitted to the console's width as the runs' table is, ``main`` first."""
+    columns = _main_first(metric_columns(by_seed), main)
+    groups = [ColumnGroup("seeds", [("seeds", {})], lambda r: [str(r["n_seeds"])])]
+    groups += [ColumnGroup(c, [(h, {"style": "dim"} if n else {}) for n, h in enumerate(spread_headers(c))],
+                           lambda r, c=c: fmt_spread(r, c)) for c in columns]
+    _print_fitted(console, escape_markup(f"dpokd leaderboard: {seed_title(by_seed)}"), by_seed, groups, required=2)
+    _note(console, SEED_NOTE)
 
 
 def _csv(rows, plain, by_seed, console) -> None:
@@ -242,54 +236,126 @@ def _csv_extra(r: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _table(rows: list[dict[str, Any]], columns: list[str], best: dict[str, int], console) -> None:
-    """The terminal table: a confidence interval gets a column of its own, so that rows stay one line."""
-    from rich.markup import escape
-    from rich.table import Table
+@dataclass
+class ColumnGroup:
+    """Columns that stay or go together: a metric and its interval, a Δ with its interval and p."""
 
+    key: str
+    headers: list[tuple[str, dict[str, Any]]]  # (header, rich column options)
+    cells: Callable[[dict[str, Any]], list[str]]
+
+
+def _main_first(columns: list[str], main: str | None) -> list[str]:
+    """``columns`` with ``main`` first: the terminal tables always keep their first metric."""
+    return [c for c in columns if c == main] + [c for c in columns if c != main]
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str], best: dict[str, int], console) -> None:
+    """The terminal table, fitted to the console's width: a confidence interval gets a column of its
+    own, so that rows stay one line, and what does not fit goes to further tables below. The first
+    metric of ``columns`` always stays."""
     runs = sorted({r["run"] for r in rows})
-    one_run = len(runs) == 1
-    table = Table(title=f"dpokd leaderboard: {escape(runs[0])}" if one_run else "dpokd leaderboard")
-    for name in (["system"] if one_run else ["run", "system"]):
-        table.add_column(name, no_wrap=True)
-    with_ci = {c for c in columns if any(f"{c}_ci" in r for r in rows)}
-    for column in columns:
-        table.add_column(column, justify="right", no_wrap=True)
-        if column in with_ci:
-            table.add_column("95% CI", justify="right", no_wrap=True, style="dim")
-    deltas = [key for key in ("vs_ref", "vs_prev") if any(r.get(key) for r in rows)]
-    for key in deltas:
-        against = escape(short_name(reference_names(rows))) if key == "vs_ref" else "prev"
-        table.add_column(f"Δ vs {against}", justify="right", no_wrap=True)
-        table.add_column("95% CI", justify="right", no_wrap=True, style="dim")
-        table.add_column("p", justify="right", no_wrap=True)
+    title = f"dpokd leaderboard: {escape_markup(runs[0])}" if len(runs) == 1 else "dpokd leaderboard"
+    groups = [_metric_group(c, rows, best) for c in columns]
+    for key in ("vs_ref", "vs_prev"):
+        if any(r.get(key) for r in rows):
+            against = escape_markup(short_name(reference_names(rows))) if key == "vs_ref" else "prev"
+            groups.append(ColumnGroup(key, [(f"Δ vs {against}", {}), ("95% CI", {"style": "dim"}), ("p", {})],
+                                      lambda r, key=key: list(fmt_delta(r.get(key)))))
     judged = any(r.get("judge_calibration") for r in rows)
     if judged:
-        for name in ("judge acc", "κ", "pairs"):
-            table.add_column(name, justify="right", no_wrap=True)
-    for r in rows:
-        cells = [] if one_run else [escape(r["run"])]  # names may hold [brackets], which rich reads as markup
-        cells.append(escape(r["system"]))
-        for column in columns:
-            text = fmt_value(r.get(column), metric=column)
-            cells.append(f"[bold green]{text}[/]" if best.get(column) == id(r) else text)
-            if column in with_ci:
-                ci = r.get(f"{column}_ci")
-                cells.append(f"{ci[0]:.2f}–{ci[1]:.2f}" if ci else "")
-        for key in deltas:
-            cells += fmt_delta(r.get(key))
-        if judged:
-            cells += fmt_calibration(r.get("judge_calibration"))
-        table.add_row(*cells)
-    console.print(table)
-    if deltas:
-        console.print(f"Δ: the paired difference in {delta_metric(rows)} on the same examples, Newcombe's 95% paired interval "
-                      f"and an exact sign-flip test's p (McNemar's for passes and fails); against {escape(reference_names(rows))} and, for each checkpoint, the one "
-                      "before it (prev)", style="dim")
+        groups.append(ColumnGroup("judge_calibration", [("judge acc", {}), ("κ", {}), ("pairs", {})],
+                                  lambda r: list(fmt_calibration(r.get("judge_calibration")))))
+    _print_fitted(console, title, rows, groups, required=1)
+    for found in verdicts(rows):
+        console.print(escape_markup(fmt_verdict(found, with_run=len(runs) > 1)), style="bold", soft_wrap=False)
+    if any(r.get(key) for r in rows for key in ("vs_ref", "vs_prev")):
+        _note(console, f"Δ: the paired difference in {delta_metric(rows)} on the same examples, Newcombe's 95% paired "
+                       "interval and an exact sign-flip test's p (McNemar's for passes and fails); against "
+                       f"{reference_names(rows)} and, for each checkpoint, the one before it (prev)")
     if judged:
-        console.print("judge acc, κ: where exactly one of a system's and its baseline's answers passes the tests, how "
-                      "often the LLM judge prefers the passing one, and Cohen's κ against execution (a grading judge: "
-                      "how often a grade of at least half the scale agrees with each answer's pass or fail)", style="dim")
+        _note(console, "judge acc, κ: where exactly one of a system's and its baseline's answers passes the tests, "
+                       "how often the LLM judge prefers the passing one, and Cohen's κ against execution (a grading "
+                       "judge: how often a grade of at least half the scale agrees with each answer's pass or fail)")
+
+
+def _metric_group(column: str, rows: list[dict[str, Any]], best: dict[str, int]) -> ColumnGroup:
+    """A metric's column, the best value in bold green, and its interval's where any row has one."""
+    with_ci = any(f"{column}_ci" in r for r in rows)
+
+    def cells(r: dict[str, Any]) -> list[str]:
+        text = fmt_value(r.get(column), metric=column)
+        shown = [f"[bold green]{text}[/]" if best.get(column) == id(r) else text]
+        ci = r.get(f"{column}_ci")
+        return shown + [f"{ci[0]:.2f}–{ci[1]:.2f}" if ci else ""] if with_ci else shown
+
+    return ColumnGroup(column, [(column, {})] + ([("95% CI", {"style": "dim"})] if with_ci else []), cells)
+
+
+def _fit(groups: list[ColumnGroup], required: int, width: int,
+         measure: Callable[[list[ColumnGroup]], int]) -> list[list[ColumnGroup]]:
+    """The tables that show ``groups`` within ``width``: the first keeps the first ``required`` and drops
+    the others in DROP_FIRST's order until it fits; the dropped ones follow, in column order, each in the
+    first further table with room for it. Where even the names and the first metric are too wide, rich
+    folds cells onto more lines (never cuts them)."""
+    shown = list(groups)
+    optional = [g.key for g in groups[required:]]
+    others = [k for k in reversed(optional) if k not in (*DROP_FIRST, "vs_ref")]
+    order = [k for k in DROP_FIRST if k in optional] + others + [k for k in optional if k == "vs_ref"]
+    for key in order:
+        if measure(shown) <= width:
+            break
+        shown = [g for g in shown if g.key != key]
+    tables = [shown]
+    kept = {g.key for g in shown}
+    for group in (g for g in groups if g.key not in kept):
+        room = next((t for t in tables[1:] if measure(t + [group]) <= width), None)
+        if room is None:
+            tables.append([group])
+        else:
+            room.append(group)
+    return tables
+
+
+def _print_fitted(console, title: str, rows: list[dict[str, Any]], groups: list[ColumnGroup], required: int) -> None:
+    """The rows' table in as many tables as the console's width needs, each led by the names."""
+    from rich.measure import Measurement
+
+    def measure(chosen: list[ColumnGroup]) -> int:
+        return Measurement.get(console, console.options.update_width(10_000), _build("", rows, chosen)).maximum
+
+    for n, chosen in enumerate(_fit(groups, required, console.width, measure)):
+        console.print(_build(title if n == 0 else f"{title} (continued)", rows, chosen), soft_wrap=False)
+
+
+def _build(title: str, rows: list[dict[str, Any]], groups: list[ColumnGroup]):
+    """One table: the run (where rows come from several) and the system, then ``groups``' columns."""
+    from rich.table import Table
+
+    several = len({r["run"] for r in rows}) > 1
+    table = Table(title=title or None)
+    for name in (["run", "system"] if several else ["system"]):
+        table.add_column(name, overflow="fold")  # names may hold [brackets], which rich reads as markup: escaped
+    for group in groups:
+        for header, options in group.headers:
+            table.add_column(header, justify="right", overflow="fold", **options)
+    for r in rows:
+        names = [escape_markup(r["run"])] if several else []
+        table.add_row(*names, escape_markup(r["system"]), *[cell for g in groups for cell in g.cells(r)])
+    return table
+
+
+def _note(console, text: str) -> None:
+    """A dim note, wrapped at the console's width (the CLI's console would keep it on one long line)."""
+    console.print(escape_markup(text), style="dim", soft_wrap=False)
+
+
+def fmt_verdict(found: dict[str, Any], with_run: bool = False) -> str:
+    """A run's verdict in one line: ``student@iter_2 vs student@base: pass@1 +1.000 [0.85, 1.00], p = 4.7e-10``."""
+    low, high = found["ci"]
+    text = (f"{found['system']} vs {found['against']}: {found['metric']} {found['delta']:+.3f} "
+            f"[{low:.2f}, {high:.2f}], p = {fmt_p(found['p'])}")
+    return f"{found['run']}: {text}" if with_run else text
 
 
 def _best(rows: list[dict[str, Any]], columns: list[str]) -> dict[str, int]:

@@ -20,19 +20,26 @@ from typing import Any
 
 from .curves import curves_png
 from .errors import DpokdError
-from .leaderboard import (SEED_NOTE, fmt_calibration, fmt_delta, fmt_spread, fmt_value, seed_title, short_name,
-                          spread_headers)
+from .leaderboard import (SEED_NOTE, fmt_calibration, fmt_delta, fmt_spread, fmt_value, fmt_verdict, seed_title,
+                          short_name, spread_headers)
 from .records import TRUNCATED_FINISH_REASONS, Example, Outcome
 from .runs import RunDir, read_json, read_jsonl, write_jsonl
 from .scoring.outcomes import AGAIN, eval_path, passed
 from .scoring.rows import (EXTRAS, SPREAD, convergence_notes, delta_metric, load_rows, metric_columns, paired_shares,
-                           plain_rows, previous_checkpoint, reference_names, run_labels, run_outcomes)
+                           plain_rows, previous_checkpoint, reference_names, run_labels, run_outcomes, verdicts)
 from .scoring.seeds import plain_seed_rows, seed_groups, seed_rows
 
 EXAMPLES_FILE = "examples.jsonl"  # under eval/: the prompts the judges asked, by id
 MAX_CHARS = 20_000  # per shown text; the eval files keep every character
 MAX_PAIRS = 300  # kept and dropped pairs shown per iteration; the JSONL files hold all
 _ITER = re.compile(r"iter_(\d+)")
+# What an answer's badge colour says (report.html colours these statuses; any other label is grey).
+BADGE_MEANINGS = {
+    "passed": "every test passed",
+    "failed": "a test failed",
+    "error": "the code could not be run or checked (it did not load, ran out of memory, printed too much)",
+    "timeout": "stopped at the time limit",
+}
 
 
 def record_examples(run_dir: Path, examples: list[Example]) -> None:
@@ -80,8 +87,19 @@ def render_report(run_dirs: list[Path], against: str | None = None) -> str:
         data={"previous": {run.name: run.previous for run in runs}}, script=script, script_hash=script_hash,
         notes=convergence_notes(rows) + skipped, seeds=by_seed, seed_columns=metric_columns(by_seed), spread_key=SPREAD,
         spread_headers=spread_headers, fmt_spread=fmt_spread, seed_title=seed_title(by_seed) if by_seed else "",
-        seed_note=SEED_NOTE, seed_groups=len(groups),
+        seed_note=SEED_NOTE, seed_groups=len(groups), legend=badge_legend(statuses, runs),
+        verdicts=[(v, fmt_verdict(v, with_run=len(runs) > 1)) for v in verdicts(rows)],
     )
+
+
+def badge_legend(statuses: list[str], runs: list[RunView]) -> list[tuple[str, str]]:
+    """(status, meaning) of each badge colour the page shows: a number alone tells a first-time reader nothing."""
+    legend = [(s, f"{s}: {BADGE_MEANINGS[s]}") for s in BADGE_MEANINGS if s in statuses]
+    others = [s for s in statuses if s not in BADGE_MEANINGS]
+    grey = [f"the judge's own label ({', '.join(others)})"] if others else []
+    if any(a.status is None for run in runs for e in run.examples for a in e.answers):
+        grey.append("not run (the judge has no tests)")
+    return legend + ([("none", "grey: " + " or ".join(grey))] if grey else [])
 
 
 def _clip(text: str | None) -> dict[str, Any]:

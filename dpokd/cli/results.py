@@ -23,7 +23,7 @@ def leaderboard_command(run_dirs: tuple[Path, ...], fmt: str, against: str | Non
         run_dirs = tuple(sorted(p.parent for p in Path("runs").glob("*/results.json")))
         if not run_dirs:
             raise click.UsageError("no finished runs under runs/; pass RUN_DIR")
-    render(load_rows(list(run_dirs), against=against), fmt, console())
+    render(load_rows(list(run_dirs), against=against), fmt, console(wide_pipe=False))
 
 
 @click.command("view")

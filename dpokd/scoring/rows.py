@@ -234,8 +234,28 @@ def delta_metric(rows: list[dict[str, Any]]) -> str:
     return found[0] if found else PAIRED_METRIC
 
 
+def main_metric(rows: list[dict[str, Any]]) -> str | None:
+    """The metric a reader looks at first: the one the paired comparisons are of, where there are any (a
+    judge's ``match`` rather than the ``teacher_nll`` before it), else the first column."""
+    compared = [r[key]["metric"] for r in rows for key in ("vs_ref", "vs_prev") if r.get(key)]
+    columns = metric_columns(rows)
+    return compared[0] if compared and compared[0] in columns else next(iter(columns), None)
+
+
 def convergence_notes(rows: list[dict[str, Any]]) -> list[str]:
     """One line per run whose online loop stopped early."""
     stopped = {r["run"]: r["converged_at"] for r in rows if isinstance(r.get("converged_at"), int)}
     return [f"{run}: the online loop converged at iteration {k}: iteration {k + 1} had no new pairs "
             f"(run.stop_when_no_pairs); checkpoints after it were not trained" for run, k in stopped.items()]
+
+
+def verdicts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each run's headline: its last student checkpoint's comparison with the reference (``vs_ref``: against,
+    metric, delta, ci, p), with ``run`` and ``system``; the one number a newcomer asks of a run. A run with
+    no such comparison has none."""
+    last: dict[str, tuple[int, dict[str, Any]]] = {}
+    for r in rows:
+        match = _CHECKPOINT.fullmatch(r["system"])
+        if match and r.get("vs_ref") and (r["run"] not in last or int(match.group(1)) > last[r["run"]][0]):
+            last[r["run"]] = (int(match.group(1)), r)
+    return [{"run": run, "system": r["system"], **r["vs_ref"]} for run, (_, r) in last.items()]
