@@ -29,6 +29,9 @@ TABLES = ("run", *COMPONENTS, "judges", "systems")
 SYSTEM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
 # The names of a run's own systems: its teacher and its student's checkpoints.
 RESERVED_SYSTEM = re.compile(r"^(teacher|student@.*)$")
+# A validation context key. Where the spec is only checked or planned, it holds a list, and an option
+# naming a path another run will make (an adapter a spec trains) notes it there instead of refusing it.
+PENDING = "pending"
 
 
 class RunOptions(BaseModel):
@@ -101,6 +104,7 @@ class Spec:
     student: Component | None  # None only in an eval run
     judges: tuple[Component, ...]
     systems: tuple[Component, ...] = ()  # [[systems]]: judged beside the run's own
+    notes: tuple[str, ...] = ()  # with allow_pending: paths that do not exist yet (`systems[1].adapter: ...`)
 
     @property
     def name(self) -> str:
@@ -141,8 +145,12 @@ class Spec:
         return {f"{table}.{field}" for table, model in tables.items() for field in model.model_fields_set}
 
 
-def load_spec(path: str | Path) -> Spec:
-    """Read and validate a spec file; raises SpecError listing every problem found."""
+def load_spec(path: str | Path, allow_pending: bool = False) -> Spec:
+    """Read and validate a spec file; raises SpecError listing every problem found.
+
+    ``allow_pending`` (checking or planning, not running): a path that another run will make, such as
+    an adapter a spec trains, need not exist yet; it is listed in ``Spec.notes``.
+    """
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -150,12 +158,14 @@ def load_spec(path: str | Path) -> Spec:
         raise SpecError("no such file", path=str(path)) from None
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"TOML syntax error: {exc}", path=str(path)) from None
-    return parse_spec(data, path)
+    return parse_spec(data, path, allow_pending)
 
 
-def parse_spec(data: dict[str, Any], path: Path) -> Spec:
+def parse_spec(data: dict[str, Any], path: Path, allow_pending: bool = False) -> Spec:
     """Validate parsed TOML; every problem in the file is reported, not just the first."""
-    context = {"spec_dir": path.resolve().parent}
+    context: dict[str, Any] = {"spec_dir": path.resolve().parent}
+    if allow_pending:
+        context[PENDING] = []
     problems = _unknown_tables(data)
 
     run = None
@@ -186,7 +196,8 @@ def parse_spec(data: dict[str, Any], path: Path) -> Spec:
     assert run is not None
     components.setdefault("teacher", None)
     components.setdefault("student", None)
-    return Spec(path=path, run=run, judges=tuple(judges), systems=tuple(systems), **components)
+    return Spec(path=path, run=run, judges=tuple(judges), systems=tuple(systems),
+                notes=tuple(context.get(PENDING, ())), **components)
 
 
 def _unknown_tables(data: dict[str, Any]) -> list[str]:
@@ -232,7 +243,7 @@ def _component(kind: str, where: str, raw: Any, reg, context: dict[str, Any], pr
         problems.append(f"{where}.plugin: {exc}")
         return None
     try:
-        options = entry.cls.Options.model_validate(raw, context=context)
+        options = _options(entry, raw, where, context)
     except ValidationError as exc:
         problems += [_describe(err, (where,), entry.cls.Options) for err in exc.errors()]
         return None
@@ -275,7 +286,7 @@ def _systems(raw_systems: Any, reg, context: dict[str, Any], problems: list[str]
             problems.append(f"{where}.plugin: {exc}")
             continue
         try:
-            options = entry.cls.Options.model_validate(raw, context=context)
+            options = _options(entry, raw, where, context)
         except ValidationError as exc:
             problems += [_describe(err, (where,), entry.cls.Options) + _other_kind(err, entry, reg)
                          for err in exc.errors()]
@@ -283,6 +294,16 @@ def _systems(raw_systems: Any, reg, context: dict[str, Any], problems: list[str]
         if isinstance(name, str) and seen.get(name) == where:
             systems.append(Component(entry.kind, entry.cls.name, entry.cls, options, where, name))
     return systems
+
+
+def _options(entry, raw: dict[str, Any], where: str, context: dict[str, Any]) -> Options:
+    """A table validated by its plugin's ``Options``; its pending paths noted with their field path."""
+    if PENDING not in context:
+        return entry.cls.Options.model_validate(raw, context=context)
+    own = {**context, PENDING: []}
+    options = entry.cls.Options.model_validate(raw, context=own)
+    context[PENDING].extend(f"{where}.{note}" for note in own[PENDING])
+    return options
 
 
 def _system_plugin(reg, name: str):
