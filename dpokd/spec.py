@@ -153,9 +153,14 @@ def load_spec(path: str | Path, allow_pending: bool = False) -> Spec:
     """
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
+        data = tomllib.loads(raw.decode("utf-8"))
     except FileNotFoundError:
         raise SpecError("no such file", path=str(path)) from None
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise SpecError(f"line {line}: byte {raw[exc.start]:#04x} is not UTF-8; a spec (TOML) must be saved "
+                        "as UTF-8", path=str(path)) from None
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"TOML syntax error: {exc}", path=str(path)) from None
     return parse_spec(data, path, allow_pending)
