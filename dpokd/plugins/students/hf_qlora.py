@@ -297,8 +297,10 @@ class HFQLoRAStudent(dpokd.Student):
         except Exception as exc:  # OSError for unknown ids, offline hubs; ValueError for unknown architectures
             offline = os.environ.get("HF_HUB_OFFLINE") == "1"
             why = "the hub is not reachable (HF_HUB_OFFLINE=1) and it is not in the local HF cache" if offline else str(exc).splitlines()[0]
+            revision = f" --revision {o.revision}" if o.revision else ""
             raise dpokd.ConfigError(f"{self.field}.model: cannot load {o.model!r}: {why}. Use a local directory, "
-                                    "download it first (`huggingface-cli download`), or try model = 'dpokd:tiny'") from None
+                                    f"download it first (`hf download {o.model}{revision}`, the huggingface_hub "
+                                    "command line), or try model = 'dpokd:tiny'") from None
 
     def _ensure_model(self):
         if self.model is not None:
