@@ -25,6 +25,8 @@ from .registry import registry, unknown_message
 SpecPath = Annotated[Path, AfterValidator(spec_path)]
 COMPONENTS = ("task", "teacher", "student")
 TABLES = ("run", *COMPONENTS, "judges", "systems")
+# A run's name is a directory under output_dir.
+RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # A system's name is a leaderboard row and part of the judges' file names.
 SYSTEM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
 # The names of a run's own systems: its teacher and its student's checkpoints.
@@ -40,8 +42,8 @@ class RunOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str | None = Field(
-        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="run directory name; default: the spec file's name"
-    )
+        None, description="run directory name (letters, digits, '.', '_' and '-', starting with a letter or digit); "
+                          "default: the spec file's name")
     mode: Literal["static", "online", "eval"] = Field(
         "static", description="static (the paper's offline DPO-KD): the student answers once; online: every iteration; "
                               "eval: only judge the systems")
@@ -58,6 +60,14 @@ class RunOptions(BaseModel):
                            "dropped, so the student is not taught to stop mid-answer")
     stop_when_no_pairs: bool = Field(
         True, description="online: an iteration with no new pairs ends the loop (the student has converged)")
+
+    @field_validator("name")
+    @classmethod
+    def _name_names_a_directory(cls, name: str | None) -> str | None:
+        if name is not None and not RUN_NAME.match(name):
+            raise ValueError(f"{name!r} is not a valid run name: it names the run's directory, so it may hold only "
+                             "letters, digits, '.', '_' and '-', and must start with a letter or digit")
+        return name
 
     @field_validator("mode", mode="before")
     @classmethod
@@ -250,7 +260,7 @@ def _component(kind: str, where: str, raw: Any, reg, context: dict[str, Any], pr
     try:
         options = _options(entry, raw, where, context)
     except ValidationError as exc:
-        problems += [_describe(err, (where,), entry.cls.Options) for err in exc.errors()]
+        problems += [_describe(err, (where,), entry.cls.Options, entry.cls.name) for err in exc.errors()]
         return None
     return Component(kind, entry.cls.name, entry.cls, options, where)
 
@@ -293,7 +303,7 @@ def _systems(raw_systems: Any, reg, context: dict[str, Any], problems: list[str]
         try:
             options = _options(entry, raw, where, context)
         except ValidationError as exc:
-            problems += [_describe(err, (where,), entry.cls.Options) + _other_kind(err, entry, reg)
+            problems += [_describe(err, (where,), entry.cls.Options, entry.cls.name) + _other_kind(err, entry, reg)
                          for err in exc.errors()]
             continue
         if isinstance(name, str) and seen.get(name) == where:
@@ -371,13 +381,16 @@ def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] |
     return model
 
 
-def _describe(err: dict[str, Any], prefix: tuple[Any, ...], model: type[BaseModel]) -> str:
+def _describe(err: dict[str, Any], prefix: tuple[Any, ...], model: type[BaseModel], plugin: str | None = None) -> str:
     loc = tuple(err["loc"])
     field = _field_path(prefix + loc)
     kind = err["type"]
     if kind == "extra_forbidden":
         owner = _model_at(model, loc[:-1])
         known = sorted(owner.model_fields) if owner else []
+        if not known:
+            whose = f"the {plugin!r} plugin" if plugin else "this table"
+            return f"{field}: unknown key; {whose} takes no options"
         close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.5)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         return f"{field}: unknown key{hint} (valid keys: {', '.join(known)})"
