@@ -20,6 +20,11 @@ $(BIN)/dpokd: pyproject.toml
 
 demo: $(BIN)/dpokd
 	$(BIN)/dpokd run specs/quickstart.toml
+	@echo
+	@echo "Next: the table again, and the HTML report in a browser:"
+	@echo "  $(BIN)/dpokd leaderboard runs/quickstart"
+	@echo "  $(BIN)/dpokd view runs/quickstart --open"
+	@echo "(or 'source $(BIN)/activate' once, then plain 'dpokd ...')"
 
 test: $(BIN)/dpokd
 	$(BIN)/python -m pytest -q -n auto --dist loadfile

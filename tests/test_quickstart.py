@@ -37,3 +37,21 @@ def test_make_installs_the_pinned_torch_from_the_index_the_user_names():
     cpu = "https://download.pytorch.org/whl/cpu"
     chosen = [line for line in _make(".venv/bin/dpokd", f"TORCH_INDEX={cpu}").splitlines() if "torch" in line]
     assert chosen == [f".venv/bin/pip install -q torch==2.13.0 --index-url {cpu}"]
+
+
+def test_make_demo_ends_with_the_next_commands_as_they_run_from_the_repository(tmp_path):
+    # A stand-in for .venv/bin/dpokd, newer than pyproject.toml so make does not install: the run itself
+    # is the quickstart tests above; this checks what `make demo` prints after it.
+    fake = tmp_path / "bin" / "dpokd"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho \"dpokd $*\"\n")
+    fake.chmod(0o755)
+    done = subprocess.run(["make", "-s", "-C", str(ROOT), "demo", f"BIN={fake.parent}"], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "dpokd run specs/quickstart.toml"
+    assert f"  {fake.parent}/dpokd leaderboard runs/quickstart" in lines
+    assert f"  {fake.parent}/dpokd view runs/quickstart --open" in lines
+    assert lines[-1] == f"(or 'source {fake.parent}/activate' once, then plain 'dpokd ...')"
+    assert ".venv/bin/dpokd view runs/quickstart --open" in _make("demo")  # what a user's BIN prints
