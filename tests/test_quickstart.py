@@ -2,6 +2,7 @@
 
 import json
 import subprocess
+import sys
 
 import pytest
 
@@ -55,3 +56,18 @@ def test_make_demo_ends_with_the_next_commands_as_they_run_from_the_repository(t
     assert f"  {fake.parent}/dpokd view runs/quickstart --open" in lines
     assert lines[-1] == f"(or 'source {fake.parent}/activate' once, then plain 'dpokd ...')"
     assert ".venv/bin/dpokd view runs/quickstart --open" in _make("demo")  # what a user's BIN prints
+
+
+def test_the_package_builds_without_a_deprecation_warning(tmp_path):
+    # The project as setuptools sees it at install time (`pip install -e .` prepares the same metadata).
+    for name in ("pyproject.toml", "README.md", "dpokd"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    (tmp_path / "out").mkdir()
+    script = ("import sys; from setuptools import build_meta; "
+              "print(build_meta.prepare_metadata_for_build_wheel(sys.argv[1]))")
+    done = subprocess.run([sys.executable, "-W", "always", "-c", script, str(tmp_path / "out")], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "deprecated" not in done.stderr.lower(), done.stderr
+    metadata = (tmp_path / "out" / done.stdout.split()[-1] / "METADATA").read_text()
+    assert "License-Expression: Apache-2.0" in metadata.splitlines()
