@@ -1,21 +1,30 @@
-# Every target creates .venv when it is missing. The pinned CPU torch is installed first:
-# an unpinned torch would pull a multi-GB CUDA build.
+# Every target creates .venv when it is missing: torch first (TORCH, a pinned release), then dpokd.
+# Which build of torch that is depends on the index pip reads. TORCH_INDEX empty (the default) is
+# pip's own: from PyPI, torch for Linux is the CUDA build, several GB with its nvidia-* packages.
+# For the CPU build (a few hundred MB), name PyTorch's CPU index:
+#   make demo TORCH_INDEX=https://download.pytorch.org/whl/cpu
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-TORCH := torch==2.13.0
+TORCH ?= torch==2.13.0
+TORCH_INDEX ?=
 
 .PHONY: demo test bench docs clean
 
 $(BIN)/dpokd: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q $(TORCH)$(if $(TORCH_INDEX), --index-url $(TORCH_INDEX))
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
 demo: $(BIN)/dpokd
 	$(BIN)/dpokd run specs/quickstart.toml
+	@echo
+	@echo "Next: the table again, and the HTML report in a browser:"
+	@echo "  $(BIN)/dpokd leaderboard runs/quickstart"
+	@echo "  $(BIN)/dpokd view runs/quickstart --open"
+	@echo "(or 'source $(BIN)/activate' once, then plain 'dpokd ...')"
 
 test: $(BIN)/dpokd
 	$(BIN)/python -m pytest -q -n auto --dist loadfile

@@ -118,6 +118,10 @@ class CacheLayout:
     def adapters(self) -> Path:
         return self.root / "adapters"
 
+    def exists(self) -> bool:
+        """Whether a cache was made here: answers, or requests waiting in a batch."""
+        return self.responses.is_dir() or self.batches.is_dir()
+
     @property
     def last_run(self) -> Path:
         """Hits and misses of the last run, for ``dpokd cache stats``."""

@@ -24,7 +24,12 @@ def _texts(example: Example) -> list[str]:
 
 
 def overlapping(train: list[Example], evaluation: list[Example]) -> list[str]:
-    """Ids of eval examples sharing a 13-gram (or their whole normalized text) with a train input or reference."""
+    """Ids of eval examples that share a 13-gram with a train input or reference, or whose input is one.
+
+    Only a text of at least 13 words can share a 13-gram. A shorter one counts only as an eval
+    example's whole input: different questions often have the same short answer ("The answer is 4."),
+    and that is not a leak of the question.
+    """
     seen: set[tuple[str, ...]] = set()
     whole: set[str] = set()
     for example in train:
@@ -34,6 +39,7 @@ def overlapping(train: list[Example], evaluation: list[Example]) -> list[str]:
     whole.discard("")
     hits = []
     for example in evaluation:
-        if any(_grams(t) & seen or " ".join(_words(t)) in whole for t in _texts(example)):
+        task_input = " ".join(_words(example.input or example.prompt))
+        if task_input in whole or any(_grams(t) & seen for t in _texts(example)):
             hits.append(example.id)
     return hits

@@ -25,10 +25,15 @@ from .registry import registry, unknown_message
 SpecPath = Annotated[Path, AfterValidator(spec_path)]
 COMPONENTS = ("task", "teacher", "student")
 TABLES = ("run", *COMPONENTS, "judges", "systems")
+# A run's name is a directory under output_dir.
+RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # A system's name is a leaderboard row and part of the judges' file names.
 SYSTEM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
 # The names of a run's own systems: its teacher and its student's checkpoints.
 RESERVED_SYSTEM = re.compile(r"^(teacher|student@.*)$")
+# A validation context key. Where the spec is only checked or planned, it holds a list, and an option
+# naming a path another run will make (an adapter a spec trains) notes it there instead of refusing it.
+PENDING = "pending"
 
 
 class RunOptions(BaseModel):
@@ -37,8 +42,8 @@ class RunOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str | None = Field(
-        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="run directory name; default: the spec file's name"
-    )
+        None, description="run directory name (letters, digits, '.', '_' and '-', starting with a letter or digit); "
+                          "default: the spec file's name")
     mode: Literal["static", "online", "eval"] = Field(
         "static", description="static (the paper's offline DPO-KD): the student answers once; online: every iteration; "
                               "eval: only judge the systems")
@@ -55,6 +60,14 @@ class RunOptions(BaseModel):
                            "dropped, so the student is not taught to stop mid-answer")
     stop_when_no_pairs: bool = Field(
         True, description="online: an iteration with no new pairs ends the loop (the student has converged)")
+
+    @field_validator("name")
+    @classmethod
+    def _name_names_a_directory(cls, name: str | None) -> str | None:
+        if name is not None and not RUN_NAME.match(name):
+            raise ValueError(f"{name!r} is not a valid run name: it names the run's directory, so it may hold only "
+                             "letters, digits, '.', '_' and '-', and must start with a letter or digit")
+        return name
 
     @field_validator("mode", mode="before")
     @classmethod
@@ -101,6 +114,7 @@ class Spec:
     student: Component | None  # None only in an eval run
     judges: tuple[Component, ...]
     systems: tuple[Component, ...] = ()  # [[systems]]: judged beside the run's own
+    notes: tuple[str, ...] = ()  # with allow_pending: paths that do not exist yet (`systems[1].adapter: ...`)
 
     @property
     def name(self) -> str:
@@ -141,21 +155,32 @@ class Spec:
         return {f"{table}.{field}" for table, model in tables.items() for field in model.model_fields_set}
 
 
-def load_spec(path: str | Path) -> Spec:
-    """Read and validate a spec file; raises SpecError listing every problem found."""
+def load_spec(path: str | Path, allow_pending: bool = False) -> Spec:
+    """Read and validate a spec file; raises SpecError listing every problem found.
+
+    ``allow_pending`` (checking or planning, not running): a path that another run will make, such as
+    an adapter a spec trains, need not exist yet; it is listed in ``Spec.notes``.
+    """
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
+        data = tomllib.loads(raw.decode("utf-8"))
     except FileNotFoundError:
         raise SpecError("no such file", path=str(path)) from None
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise SpecError(f"line {line}: byte {raw[exc.start]:#04x} is not UTF-8; a spec (TOML) must be saved "
+                        "as UTF-8", path=str(path)) from None
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"TOML syntax error: {exc}", path=str(path)) from None
-    return parse_spec(data, path)
+    return parse_spec(data, path, allow_pending)
 
 
-def parse_spec(data: dict[str, Any], path: Path) -> Spec:
+def parse_spec(data: dict[str, Any], path: Path, allow_pending: bool = False) -> Spec:
     """Validate parsed TOML; every problem in the file is reported, not just the first."""
-    context = {"spec_dir": path.resolve().parent}
+    context: dict[str, Any] = {"spec_dir": path.resolve().parent}
+    if allow_pending:
+        context[PENDING] = []
     problems = _unknown_tables(data)
 
     run = None
@@ -186,7 +211,8 @@ def parse_spec(data: dict[str, Any], path: Path) -> Spec:
     assert run is not None
     components.setdefault("teacher", None)
     components.setdefault("student", None)
-    return Spec(path=path, run=run, judges=tuple(judges), systems=tuple(systems), **components)
+    return Spec(path=path, run=run, judges=tuple(judges), systems=tuple(systems),
+                notes=tuple(context.get(PENDING, ())), **components)
 
 
 def _unknown_tables(data: dict[str, Any]) -> list[str]:
@@ -232,9 +258,9 @@ def _component(kind: str, where: str, raw: Any, reg, context: dict[str, Any], pr
         problems.append(f"{where}.plugin: {exc}")
         return None
     try:
-        options = entry.cls.Options.model_validate(raw, context=context)
+        options = _options(entry, raw, where, context)
     except ValidationError as exc:
-        problems += [_describe(err, (where,), entry.cls.Options) for err in exc.errors()]
+        problems += [_describe(err, (where,), entry.cls.Options, entry.cls.name) for err in exc.errors()]
         return None
     return Component(kind, entry.cls.name, entry.cls, options, where)
 
@@ -275,14 +301,24 @@ def _systems(raw_systems: Any, reg, context: dict[str, Any], problems: list[str]
             problems.append(f"{where}.plugin: {exc}")
             continue
         try:
-            options = entry.cls.Options.model_validate(raw, context=context)
+            options = _options(entry, raw, where, context)
         except ValidationError as exc:
-            problems += [_describe(err, (where,), entry.cls.Options) + _other_kind(err, entry, reg)
+            problems += [_describe(err, (where,), entry.cls.Options, entry.cls.name) + _other_kind(err, entry, reg)
                          for err in exc.errors()]
             continue
         if isinstance(name, str) and seen.get(name) == where:
             systems.append(Component(entry.kind, entry.cls.name, entry.cls, options, where, name))
     return systems
+
+
+def _options(entry, raw: dict[str, Any], where: str, context: dict[str, Any]) -> Options:
+    """A table validated by its plugin's ``Options``; its pending paths noted with their field path."""
+    if PENDING not in context:
+        return entry.cls.Options.model_validate(raw, context=context)
+    own = {**context, PENDING: []}
+    options = entry.cls.Options.model_validate(raw, context=own)
+    context[PENDING].extend(f"{where}.{note}" for note in own[PENDING])
+    return options
 
 
 def _system_plugin(reg, name: str):
@@ -345,13 +381,16 @@ def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] |
     return model
 
 
-def _describe(err: dict[str, Any], prefix: tuple[Any, ...], model: type[BaseModel]) -> str:
+def _describe(err: dict[str, Any], prefix: tuple[Any, ...], model: type[BaseModel], plugin: str | None = None) -> str:
     loc = tuple(err["loc"])
     field = _field_path(prefix + loc)
     kind = err["type"]
     if kind == "extra_forbidden":
         owner = _model_at(model, loc[:-1])
         known = sorted(owner.model_fields) if owner else []
+        if not known:
+            whose = f"the {plugin!r} plugin" if plugin else "this table"
+            return f"{field}: unknown key; {whose} takes no options"
         close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.5)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         return f"{field}: unknown key{hint} (valid keys: {', '.join(known)})"

@@ -76,3 +76,15 @@ def test_upgrade_converts_an_earlier_dpokds_cache_and_keeps_every_answer(tmp_pat
     again = run_cli("cache", "upgrade", "--cache-dir", str(tmp_path))
     assert "converted 0 of 2 entries" in again.stdout
     assert cache.stats()["entries"] == 2
+
+
+def test_stats_and_clear_where_there_is_no_cache_say_so_and_make_nothing(tmp_path):
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "README.md").write_text("what a fresh clone's cache/ holds")
+    for args in (["cache", "stats"], ["cache", "clear", "--yes"], ["cache", "stats", "--cache-dir", "elsewhere"]):
+        out = run_cli(*args, cwd=tmp_path)
+        assert out.returncode == 0, out.stderr
+        where = args[-1] if "--cache-dir" in args else "cache"
+        assert out.stdout.startswith(f"no dpokd cache at {where}/ (no responses/ or batches/ folder)"), out.stdout
+        assert "entries" not in out.stdout and "deleted" not in out.stdout
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == ["cache", "cache/README.md"]

@@ -50,6 +50,17 @@ def test_every_local_format_gives_the_same_records(tmp_path, suffix):
     assert records == [{"id": str(r["qid"]), "prompt": r["question"], "reference": r["answer"]} for r in ROWS]
 
 
+def test_a_local_file_is_read_without_a_progress_bar(tmp_path, capfd):
+    from datasets.utils.logging import is_progress_bar_enabled
+
+    path = tmp_path / "rows.jsonl"
+    _write(path, ROWS * 50)  # a file datasets has not cached: it generates the split, with a bar by default
+    assert len(load_rows(str(path), FIELDS)) == 150
+    captured = capfd.readouterr()
+    assert "Generating train split" not in captured.err + captured.out
+    assert is_progress_bar_enabled()  # a hub download still shows its progress
+
+
 def test_a_local_file_that_cannot_be_used_says_why_under_the_option(tmp_path):
     with pytest.raises(ConfigError, match=r"^prompts.dataset: no such file .*missing.jsonl"):
         load_rows(str(tmp_path / "missing.jsonl"), option="prompts.dataset")

@@ -1,10 +1,12 @@
 """The quickstart does what the README says: on a CPU, the student learns from the teacher."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 
-from .conftest import run_cli
+from .conftest import ROOT, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -21,3 +23,51 @@ def test_quickstart_student_beats_its_base_by_far(quickstart_run):
     assert (run / "curves.png").exists()
     # precompute_ref_log_probs: TRL draws that pass's bar itself, whatever disable_tqdm says
     assert "Computing reference log probs" not in out.stdout + out.stderr
+
+
+def _make(*args: str) -> str:
+    """What `make ARGS` would run, without running it (-n), as if nothing were built yet (-B)."""
+    done = subprocess.run(["make", "-n", "-B", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_make_installs_the_pinned_torch_from_the_index_the_user_names():
+    default = [line for line in _make(".venv/bin/dpokd").splitlines() if "torch" in line]
+    assert default == [".venv/bin/pip install -q torch==2.13.0"]  # pip's own index: PyPI, or what pip.conf says
+    cpu = "https://download.pytorch.org/whl/cpu"
+    chosen = [line for line in _make(".venv/bin/dpokd", f"TORCH_INDEX={cpu}").splitlines() if "torch" in line]
+    assert chosen == [f".venv/bin/pip install -q torch==2.13.0 --index-url {cpu}"]
+
+
+def test_make_demo_ends_with_the_next_commands_as_they_run_from_the_repository(tmp_path):
+    # A stand-in for .venv/bin/dpokd, newer than pyproject.toml so make does not install: the run itself
+    # is the quickstart tests above; this checks what `make demo` prints after it.
+    fake = tmp_path / "bin" / "dpokd"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho \"dpokd $*\"\n")
+    fake.chmod(0o755)
+    done = subprocess.run(["make", "-s", "-C", str(ROOT), "demo", f"BIN={fake.parent}"], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "dpokd run specs/quickstart.toml"
+    assert f"  {fake.parent}/dpokd leaderboard runs/quickstart" in lines
+    assert f"  {fake.parent}/dpokd view runs/quickstart --open" in lines
+    assert lines[-1] == f"(or 'source {fake.parent}/activate' once, then plain 'dpokd ...')"
+    assert ".venv/bin/dpokd view runs/quickstart --open" in _make("demo")  # what a user's BIN prints
+
+
+def test_the_package_builds_without_a_deprecation_warning(tmp_path):
+    # The project as setuptools sees it at install time (`pip install -e .` prepares the same metadata).
+    for name in ("pyproject.toml", "README.md", "dpokd"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    (tmp_path / "out").mkdir()
+    script = ("import sys; from setuptools import build_meta; "
+              "print(build_meta.prepare_metadata_for_build_wheel(sys.argv[1]))")
+    done = subprocess.run([sys.executable, "-W", "always", "-c", script, str(tmp_path / "out")], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "deprecated" not in done.stderr.lower(), done.stderr
+    metadata = (tmp_path / "out" / done.stdout.split()[-1] / "METADATA").read_text()
+    assert "License-Expression: Apache-2.0" in metadata.splitlines()

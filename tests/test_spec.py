@@ -125,3 +125,13 @@ def test_the_old_mode_name_still_works_with_one_warning_line(tmp_path, cli):
     warning = [line for line in out.stderr.splitlines() if "offline" in line]
     assert warning == ['warning: run.mode = "offline" is now spelled "static" (the student answers once); the old '
                        'spelling will stop working in a later release']
+
+
+def test_a_spec_not_in_utf8_names_the_file_and_the_line(tmp_path, cli):
+    spec = tmp_path / "latin1.toml"
+    spec.write_bytes('[run]\nname = "x"\n# résumé, saved by an editor in Latin-1\n'.encode("latin-1"))
+    for command in ("validate", "plan", "run"):
+        out = cli(command, str(spec), cwd=tmp_path, env={"COLUMNS": "300"})
+        assert out.returncode == 2, command
+        assert "Traceback" not in out.stderr
+        assert f"{spec}: line 3: byte 0xe9 is not UTF-8; a spec (TOML) must be saved as UTF-8" in out.stderr

@@ -149,11 +149,15 @@ print(json.dumps(back))
 
 
 def test_unusable_model_fails_with_the_option_named(tmp_path):
+    messages = {}
     for model in ("no-such-org/no-such-model", str(tmp_path)):
         student = HFQLoRAStudent(HFQLoRAStudent.Options(model=model), Context(cache_dir=tmp_path))
         with pytest.raises(Exception) as info:
             student.preflight()
         assert "student.model" in str(info.value)
+        messages[model] = str(info.value)
+    # A hub id not in the local cache: the command that downloads it is huggingface_hub's `hf download`.
+    assert "download it first (`hf download no-such-org/no-such-model`" in messages["no-such-org/no-such-model"]
 
 
 @pytest.mark.parametrize("hidden, layers, warned", [(16384, 120, True), (64, 1, False)])

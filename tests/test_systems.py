@@ -14,7 +14,7 @@ from dpokd.plugins.tasks.synthetic import SyntheticCodegen
 from dpokd.spec import load_spec
 from dpokd.testing import LoopbackServer
 
-from .conftest import run_cli
+from .conftest import ROOT, run_cli
 from .runs_on_disk import rewrite_tensors
 
 TASK = dict(n_train=16, n_eval=8, levels=[1], seed=3)
@@ -169,10 +169,10 @@ plugin = "litellm"
 model = "openai/x"
 adapter = "{tmp_path}"
 [[systems]]
-name = "gone"
+name = "file"
 plugin = "hf-qlora"
 model = "dpokd:tiny"
-adapter = "runs/never-trained/iter_1/adapter"
+adapter = "broken.toml"
 [[systems]]
 name = "student@iter_1"
 plugin = "reference"
@@ -187,7 +187,7 @@ plugin = "execution"
         "systems[1].name: 'twin' is already the name of systems[0]",
         "systems[2].plugin: unknown student or teacher plugin 'hf-qlor'; did you mean 'hf-qlora'?",
         "systems[3].adapter: unknown key",
-        "systems[4].adapter: " + repr(str(tmp_path / "runs/never-trained/iter_1/adapter")) + " is not a directory",
+        "systems[4].adapter: " + repr(str(spec)) + " is not a directory",
         "systems[5].name: 'student@iter_1' is the name of one of the run's own systems",
     ]
     assert len(lines) == len(expected)
@@ -204,6 +204,26 @@ def test_an_adapter_that_holds_no_weights_is_refused(tmp_path):
     with pytest.raises(Exception) as info:
         load_spec(spec)
     assert f"systems[0].adapter: '{tmp_path / 'empty'}' holds no adapter_model.safetensors" in str(info.value)
+
+
+def test_an_adapter_another_spec_trains_is_a_note_to_validate_and_plan_and_an_error_to_run(tmp_path, cli):
+    # A fresh clone: specs/humaneval_eval.toml judges the adapter specs/codegen_offline.toml has not trained yet.
+    spec = tmp_path / "specs" / "humaneval_eval.toml"
+    spec.parent.mkdir()
+    spec.write_text((ROOT / "specs" / "humaneval_eval.toml").read_text())
+    adapter = repr(str(tmp_path / "runs" / "codegen-offline" / "iter_1" / "adapter"))
+    note = f"note {spec}: systems[1].adapter: {adapter} does not exist yet; `dpokd run` needs it"
+    for command in ("validate", "plan"):
+        out = cli(command, str(spec), cwd=tmp_path, env={"COLUMNS": "400"})
+        assert out.returncode == 0, out.stderr
+        assert note in out.stderr, command
+        assert command == "plan" or f"ok {spec}" in out.stdout
+
+    out = cli("run", str(spec), "--offline", cwd=tmp_path, env={"COLUMNS": "400"})
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    assert f"error: {spec}: systems[1].adapter: {adapter} does not exist; point it at a trained adapter" in out.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["specs"]  # refused before anything was made
 
 
 def test_eval_spec_needs_no_teacher_or_student_but_a_system(tmp_path):

@@ -138,3 +138,19 @@ def test_contamination_finds_a_planted_duplicate_and_nothing_on_clean_data():
     assert overlapping(clean, evaluation) == []
     planted = clean + [Example(id="planted", prompt="Solve this: " + evaluation[10].code_prompt)]
     assert overlapping(planted, evaluation) == [evaluation[10].id]
+
+
+def test_contamination_ignores_short_identical_references_and_keeps_short_identical_inputs():
+    # Word problems: different questions, the same short answer; none of the questions leaked.
+    train = [Example(id=f"t{n}", prompt=f"Ann has {n} coins and finds none. How many coins has she?",
+                     reference=f"The answer is {n}.") for n in range(10)]
+    evaluation = [Example(id=f"e{n}", prompt=f"Bo counts {n} shells on the sand. How many shells?",
+                          reference=f"The answer is {n}.") for n in range(5)]
+    assert overlapping(train, evaluation) == []
+    # A short eval question that is a train question (or a train answer) word for word is a leak.
+    leaked = Example(id="leak", prompt="ann has 3 coins and finds none how many coins has she", reference="3")
+    assert overlapping(train, evaluation + [leaked]) == ["leak"]
+    # A 13-gram shared inside longer texts still counts, from a reference as from an input.
+    long = "the function returns the sum of the squares of every odd number in the list it is given"
+    assert overlapping([Example(id="t", prompt="Sum odd squares.", reference=long)],
+                       [Example(id="e", prompt="Write it.", reference="In short: " + long)]) == ["e"]

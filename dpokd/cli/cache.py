@@ -12,6 +12,17 @@ def cache_group() -> None:
     """Inspect or empty the response cache."""
 
 
+def _no_cache(cache_dir: Path) -> bool:
+    """Say so where ``cache_dir`` holds no cache, rather than make an empty one to report on."""
+    from ..cache import CacheLayout
+
+    if CacheLayout(cache_dir).exists():
+        return False
+    click.echo(f"no dpokd cache at {cache_dir}/ (no responses/ or batches/ folder); a run makes one in its "
+               "[run] cache_dir, and --cache-dir names another")
+    return True
+
+
 _cache_dir = click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("cache"), show_default=True)
 
 
@@ -21,6 +32,8 @@ def cache_stats(cache_dir: Path) -> None:
     """Entries, size, and the hits and misses of the last run."""
     from ..cache import ResponseCache
 
+    if _no_cache(cache_dir):
+        return
     stats = ResponseCache(cache_dir).stats()
     for key, value in stats.items():
         click.echo(f"{key}: {value}")
@@ -37,6 +50,8 @@ def cache_clear(cache_dir: Path, yes: bool, refused: bool, keys: tuple[str, ...]
 
     if refused and keys:
         raise click.UsageError("--refused and --key each choose what to delete; use one of them")
+    if _no_cache(cache_dir):
+        return
     store = ResponseCache(cache_dir)
     if keys:
         click.echo(f"deleted {store.delete(keys)} of {len(keys)} entries")
@@ -58,9 +73,9 @@ def cache_clear(cache_dir: Path, yes: bool, refused: bool, keys: tuple[str, ...]
 def cache_upgrade(cache_dir: Path) -> None:
     """Convert a cache an earlier dpokd wrote (Python pickles) to JSON, in place. Only for a cache you
     trust: converting reads its pickles, and a pickle can run code."""
-    from ..cache import upgrade
+    from ..cache import CacheLayout, upgrade
 
-    if not (cache_dir / "responses").is_dir() and not (cache_dir / "batches").is_dir():
+    if not CacheLayout(cache_dir).exists():
         raise click.UsageError(f"{cache_dir} holds no dpokd cache (no responses/ or batches/ folder)")
     converted, entries = upgrade(cache_dir)
     click.echo(f"converted {converted} of {entries} entries to JSON in {cache_dir}")

@@ -65,7 +65,10 @@ def train_command(spec: Path, pairs_path: Path, output: Path, adapter: Path | No
 @click.command("validate")
 @click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 def validate_command(specs: tuple[Path, ...]) -> None:
-    """Check SPECS without running them, their API models against litellm's model map included."""
+    """Check SPECS without running them, their API models against litellm's model map included.
+
+    A path another run will make (an adapter a spec trains) need not exist yet: it is a note, not an error.
+    """
     from ..models import check_spec
     from ..spec import load_spec
 
@@ -73,11 +76,12 @@ def validate_command(specs: tuple[Path, ...]) -> None:
     failed = 0
     for path in specs:
         try:
-            spec = load_spec(path)
+            spec = load_spec(path, allow_pending=True)
         except DpokdError as exc:
             failed += 1
             err.print(f"[red]invalid[/] {escape(str(exc))}")
             continue
+        _print_notes(spec, err)
         issues = check_spec(spec)
         for issue in issues:
             label = "[red]invalid[/]" if issue.level == "error" else "[yellow]warning[/]"
@@ -88,6 +92,12 @@ def validate_command(specs: tuple[Path, ...]) -> None:
             out.print(f"[green]ok[/] {path} ({spec.run.mode}, {_summary(spec)})")
     if failed:
         raise SystemExit(2)
+
+
+def _print_notes(spec, err) -> None:
+    """One line per path the spec names that a run will need and another run makes."""
+    for note in spec.notes:
+        err.print(f"[cyan]note[/] {escape(f'{spec.path}: {note}')}")
 
 
 def _summary(spec) -> str:
@@ -104,11 +114,16 @@ def _summary(spec) -> str:
 @click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def plan_command(spec: Path, fmt: str) -> None:
-    """What running SPEC will ask and cost (requests, tokens, dollars, keys, memory); asks nothing."""
+    """What running SPEC will ask and cost (requests, tokens, dollars, keys, memory); asks nothing.
+
+    A path another run will make (an adapter a spec trains) need not exist yet: it is noted on stderr.
+    """
     from ..plan import make_plan, render
     from ..spec import load_spec
 
-    result = make_plan(load_spec(spec))
+    loaded = load_spec(spec, allow_pending=True)
+    _print_notes(loaded, console(stderr=True))
+    result = make_plan(loaded)
     if fmt == "json":
         click.echo(json.dumps(result.as_dict(), indent=2))
     else:

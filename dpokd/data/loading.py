@@ -64,10 +64,18 @@ def _check_utf8(path: Path, option: str) -> None:
 
 def _read(dataset: str, split: str, revision: str | None):
     from datasets import load_dataset
+    from datasets.utils import logging as datasets_logging
 
-    if is_local(dataset):
+    if not is_local(dataset):  # a hub download keeps its progress bars: it can take a while
+        return load_dataset(dataset, split=split, revision=revision)
+    # A local file is read in a moment; its "Generating train split" bar would only clutter `dpokd plan`.
+    shown = datasets_logging.is_progress_bar_enabled()
+    datasets_logging.disable_progress_bar()
+    try:
         return load_dataset(LOCAL_SUFFIXES[Path(dataset).suffix.lower()], data_files=dataset, split="train")
-    return load_dataset(dataset, split=split, revision=revision)
+    finally:
+        if shown:
+            datasets_logging.enable_progress_bar()
 
 
 def _load_error(exc: Exception, dataset: str, option: str, suggest: str) -> ConfigError:

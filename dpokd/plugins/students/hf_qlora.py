@@ -38,13 +38,25 @@ SAMPLING = ("max_new_tokens", "temperature", "top_p", "stop")
 
 
 def _adapter_dir(value: Path | None, info) -> Path | None:
-    """An adapter path, relative to the spec, that holds saved LoRA weights: checked when the spec is read."""
+    """An adapter path, relative to the spec, that holds saved LoRA weights: checked when the spec is read.
+
+    One that does not exist yet may be made by another spec's run: where the spec is only checked or
+    planned (``dpokd validate``, ``dpokd plan``) the loader passes a ``pending`` list in the validation
+    context, and the path is noted there instead of refused.
+    """
     path = dpokd.spec_path(value, info)
-    if path is not None and not (path / "adapter_model.safetensors").is_file():
-        what = "is not a directory" if not path.is_dir() else "holds no adapter_model.safetensors"
-        raise ValueError(f"{os.path.normpath(path)!r} {what}; point it at a trained adapter (a run's iter_K/adapter), "
-                         "or run the spec that trains it first")
-    return path
+    if path is None or (path / "adapter_model.safetensors").is_file():
+        return path
+    pending = (info.context or {}).get("pending")
+    where = repr(os.path.normpath(path))
+    if not path.exists() and pending is not None:
+        pending.append(f"{info.field_name}: {where} does not exist yet; `dpokd run` needs it: run the spec that "
+                       "trains it first")
+        return path
+    what = ("does not exist" if not path.exists() else "is not a directory" if not path.is_dir()
+            else "holds no adapter_model.safetensors")
+    raise ValueError(f"{where} {what}; point it at a trained adapter (a run's iter_K/adapter), "
+                     "or run the spec that trains it first")
 
 
 def _known(what: str, names: list[str], known: list[str]) -> list[str]:
@@ -285,8 +297,10 @@ class HFQLoRAStudent(dpokd.Student):
         except Exception as exc:  # OSError for unknown ids, offline hubs; ValueError for unknown architectures
             offline = os.environ.get("HF_HUB_OFFLINE") == "1"
             why = "the hub is not reachable (HF_HUB_OFFLINE=1) and it is not in the local HF cache" if offline else str(exc).splitlines()[0]
+            revision = f" --revision {o.revision}" if o.revision else ""
             raise dpokd.ConfigError(f"{self.field}.model: cannot load {o.model!r}: {why}. Use a local directory, "
-                                    "download it first (`huggingface-cli download`), or try model = 'dpokd:tiny'") from None
+                                    f"download it first (`hf download {o.model}{revision}`, the huggingface_hub "
+                                    "command line), or try model = 'dpokd:tiny'") from None
 
     def _ensure_model(self):
         if self.model is not None:
