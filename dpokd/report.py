@@ -18,11 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from .curves import curves_png
 from .errors import DpokdError
 from .leaderboard import (SEED_NOTE, fmt_calibration, fmt_delta, fmt_spread, fmt_value, fmt_verdict, seed_title,
                           short_name, spread_headers)
-from .records import TRUNCATED_FINISH_REASONS, Example, Outcome
+from .records import TRUNCATED_FINISH_REASONS, Example, Outcome, PreferencePair
 from .runs import RunDir, read_json, read_jsonl, write_jsonl
 from .scoring.outcomes import AGAIN, eval_path, passed
 from .scoring.rows import (EXTRAS, SPREAD, convergence_notes, delta_metric, load_rows, metric_columns, paired_shares,
@@ -190,7 +192,7 @@ def _iterations(run_dir: Path) -> list[dict[str, Any]]:
         stats_path, pairs_path, rejected_path = path / "pairs_stats.json", path / "pairs.jsonl", path / "rejected.jsonl"
         if not pairs_path.exists():
             continue
-        rows = read_jsonl(pairs_path)
+        rows = [_as_text(r) for r in read_jsonl(pairs_path)]
         kept = [r for r in rows if not r.get("previous")]
         kept_ids = {r.get("example_id") for r in kept}
         stats = read_json(stats_path) if stats_path.exists() else {}
@@ -222,6 +224,15 @@ def _drop_reason(good: dict[str, Any], bad: dict[str, Any], stats: Any) -> str:
     if str(good.get("text", "")).strip() == str(bad.get("text", "")).strip():
         return "identical: the student already answers as the teacher"
     return "unverified: the teacher's code does not pass or the student's does"
+
+
+def _as_text(row: dict[str, Any]) -> dict[str, Any]:
+    """A pair as the page shows it: a conversational pair's messages as text (the pairs file keeps them)."""
+    try:
+        pair = PreferencePair.model_validate(row)
+    except (ValidationError, DpokdError):  # a row the page shows as it is
+        return row
+    return {**row, "prompt": pair.text_prompt, "chosen": pair.chosen, "rejected": pair.rejected}
 
 
 def _examples(run_dir: Path, scores, systems: list[str]) -> tuple[list[ExampleView], dict[str, str]]:

@@ -36,7 +36,10 @@ def test_generation_loads_each_adapter_by_path_and_caches_by_adapter(tmp_path, t
         student.preflight()
         base = student.generate(examples)
         assert [a.text for a in base] == ["  return 1  # phi-base"] * len(examples)
-        assert sorted(r["prompt"] for r in server.requests) == sorted(e.prompt for e in examples)
+        # Each prompt as the student trains on it: through dpokd:tiny's chat template.
+        rendered = [student.prompt_text(e, student.tokenizer_for_prompts()) for e in examples]
+        assert all(p.startswith("<|user|>\n") and p.endswith("<|assistant|>\n") for p in rendered)
+        assert sorted(r["prompt"] for r in server.requests) == sorted(rendered)
         assert {(r["max_tokens"], r["temperature"], tuple(r["stop"])) for r in server.requests} == {(24, 0.0, ("\ndef ",))}
         assert server.adapters == {}
 

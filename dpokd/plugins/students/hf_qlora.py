@@ -174,6 +174,7 @@ class HFQLoRAStudent(dpokd.Student):
         self.trained_steps = 0
         self._vllm = None
         self.chat: bool | None = None  # prompts through the chat template: known once the tokenizer is
+        self._prompt_tokenizer = None  # the tokenizer alone, where generation happens on a vLLM server
 
     # -- set-up ----------------------------------------------------------------------------------
     def prepare(self, examples: list[Example]) -> None:
@@ -227,6 +228,16 @@ class HFQLoRAStudent(dpokd.Student):
             raise dpokd.ConfigError(f"{self.field}.chat_template: the task gives prompts as chat messages (first: "
                                     f"{given}), and the student's chat template {why}; use an instruct model")
         return chat
+
+    def tokenizer_for_prompts(self):
+        """The tokenizer that renders prompts, without loading the model (generation on a vLLM server)."""
+        if self.tokenizer is not None:
+            return self.tokenizer
+        if self._prompt_tokenizer is None:
+            self._prompt_tokenizer = self._tokenizer_alone()
+        if self.chat is None:
+            self.chat = self._uses_chat(self._prompt_tokenizer, [])
+        return self._prompt_tokenizer
 
     def conversation(self, example: Example) -> list[dict[str, str]]:
         return example.messages or [{"role": "user", "content": example.prompt}]

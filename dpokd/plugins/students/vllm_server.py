@@ -156,8 +156,10 @@ class VLLMServer:
                              timeout=o.vllm_timeout, max_failure_share=0.0)
         client = LLMClient(options, s.context, field="student", text=True, empty_ok=True)
         model = f"student:{s.fingerprint()}"
+        # The prompt as the student reads it in training: through its chat template where it uses one.
+        prompts = [s.prompt_text(e, s.tokenizer_for_prompts()) for e in examples]
         out = []
-        for example, completion in zip(examples, client.complete(examples, label="student generates (vLLM)")):
+        for example, completion in zip(examples, client.complete(examples, prompts, label="student generates (vLLM)")):
             text, _ = clean_generation(completion.text, example.prompt, o.stop)
             out.append(completion.model_copy(update={"text": text, "model": model}))
         return out
