@@ -274,9 +274,11 @@ class Engine:
                 rows = []  # nothing trains on this iteration's pairs, the previous ones included
             write_jsonl(path, rows)
             write_json(stats_path, counts)
-            self.context.log(f"iter {k}: {len(pairs)} pairs ({counts['identical']} identical, "
+            repeated = len(rows) - len(pairs) if rows else 0
+            mixed = f"; {len(rows)} to train on with {repeated} from iteration {k - 1} (mix_previous)" if repeated else ""
+            self.context.log(f"iter {k}: {len(pairs)} new pairs ({counts['identical']} identical, "
                              f"{counts['teacher_failed']} teacher failures, {counts['teacher_truncated']} truncated "
-                             f"by the teacher's max_tokens, {counts['not_verified']} unverified dropped)")
+                             f"by the teacher's max_tokens, {counts['not_verified']} unverified dropped){mixed}")
         return counts
 
     def _verified(self, keep, counts):

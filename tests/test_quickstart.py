@@ -71,3 +71,17 @@ def test_the_package_builds_without_a_deprecation_warning(tmp_path):
     assert "deprecated" not in done.stderr.lower(), done.stderr
     metadata = (tmp_path / "out" / done.stdout.split()[-1] / "METADATA").read_text()
     assert "License-Expression: Apache-2.0" in metadata.splitlines()
+
+
+def test_the_log_and_the_report_count_new_and_repeated_pairs_alike(quickstart_run):
+    """mix_previous: the log says how many pairs are new and how many come from the iteration before,
+    and their sum is the pairs the report's training table shows."""
+    import re
+
+    home, run, out = quickstart_run
+    said = re.search(r"iter 2: (\d+) new pairs .*; (\d+) to train on with (\d+) from iteration 1", out.stdout + out.stderr)
+    assert said, (out.stdout + out.stderr)[-2000:]
+    new, total, repeated = map(int, said.groups())
+    assert new + repeated == total
+    assert json.loads((run / "iter_2" / "train_metrics.json").read_text())["pairs"] == total
+    assert "the Pairs section below counts them apart" in (run / "report.html").read_text()
