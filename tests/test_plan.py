@@ -158,3 +158,16 @@ def test_student_memory_comes_from_a_local_config(server, tmp_path):
     assert (student.parameters, student.lora_parameters) == (total, lora)
     assert student.weights_gb_16bit == pytest.approx(total * 2 / 1e9)
     assert student.weights_gb_4bit < student.weights_gb_16bit / 2  # the linear layers at about 4 bits
+
+
+@pytest.mark.parametrize("spec", sorted((ROOT / "specs").glob("*.toml")), ids=lambda p: p.stem)
+def test_every_shipped_spec_can_be_planned_from_a_fresh_clone(spec, tmp_path):
+    """No key, no earlier run, no network: plan says what a spec would ask for, and exits 0."""
+    from .conftest import run_cli
+
+    out = run_cli("plan", str(spec), "--format", "json", cwd=tmp_path,
+                  env={"OPENAI_API_KEY": None, "GEMINI_API_KEY": None})
+    assert out.returncode == 0, out.stderr[-2000:]
+    planned = json.loads(out.stdout)
+    assert isinstance(planned["requests"], list) and "totals" in planned
+    assert bool(planned["requests"]) == ('plugin = "litellm"' in spec.read_text())  # only API models are asked
