@@ -62,12 +62,12 @@ def model_card(*, student: dict[str, Any], base_path: str | None = None, pairs: 
                   "| --- | --- | --- | --- | --- | --- |"]
         for s in scores:
             ci = f"{s.ci[0]:.3f}–{s.ci[1]:.3f}" if s.ci else ""
-            lines.append(f"| {_cell(s.system)} | {_cell(s.judge)} | {_cell(s.metric)} | {s.value:.4g} | {ci} | "
+            lines.append(f"| {_cell(s.system)} | {_cell(s.judge)} | {_cell(s.metric)} | {'-' if s.value is None else format(s.value, '.4g')} | {ci} | "
                          f"{'' if s.n is None else s.n} |")
         for what, found in (comparisons or {}).items():
             low, high = found["ci"]
             lines.append(f"\nΔ{found['metric']} {what} {_cell(found['against'])}: {found['delta']:+.3f} "
-                         f"(95% CI {low:+.3f} to {high:+.3f}, McNemar p = {found['p']:.3g}, n = {found['n']})")
+                         f"(95% CI {low:+.3f} to {high:+.3f}, p = {found['p']:.3g}, n = {found['n']})")
         lines.append("")
     lines += ["## Training hyper-parameters", "", "| option | value |", "| --- | --- |"]
     lines += [f"| {_cell(k)} | {_cell(json.dumps(v))} |" for k, v in sorted(student.items())]

@@ -76,7 +76,7 @@ def scalars(scores: list[Score]) -> dict[int, dict[str, float]]:
     ``student@base`` (step 0); ``judge/metric/SYSTEM`` at step 0 for every other system (the teacher)."""
     out: dict[int, dict[str, float]] = {}
     for s in scores:
-        if s.judge == "run":  # the run's own bookkeeping (tokens, dollars), not a judge's score
+        if s.judge == "run" or s.value is None:  # the run's bookkeeping (tokens, dollars); nothing measured
             continue
         match = _CHECKPOINT.fullmatch(s.system)
         if match or s.system == "student@base":

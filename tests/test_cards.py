@@ -84,3 +84,17 @@ def test_table_cells_cannot_be_broken_by_a_pipe_in_an_option(tmp_path):
     row = next(line for line in card.text.splitlines() if line.startswith("| stop |"))
     assert row == '| stop | ["\\|\\\\n"] |'  # the pipe escaped, the backslash shown as written
     assert len(re.findall(r"(?<!\\)\|", row)) == 3  # two cells: the pipe in the value is not a border
+
+
+def test_a_score_with_nothing_measured_shows_as_missing_in_the_card_and_is_not_sent_to_trackers():
+    from dpokd.cards import model_card
+    from dpokd.records import Score
+    from dpokd.trackers import scalars
+
+    scores = [Score(judge="llm-pairwise", system="student@iter_1", metric="win_rate", value=None, n=0),
+              Score(judge="execution", system="student@iter_1", metric="pass@1", value=0.5, ci=(0.3, 0.7), n=20)]
+    text = str(model_card(student={"model": "dpokd:tiny"}, scores=scores))
+    assert "| student@iter_1 | llm-pairwise | win_rate | - |  | 0 |" in text
+    assert "| student@iter_1 | execution | pass@1 | 0.5 | 0.300–0.700 | 20 |" in text
+    assert scalars(scores) == {1: {"execution/pass@1": 0.5, "execution/pass@1/ci_low": 0.3,
+                                   "execution/pass@1/ci_high": 0.7}}
