@@ -21,10 +21,12 @@ def runs() -> Path:
     return Path(os.environ.get("DPOKD_DOCS_RUNS", ROOT / "runs"))
 
 
-def dpokd(*args: str, columns: int = 120) -> str:
+def dpokd(*args: str, columns: int = 120, cwd: Path = ROOT, unset: tuple[str, ...] = ()) -> str:
     """What ``dpokd ARGS`` prints, on a terminal of ``columns`` columns without colour."""
-    env = {**os.environ, "COLUMNS": str(columns), "NO_COLOR": "1", "TERM": "dumb"}
-    done = subprocess.run([sys.executable, "-m", "dpokd", *args], capture_output=True, text=True, env=env, cwd=ROOT)
+    env = {**os.environ, "COLUMNS": str(columns), "NO_COLOR": "1", "TERM": "dumb", "HF_HUB_OFFLINE": "1"}
+    for name in unset:
+        env.pop(name, None)
+    done = subprocess.run([sys.executable, "-m", "dpokd", *args], capture_output=True, text=True, env=env, cwd=cwd)
     if done.returncode != 0:
         raise RuntimeError(f"dpokd {' '.join(args)} exited {done.returncode}: {done.stderr[-2000:]}")
     return done.stdout.rstrip()
@@ -55,6 +57,18 @@ def seed_table(*names: str, columns: int = 160) -> str:
     start = next(i for i, line in enumerate(lines) if "over seeds" in line and "leaderboard" in line)
     end = next(i for i in range(start, len(lines)) if lines[i].startswith("└"))
     return "```\n" + "\n".join(lines[start : end + 1]) + "\n```"
+
+
+def plan(spec: str, columns: int = 140) -> str:
+    """``dpokd plan`` of a shipped spec on a fresh clone: no cache, no key, no hub."""
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as home:
+        shutil.copytree(ROOT / "specs", Path(home) / "specs")
+        keys = ("GEMINI_API_KEY", "GOOGLE_API_KEY", "OPENAI_API_KEY")
+        text = dpokd("plan", f"specs/{spec}", columns=columns, cwd=Path(home), unset=keys)
+    return f"```text\n$ dpokd plan specs/{spec}\n{text}\n```"
 
 
 def screenshot(run: str = "quickstart", out: Path = ROOT / "docs" / "report.png") -> Path:
