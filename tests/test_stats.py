@@ -1,7 +1,6 @@
 """Intervals, paired comparisons and judge agreement agree with reference implementations."""
 
 import itertools
-import random
 
 import numpy as np
 import pytest

@@ -6,7 +6,6 @@ with its reference solution and says `finish_reason: "length"` (Gemini: `MAX_TOK
 
 import html
 import json
-from pathlib import Path
 
 import pytest
 

@@ -101,7 +101,7 @@ class PromptsTask(dpokd.Task):
             except ValueError as exc:
                 raise ConfigError(f"task.template: {exc} (the columns of {dataset})") from None
         reader = _Rows(dataset, present, o.template)
-        ids = UniqueIds(dataset, present.get("id"), f"task.fields.id" if "id" in o.fields else option)
+        ids = UniqueIds(dataset, present.get("id"), "task.fields.id" if "id" in o.fields else option)
         out = []
         for n, row in enumerate(data, 1):
             out.append(reader.example(row, n, ids))
