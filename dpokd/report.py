@@ -37,8 +37,8 @@ MAX_PAIRS = 300  # kept and dropped pairs shown per iteration; the JSONL files h
 _ITER = re.compile(r"iter_(\d+)")
 # What an answer's badge colour says (report.html colours these statuses; any other label is grey).
 BADGE_MEANINGS = {
-    "passed": "every test passed",
-    "failed": "a test failed",
+    "passed": "it passed the judge's check (every test, for code)",
+    "failed": "it failed the check",
     "error": "the code could not be run or checked (it did not load, ran out of memory, printed too much)",
     "timeout": "stopped at the time limit",
 }
@@ -265,10 +265,11 @@ def _examples(run_dir: Path, scores, systems: list[str]) -> tuple[list[ExampleVi
 
 
 def _status(o: Outcome) -> str | None:
-    """The answer's badge: the judge's label (the sandbox's status), else passed or failed for a pass or fail."""
-    if o.label:
-        return o.label
-    return None if not isinstance(o.value, bool) else "passed" if o.value else "failed"
+    """The answer's badge: a pass or fail is coloured as one, unless its label is a status of its own
+    (the sandbox's timeout or error); any other outcome shows its label."""
+    if isinstance(o.value, bool) and o.label not in BADGE_MEANINGS:
+        return "passed" if o.value else "failed"
+    return o.label
 
 
 def _add_verdict(v: ExampleView, o: Outcome, source: str) -> None:

@@ -229,5 +229,5 @@ def test_the_report_explains_the_answer_badges(tmp_path):
     shown = {b.attrs["class"].split()[1] for span in page.find_all("span", cls="badges") for b in span.children}
     explained = [b.attrs["class"].split()[1] for b in legend.find_all("span", cls="badge")]
     assert sorted(explained) == sorted(shown) == ["failed", "passed"]
-    assert "passed: every test passed" in legend.text and "failed: a test failed" in legend.text
+    assert "passed: it passed the judge's check (every test, for code)" in legend.text and "failed: it failed the check" in legend.text
     assert "timeout" not in legend.text

@@ -230,3 +230,6 @@ plugin = "match"
     low, high = rows["api"]["match_ci"]
     assert low < share < high
     assert rows["api"]["answer_chars"] > 0
+    page = (run_dir / "report.html").read_text()  # badges coloured by the verdict, whatever its label
+    assert page.count('<div class="answer passed" data-system="right"') == 12
+    assert page.count('<div class="answer failed" data-system="api"') == round(12 * (1 - share))

@@ -11,6 +11,7 @@ import os
 import shutil
 import struct
 import subprocess
+import tempfile
 import time
 from html.parser import HTMLParser
 from pathlib import Path
@@ -87,8 +88,11 @@ def parse(html: str) -> Node:
 
 def chromium(args: list[str], home: Path, timeout: float = 120) -> subprocess.CompletedProcess:
     """Headless Chromium as FACTS.md found it to run here (root: no sandbox)."""
+    # A profile of its own: a browser still exiting holds its profile's lock, and the quickstart's
+    # folder is shared by the test workers.
+    profile = tempfile.mkdtemp(prefix="chromium-profile-", dir=home)
     cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-           f"--user-data-dir={home / 'chromium-profile'}", "--virtual-time-budget=5000", *args]
+           f"--user-data-dir={profile}", "--virtual-time-budget=5000", *args]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     assert out.returncode == 0, out.stderr[-2000:]
     return out
