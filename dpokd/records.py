@@ -35,6 +35,13 @@ class Record(BaseModel):
         return data
 
 
+def conversation_text(messages: list[dict[str, str]]) -> str:
+    """A conversation as one text, for what reads a prompt as text (a base model, an LLM judge's question)."""
+    if len(messages) == 1:
+        return messages[0]["content"]
+    return "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in messages)
+
+
 class Example(Record):
     """One prompt of a task; code tasks carry hidden tests run by the sandbox."""
 
@@ -122,11 +129,7 @@ class PreferencePair(Record):
     @property
     def text_prompt(self) -> str:
         """The prompt as one text (a conversation's turns one after another)."""
-        if isinstance(self.prompt, str):
-            return self.prompt
-        if len(self.prompt) == 1:
-            return self.prompt[0]["content"]
-        return "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in self.prompt)
+        return self.prompt if isinstance(self.prompt, str) else conversation_text(self.prompt)
 
 
 class Score(Record):

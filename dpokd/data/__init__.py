@@ -6,6 +6,7 @@ and fill a prompt template. Its submodules are internal. ``datasets`` is importe
 something is loaded, so importing this module stays cheap.
 """
 
+from ..records import conversation_text
 from .fields import FieldSpec
 from .ids import UniqueIds, normalise_id, prompt_id
 from .loading import LOCAL_SUFFIXES, is_local, load_rows
@@ -30,5 +31,6 @@ __all__ = [
     "split_rows",
     # prompts
     "check_template",
+    "conversation_text",
     "render",
 ]

@@ -17,7 +17,8 @@ from typing import Any
 
 import dpokd
 from dpokd import ConfigError, Example
-from dpokd.data import FieldSpec, UniqueIds, check_template, in_eval, is_local, load_rows, render
+from dpokd.data import (FieldSpec, UniqueIds, check_template, conversation_text, in_eval, is_local, load_rows,
+                        render)
 
 FIELDS = ("id", "prompt", "reference", "system", "tests", "entry_point")
 ROLES = ("system", "user", "assistant")
@@ -128,7 +129,7 @@ class _Rows:
         prompt = render(self.template, row) if self.template else self.value(row, "prompt")
         system = self._text(row, "system", n)
         messages = self._messages(prompt, system, n)
-        text = _plain(messages) if messages else prompt
+        text = conversation_text(messages) if messages else prompt
         reference = self._text(row, "reference", n)
         tests, entry = self._tests(row, reference, n)
         return Example(id=ids(row, n, messages or text), prompt=text, messages=messages, reference=reference,
@@ -179,13 +180,6 @@ class _Rows:
         if not isinstance(tests, str) or "def check" not in tests:
             raise self.fail(n, "tests must define check(candidate) or be a list of assertions")
         return tests, entry
-
-
-def _plain(messages: list[dict[str, str]]) -> str:
-    """A conversation as one text, for what reads a prompt as text (a base model, an LLM judge's question)."""
-    if len(messages) == 1:
-        return messages[0]["content"]
-    return "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in messages)
 
 
 @dpokd.hookimpl
