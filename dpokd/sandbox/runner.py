@@ -218,7 +218,7 @@ class Sandbox:
         self._uids = list(self._leases) or [os.getuid()] * self.workers
         self._started: list[_Server] = []
         self._lock = threading.Lock()
-        self._finalizer = weakref.finalize(self, _shutdown, self._started, list(self._leases.values()))
+        self._finalizer = weakref.finalize(self, _shutdown, self._started, dict(self._leases))
         # Workers' harnesses start on first use but the first, which says what this host offers.
         first = self._server(0)
         self._servers: queue.Queue[_Server | int] = queue.Queue()
@@ -335,7 +335,9 @@ class Sandbox:
             if cgroups:
                 out_of_memory = self._cgroups.out_of_memory(cgroups)
                 self._cgroups.release(cgroups)
-        if self.mode == "root" and not self.isolate and outcome != "done":
+        if self.mode == "root" and outcome != "done":
+            # Killed mid-run, its processes may still be dying (a PID namespace's are zapped after
+            # its init): gone before the uid runs the next sample, whose process cap they would share.
             _kill_uid(self._uids[server.index])
         code = os.waitstatus_to_exitcode(status)
         stdout, stderr = out.decode(errors="replace"), err.decode(errors="replace")
@@ -361,14 +363,17 @@ class Sandbox:
         return "error", f"the checker died: {_exit_reason(code)}"
 
 
-def _shutdown(servers: list[_Server], leases: list[int]) -> None:
+def _shutdown(servers: list[_Server], leases: dict[int, int]) -> None:
     for server in list(servers):
         try:
             server.close()
         except OSError:
             pass
     servers.clear()
-    _release(leases)
+    for uid in leases:  # the next holder of a uid starts with none of this one's processes
+        if _has_processes(uid, zombies=True):
+            _kill_uid(uid)
+    _release(list(leases.values()))
 
 
 def _frame(data: bytes) -> bytes:
