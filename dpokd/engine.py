@@ -185,8 +185,8 @@ class Engine:
             hits = overlapping(train, examples)
             counts[name] = {"overlapping": len(hits), "of": len(examples), "examples": hits[:20]}
             if examples and len(hits) / len(examples) > CONTAMINATION_WARN_SHARE:
-                self.context.log(f"[yellow]warning:[/] {len(hits)} of {len(examples)} examples of the {name} share a "
-                                 f"13-gram with the training data (first: {hits[0]})")
+                self.context.log(f"[yellow]warning:[/] {len(hits)} of {len(examples)} examples of the {name} overlap "
+                                 f"the training data: a shared 13-gram or an identical input (first: {hits[0]})")
         return counts
 
     def _check_disk(self) -> None:
