@@ -149,7 +149,7 @@ class Student(Plugin):
     def unload(self) -> None:
         """Free the model's memory before another student's loads; the next call loads it again."""
 
-    def checkpoint(self, adapter: Path | None) -> "Checkpoint | None":
+    def checkpoint(self, adapter: Path | None) -> Checkpoint | None:
         """This student's weights with ``adapter`` applied (None: its own starting point) as files, for a
         judge that loads them itself (lm-eval); None where the student has no local weights."""
         return None

@@ -181,7 +181,7 @@ class LMEvalJudge(dpokd.Judge):
             if checkpoint is None:
                 self.context.log(f"lm-eval: {name} skipped: it has no local weights (an API model)")
                 continue
-            for entry, found in self.results(name, checkpoint).items():
+            for found in self.results(name, checkpoint).values():
                 for leaf, result in found["tasks"].items():
                     results += _records(name, leaf, result, found["model_args"])
         return results
