@@ -14,7 +14,7 @@ from .cache import request_key
 from .cards import write_adapter_card
 from .errors import BudgetExceeded, ConfigError, DpokdError, OfflineCacheMiss, PluginError, SpecError, StageFailed
 from .hookspecs import hookimpl
-from .interfaces import Context, Judge, Options, Student, System, Task, Teacher, spec_path
+from .interfaces import Checkpoint, Context, Judge, Options, Student, System, Task, Teacher, spec_path
 from .progress_bar import progress
 from .records import SCHEMA_VERSION, Completion, Example, Outcome, PreferencePair, Score
 from .runs import verify_checksums
@@ -25,6 +25,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     # plugin kinds and their hook
+    "Checkpoint",
     "Context",
     "Judge",
     "Options",

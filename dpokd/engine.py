@@ -362,7 +362,7 @@ class Engine:
 
     def _student_system(self, name: str, student: Student, adapter: Path | None) -> System:
         return System(name, _aligned(_with_adapter(student, adapter, "generate", self.loaded), name),
-                      _with_adapter(student, adapter, "logprob", self.loaded))
+                      _with_adapter(student, adapter, "logprob", self.loaded), _weights(student, adapter, self.loaded))
 
     def report(self) -> None:
         with self.stage("report"):
@@ -392,6 +392,18 @@ def _with_adapter(student: Student, adapter: Path | None, method: str, loaded: _
             loaded.use(student)
         student.load(adapter)
         return getattr(student, method)(*args)
+
+    return call
+
+
+def _weights(student: Student, adapter: Path | None, loaded: _OneStudentLoaded):
+    """The checkpoint as files, for a judge that loads the weights itself: the student in memory is
+    unloaded first, so the two copies never share memory."""
+    def call():
+        if loaded.current is not None:
+            loaded.current.unload()
+            loaded.current = None
+        return student.checkpoint(adapter)
 
     return call
 

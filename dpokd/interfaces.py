@@ -149,6 +149,21 @@ class Student(Plugin):
     def unload(self) -> None:
         """Free the model's memory before another student's loads; the next call loads it again."""
 
+    def checkpoint(self, adapter: Path | None) -> Checkpoint | None:
+        """This student's weights with ``adapter`` applied (None: its own starting point) as files, for a
+        judge that loads them itself (lm-eval); None where the student has no local weights."""
+        return None
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A local model at one checkpoint, as files: a base model and the LoRA adapter applied to it."""
+
+    model: str  # a local directory saved with save_pretrained, or a hub id
+    adapter: Path | None = None  # a PEFT adapter folder; None: the bare base
+    revision: str | None = None
+    identity: str = ""  # changes whenever the weights do (base and adapter checksums): a cache key part
+
 
 @dataclass
 class System:
@@ -157,6 +172,7 @@ class System:
     name: str
     answer: Callable[[list[Example]], list[Completion]]
     logprob: Callable[[list[Example], list[str]], list[float]] | None = None
+    checkpoint: Callable[[], Checkpoint | None] | None = None  # a local model's weights as files
 
 
 class Judge(Plugin):

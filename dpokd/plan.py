@@ -219,6 +219,8 @@ class _Planner:
             judge = component.build(self.context)
             o = component.options
             where = f"{component.field} ({component.plugin})"
+            if component.plugin == "lm-eval":
+                continue  # runs each local checkpoint on its own machine: no API request
             if _answers_problems(judge):  # execution, humaneval: each system answers its problems
                 problems = self.examples(lambda: judge.eval_examples(task), f"{where} eval set")
                 n, temperature = getattr(o, "samples", 1), getattr(o, "temperature", None)  # a judge may not sample

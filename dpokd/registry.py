@@ -46,6 +46,7 @@ DEFAULT_PLUGINS = (
     "dpokd.plugins.judges.pairwise",
     "dpokd.plugins.judges.match",
     "dpokd.plugins.judges.rubric",
+    "dpokd.plugins.judges.lm_eval_harness",
 )
 
 

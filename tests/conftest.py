@@ -45,7 +45,12 @@ def shipped_spec(spec: Path, home: Path) -> Path:
     copy = home / "specs" / spec.name
     copy.parent.mkdir(parents=True, exist_ok=True)
     copy.write_text(spec.read_text())
-    for system in tomllib.loads(spec.read_text()).get("systems", []):
+    parsed = tomllib.loads(spec.read_text())
+    for judge in parsed.get("judges", []):  # task files an lm-eval judge reads beside the spec
+        for task in judge.get("tasks", []):
+            if task.endswith((".yaml", ".yml")):
+                shutil.copytree((spec.parent / task).parent, (copy.parent / task).parent, dirs_exist_ok=True)
+    for system in parsed.get("systems", []):
         if "adapter" in system:
             adapter = copy.parent / system["adapter"]
             adapter.mkdir(parents=True, exist_ok=True)

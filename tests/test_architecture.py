@@ -18,6 +18,7 @@ LAZY = {
     "trl": "imports torch and transformers",
     "peft": "imports torch and transformers",
     "bitsandbytes": "imports torch",
+    "lm_eval": "an optional extra (dpokd[lm-eval]) that imports datasets; only the lm-eval judge uses it",
     "safetensors": "only saving and loading adapters",
     "datasets": "a second to import; only hub and parquet tasks read with it",
     "tokenizers": "only the tiny student trains a tokenizer",

@@ -415,6 +415,25 @@ class HFQLoRAStudent(dpokd.Student):
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
+    def checkpoint(self, adapter: Path | None) -> dpokd.Checkpoint:
+        """The base as stored and the adapter's folder, identified by the adapter file's checksum."""
+        o = self.options
+        if self.model_path is None:
+            raise dpokd.ConfigError(f"{self.field}.model: dpokd:tiny is built from the task's text; call prepare(examples) first")
+        if adapter is None and o.adapter is not None:
+            dpokd.verify_checksums(o.adapter, "its train stage saved it")
+        adapter = adapter if adapter is not None else o.adapter
+        local = Path(self.model_path).expanduser()
+        model = str(local.resolve()) if local.exists() else self.model_path
+        base = f"{TINY_ID}:{local.name}" if o.model == TINY_ID else model
+        weights = None
+        if adapter is not None:
+            with open(Path(adapter) / "adapter_model.safetensors", "rb") as fh:
+                weights = hashlib.file_digest(fh, "sha256").hexdigest()
+        identity = json.dumps({"model": base, "revision": o.revision, "adapter": weights}, sort_keys=True)
+        return dpokd.Checkpoint(model=model, adapter=None if adapter is None else Path(adapter).resolve(),
+                                revision=o.revision, identity=hashlib.sha256(identity.encode()).hexdigest()[:20])
+
     def adapter_path(self) -> Path:
         """The current adapter on disk, saved under ``cache_dir/adapters/`` if it is not yet."""
         if self.adapter_dir is not None and (self.adapter_dir / "adapter_model.safetensors").exists():
