@@ -47,3 +47,9 @@ def test_the_readme_is_short_and_its_links_lead_somewhere():
     links = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", readme)
     local = [link for link in links if not link.startswith("http")]
     assert local and [link for link in local if not (ROOT / link).exists()] == []
+
+
+def test_the_site_can_be_searched_and_its_code_copied(site):
+    index = (site / "index.html").read_text()
+    assert (site / "search" / "search_index.json").stat().st_size > 1000
+    assert 'data-md-component="search"' in index and "content.code.copy" in index
