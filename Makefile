@@ -29,9 +29,13 @@ demo: $(BIN)/dpokd
 test: $(BIN)/dpokd
 	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
-# Every output the README and the docs show, from real runs (make demo, and seeds 1 and 2 of the
-# quickstart), then the report's screenshot and the site.
+# Every output the README and the docs show, from real runs (the quickstart's and the two ablations'
+# seeds 0, 1 and 2: each run once, then resumed as finished), then the report's screenshot, the runs'
+# results the drift test reads (tests/fixtures/seed_runs) and the site.
 docs: $(BIN)/dpokd
+	for spec in quickstart ablation_loss ablation_sft; do \
+	  $(BIN)/dpokd run specs/$$spec.toml && $(BIN)/dpokd run specs/$$spec.toml --seed 1 && \
+	  $(BIN)/dpokd run specs/$$spec.toml --seed 2 || exit 1; done
 	$(BIN)/cog -r -I docs README.md docs/*.md
 	$(BIN)/python docs/outputs.py
 	$(BIN)/mkdocs build --strict

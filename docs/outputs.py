@@ -153,7 +153,7 @@ def replay() -> str:
         exported = dpokd("export", "runs/small", "-o", "small.tar.gz", cwd=home)
         shutil.rmtree(home / "cache")
         replayed = dpokd("run", "small.tar.gz", "--offline", cwd=home).splitlines()[-1].replace(f"{home}/", "")
-    return shell(("dpokd run specs/small.toml", ""), ("dpokd export runs/small -o small.tar.gz", exported),
+    return shell(("dpokd run specs/small.toml", "..."), ("dpokd export runs/small -o small.tar.gz", exported),
                  ("rm -r cache", ""), ("dpokd run small.tar.gz --offline", f"...\n{replayed}"))
 
 
@@ -164,7 +164,7 @@ def unreachable() -> str:
     with tempfile.TemporaryDirectory() as home:
         (Path(home) / "small.toml").write_text(spec)
         text = dpokd("run", "small.toml", cwd=Path(home), env={"OPENAI_API_KEY": "sk-..."}, exit_code=2, stderr=True)
-    return "```\n" + text + "\n```"
+    return "```text\n" + text + "\n```"
 
 
 ABLATION = {"DPO-KD: sigmoid + SFT": "quickstart", "sigmoid DPO only": "ablation-sigmoid", "SFT only": "ablation-sft"}
