@@ -8,8 +8,10 @@ what the files show drifts from what dpokd prints. Runs are read from ``DPOKD_DO
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -71,11 +73,23 @@ def seed_table(*names: str, columns: int = 160) -> str:
 
 def plan(spec: str, columns: int = 140) -> str:
     """``dpokd plan`` of a shipped spec on a fresh clone: no cache, no key, no hub."""
+    return f"```text\n$ dpokd plan specs/{spec}\n{_plan_text(spec, columns)}\n```"
+
+
+def plan_costs(spec: str, columns: int = 140) -> dict[str, str]:
+    """The dollars of the requests ``dpokd plan`` can count for ``spec``: ``{"live": "$6.77", "batch": ...}``."""
+    found = re.search(r"(\$[\d.,]+)(?: \+ unknown)? live, (\$[\d.,]+)(?: \+ unknown)? batch", _plan_text(spec, columns))
+    if found is None:
+        raise RuntimeError(f"dpokd plan specs/{spec} printed no total in dollars")
+    return {"live": found[1], "batch": found[2]}
+
+
+@functools.lru_cache
+def _plan_text(spec: str, columns: int) -> str:
     with tempfile.TemporaryDirectory() as home:
         shutil.copytree(ROOT / "specs", Path(home) / "specs")
         keys = ("GEMINI_API_KEY", "GOOGLE_API_KEY", "OPENAI_API_KEY")
-        text = dpokd("plan", f"specs/{spec}", columns=columns, cwd=Path(home), unset=keys)
-    return f"```text\n$ dpokd plan specs/{spec}\n{text}\n```"
+        return dpokd("plan", f"specs/{spec}", columns=columns, cwd=Path(home), unset=keys)
 
 
 def validate(spec: str, name: str = "bad.toml") -> str:
