@@ -84,6 +84,25 @@ def plan_costs(spec: str, columns: int = 140) -> dict[str, str]:
     return {"live": found[1], "batch": found[2]}
 
 
+def student_memory(spec: str, config: Path = ROOT / "tests" / "fixtures" / "phi-2" / "config.json") -> dict[str, str]:
+    """What ``dpokd plan --format json`` says of ``spec``'s student once its model's configuration can be read
+    (``config``, the model's ``config.json``; no weights needed): parameters, weights and LoRA, formatted."""
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp)
+        (home / "model").mkdir()
+        shutil.copyfile(config, home / "model" / "config.json")
+        (home / "specs").mkdir()
+        text = (ROOT / "specs" / spec).read_text()
+        model = re.search(r'^model = "([^"]+)"', text[text.index("[student]"):], flags=re.M)[1]
+        (home / "specs" / spec).write_text(text.replace(f'model = "{model}"', f'model = "{home / "model"}"'))
+        student = json.loads(dpokd("plan", f"specs/{spec}", "--format", "json", cwd=home))["student"]
+    lora = student["lora_parameters"]
+    return {"parameters": f"{student['parameters'] / 1e9:.2f} B", "gb_4bit": f"{student['weights_gb_4bit']:.1f} GB",
+            "gb_16bit": f"{student['weights_gb_16bit']:.1f} GB", "lora": f"{lora / 1e6:.1f} M",
+            # fp32 LoRA weights, their gradients and AdamW's two moments: 16 bytes a parameter
+            "lora_training_gb": f"{lora * 16 / 1e9:.1f} GB"}
+
+
 @functools.lru_cache
 def _plan_text(spec: str, columns: int) -> str:
     with tempfile.TemporaryDirectory() as home:
