@@ -1,9 +1,11 @@
-"""The outputs shown in the README and the docs, made by running dpokd on real runs.
+"""The outputs shown in the README and the docs, made by running dpokd.
 
 ``make docs`` runs cog over the Markdown files, which call these functions between their
-``[[[cog`` markers, and takes the report's screenshot; ``tests/test_docs_outputs.py`` fails when
-what the files show drifts from what dpokd prints. Runs are read from ``DPOKD_DOCS_RUNS``
-(default ``runs``: where ``make demo`` and the seed runs leave them).
+``[[[cog`` markers, then this file's main: the report's screenshot (with ``docs/report.json``, what it
+was taken from) and the results of the seed and ablation runs (``tests/fixtures/seed_runs``).
+``tests/test_docs_outputs.py`` fails when what the files show drifts from what dpokd prints. Runs are
+read from ``DPOKD_DOCS_RUNS`` (default ``runs``: where ``make demo`` and the seed runs leave them); the
+other outputs are made on the spot, in temporary folders, as on a fresh clone.
 """
 
 from __future__ import annotations
@@ -275,7 +277,7 @@ def taken_from(run_dir: Path) -> dict[str, str]:
 
     templates = ROOT / "dpokd" / "templates"
     return {"run": run_dir.name, "results.json": digest(run_dir / "results.json"),
-            "templates": digest(*sorted(templates.iterdir()))}
+            "templates": digest(*sorted(p for p in templates.iterdir() if p.is_file()))}
 
 
 if __name__ == "__main__":
