@@ -258,11 +258,14 @@ def save_runs(dest: Path = ROOT / "tests" / "fixtures" / "seed_runs", names: lis
 
 
 def screenshot(run: str = "quickstart", out: Path = ROOT / "docs" / "report.png") -> Path:
-    """The run's report in headless Chromium, as the docs show it, and beside it what it was taken from."""
-    page = runs() / run / "report.html"
-    subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                    f"--screenshot={out}", "--window-size=1280,1000", page.as_uri()],
-                   check=True, capture_output=True, timeout=120)
+    """The run's report, rendered by today's dpokd (``dpokd view``), in headless Chromium, as the docs show it;
+    and beside it what it was taken from."""
+    with tempfile.TemporaryDirectory() as tmp:
+        page = Path(tmp) / "report.html"
+        dpokd("view", str(runs() / run), "-o", str(page))
+        subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                        f"--screenshot={out}", "--window-size=1280,1000", page.as_uri()],
+                       check=True, capture_output=True, timeout=120)
     out.with_suffix(".json").write_text(json.dumps(taken_from(runs() / run), indent=2) + "\n")
     return out
 
