@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 import urllib.request
 import warnings
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from ..progress_bar import progress
 from ..records import Completion, Example
 from .batch import BATCH_PROVIDERS, BatchRunner
 from .budget import Budget
+from .claims import Claims
 from .retry import GaveUp, Limiter, too_long, unreachable, with_retries
 
 # Env vars of the common providers; others fall back to PROVIDER_API_KEY.
@@ -216,6 +218,7 @@ class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0  # of the answers with a known price
+    shared: int = 0  # answers another run on the cache asked for while this one waited, unpaid here
     unpriced: int = 0  # answers of a model with no known price
 
 
@@ -236,6 +239,7 @@ class LLMClient:
         self.empty_ok = empty_ok
         self.usage = Usage()
         self.budget = Budget(field, options.max_usd, context)
+        self._since = time.time()  # a refusal cached before this is asked again under --retry-refused
 
     # -- requests --------------------------------------------------------------------------------
     def messages(self, prompt: str | list[dict[str, str]]) -> list[dict[str, str]]:
@@ -292,14 +296,22 @@ class LLMClient:
         hit = self.context.cache.get(key)
         if hit is None or (is_refusal(hit) and self.context.retry_refused):
             return None
-        if is_refusal(hit):
-            completion = Completion.failed(example, hit["error"], **_fields(hit), cached=True)
-        elif validate is None or validate(hit["text"]) is None:
-            completion = Completion.of(example, hit["text"], **_fields(hit), cached=True)
-        else:
+        if not self._acceptable(hit, validate):
             return None
         self.usage.cached += 1
-        return completion
+        return self._from_entry(example, hit, validate)
+
+    def _acceptable(self, entry: dict[str, Any], validate) -> bool:
+        """Whether a cached entry answers the request: not a refusal to ask again (one stored while this
+        client asks is another run's fresh answer), nor an answer ``validate`` rejects."""
+        if is_refusal(entry):
+            return not (self.context.retry_refused and entry.get("stored_at", 0) < self._since)
+        return validate is None or validate(entry["text"]) is None
+
+    def _from_entry(self, example: Example, entry: dict[str, Any], validate) -> Completion:
+        if is_refusal(entry):
+            return Completion.failed(example, entry["error"], **_fields(entry), cached=True)
+        return Completion.of(example, entry["text"], **_fields(entry), cached=True)
 
     def _ask_all(self, examples, prompts, keys, todo, label, validate) -> dict[int, Completion]:
         check_key(self.options, self.field, offline=False)
@@ -344,8 +356,9 @@ class LLMClient:
         return ConfigError(f"{self.field}.model: the provider refused the key for {self.options.model!r} "
                            f"(HTTP {status}); check the environment variable {key_env(self.options)}")
 
-    def store(self, key: str, completion: Completion) -> bool:
-        """Cache an answer, or a refusal (the provider's deterministic verdict); True if it was either."""
+    def store(self, key: str, completion: Completion, claims: Claims | None = None) -> bool:
+        """Cache an answer, or a refusal (the provider's deterministic verdict), releasing its claim with
+        it; True if it was either."""
         value = {"text": completion.text, "finish_reason": completion.finish_reason, "model": completion.model,
                  "prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens,
                  "cost_usd": completion.cost_usd}
@@ -353,7 +366,10 @@ class LLMClient:
             if completion.finish_reason not in FAILED_FINISH_REASONS:
                 return False  # a transport failure, an empty or unparseable answer: asked again next time
             value.update(refused=True, error=completion.error)
-        self.context.cache.put(key, value)
+        if claims is not None:
+            claims.store(key, value)
+        else:
+            self.context.cache.put(key, value)
         return True
 
     # -- prices ----------------------------------------------------------------------------------
@@ -422,33 +438,65 @@ class LLMClient:
     async def _run(self, litellm, examples, prompts, keys, todo, label, validate) -> dict[int, Completion]:
         semaphore = asyncio.Semaphore(self.options.max_concurrency)
         limiter = Limiter(self.options.rpm, self.options.tpm)
-        budgeted = self.options.max_usd is not None
         self.budget.open()
+        self._since = time.time()
         results: dict[int, Completion] = {}
+        failed_before, shared_before = self.usage.failed, self.usage.shared
 
-        async def one(i: int) -> None:
-            async with semaphore:
-                need = self.worst_case(litellm, prompts[i]) if budgeted else 0.0
-                if budgeted and not await self.budget.reserve(need):
+        with Claims(self.context.cache) as claims, progress(self.context, label, len(todo)) as advance:
+            async def one(i: int) -> None:
+                completion = await self._one(litellm, claims, semaphore, limiter, examples[i], prompts[i], keys[i],
+                                             validate)
+                if completion is None:  # the budget cannot cover it
                     return
-                try:
-                    completion = await self._ask(litellm, limiter, examples[i], prompts[i], validate)
-                finally:
-                    if budgeted:
-                        await self.budget.release(need)
                 results[i] = completion
-                self.store(keys[i], completion)
                 if not completion.ok:
                     self.usage.failed += 1
                 advance(1, status=f"failed {self.usage.failed}  ${self.usage.cost_usd:.4f}")
 
-        failed_before = self.usage.failed
-        with progress(self.context, label, len(todo)) as advance:
             await asyncio.gather(*(one(i) for i in todo))
+        shared = self.usage.shared - shared_before
         self.context.log(f"{label}: {len(results)}/{len(todo)} asked, {self.usage.failed - failed_before} failed, "
-                         f"{len(examples) - len(todo)} cached, ${self.usage.cost_usd:.4f} spent"
+                         f"{len(examples) - len(todo)} cached, "
+                         + (f"{shared} answered by another run on this cache, " if shared else "")
+                         + f"${self.usage.cost_usd:.4f} spent"
                          + (f" ({self.usage.unpriced} answers of a model with no known price)" if self.usage.unpriced else ""))
         return results
+
+    async def _one(self, litellm, claims: Claims, semaphore, limiter, example, prompt, key, validate) -> Completion | None:
+        """One request: asked by this process, or waited for where another process claimed it first."""
+        seen = None
+        while True:
+            async with semaphore:
+                state, found = claims.take(key, seen, lambda entry: self._acceptable(entry, validate))
+                if state == "ours":
+                    return await self._asked(litellm, claims, limiter, example, prompt, key, validate)
+            if state == "answered":
+                self.usage.shared += 1
+                self.budget.record_shared(found.get("cost_usd") or 0.0)
+                return self._from_entry(example, found, validate)
+            if state == "failed":  # the failure of the request waited for is its answer here too
+                return Completion.failed(example, found["failed"])
+            seen = found["owner"]
+            await claims.freed(key)
+
+    async def _asked(self, litellm, claims: Claims, limiter, example, prompt, key, validate) -> Completion | None:
+        budgeted = self.options.max_usd is not None
+        need = self.worst_case(litellm, prompt) if budgeted else 0.0
+        if budgeted and not await self.budget.reserve(need):
+            claims.give_up(key)
+            return None
+        try:
+            completion = await self._ask(litellm, limiter, example, prompt, validate)
+        except BaseException:
+            claims.give_up(key)
+            raise
+        finally:
+            if budgeted:
+                await self.budget.release(need)
+        if not self.store(key, completion, claims):
+            claims.give_up(key, completion.error)
+        return completion
 
     async def _ask(self, litellm, limiter: Limiter, example: Example, prompt: str, validate) -> Completion:
         o = self.options

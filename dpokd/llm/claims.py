@@ -1,0 +1,147 @@
+"""A request in flight once across the processes that share a cache: the client's side of the
+cache's claims (``ResponseCache.claim``).
+
+A process's claims name it as host, pid, the process's start time (a reused pid is not its owner)
+and a token of its own. A thread renews them every third of the lease while the process lives, so a
+slow provider causes no takeover; a claim whose owner is gone from this host is taken over at once,
+one from another host when its lease runs out. The processes waiting on claims poll them together,
+one read per claim, at an interval that grows with how many they wait on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import socket
+import threading
+import time
+from typing import Any, Callable
+
+from ..cache import ResponseCache
+from ..errors import ConfigError
+
+LEASE_ENV = "DPOKD_CLAIM_LEASE"
+DEFAULT_LEASE = 60.0  # seconds a claim lives without renewal
+POLL = 0.1  # seconds between looks at the claims waited on, plus a little per claim
+POLL_PER_CLAIM = 0.0005
+
+
+def lease_seconds() -> float:
+    """The claims' lease: ``DPOKD_CLAIM_LEASE`` seconds, else a minute."""
+    value = os.environ.get(LEASE_ENV)
+    if value is None:
+        return DEFAULT_LEASE
+    try:
+        lease = float(value)
+    except ValueError:
+        lease = 0.0
+    if not lease > 0:
+        raise ConfigError(f"{LEASE_ENV}={value!r}: the claims' lease must be a positive number of seconds")
+    return lease
+
+
+def _started(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot), None if there is no such process; "" where
+    the platform does not say (no /proc): then only the lease tells a dead owner."""
+    if not os.path.isdir("/proc/self"):
+        return ""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            return fh.read().rpartition(")")[2].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+HOST = socket.gethostname().replace("/", "_")
+
+
+def new_owner() -> str:
+    return f"{HOST}/{os.getpid()}/{_started(os.getpid())}/{secrets.token_hex(4)}"
+
+
+def alive(owner: str) -> bool:
+    """Whether a claim's owner may still be asking: False only for a process of this host that is gone."""
+    try:
+        host, pid, started, _ = owner.split("/")
+        pid_number = int(pid)
+    except ValueError:
+        return True
+    if host != HOST or started == "":
+        return True
+    return _started(pid_number) == started
+
+
+class Claims:
+    """This process's claims on one cache, for one round of requests: ``with Claims(cache) as claims``."""
+
+    def __init__(self, cache: ResponseCache, lease: float | None = None):
+        self.cache = cache
+        self.lease = lease if lease is not None else lease_seconds()
+        self.owner = new_owner()
+        self._mine: set[str] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._renewer = threading.Thread(target=self._renew, name="dpokd-claims", daemon=True)
+        self._waiting: dict[str, list[asyncio.Future]] = {}
+        self._watcher: asyncio.Task | None = None
+
+    def __enter__(self) -> Claims:
+        self._renewer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._renewer.join()
+        with self._lock:
+            left, self._mine = list(self._mine), set()
+        for key in left:  # an interrupted round: free its claims for the others, and for a resume
+            self.cache.unclaim(key, self.owner)
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.lease / 3):
+            with self._lock:
+                keys = list(self._mine)
+            if keys:
+                self.cache.renew(keys, self.owner, self.lease)
+
+    # -- one request ------------------------------------------------------------------------------
+    def take(self, key: str, seen: str | None, accept: Callable[[dict[str, Any]], bool]) -> tuple[str, Any]:
+        """``ResponseCache.claim`` for this process; a claim taken is renewed until stored or given up."""
+        state, found = self.cache.claim(key, self.owner, self.lease, seen=seen, alive=alive, accept=accept)
+        if state == "ours":
+            with self._lock:
+                self._mine.add(key)
+        return state, found
+
+    def store(self, key: str, value: dict[str, Any]) -> None:
+        """Store the answer and release the claim, in one transaction."""
+        self.cache.put(key, value, owner=self.owner)
+        with self._lock:
+            self._mine.discard(key)
+
+    def give_up(self, key: str, failure: str | None = None) -> None:
+        """Release the claim; ``failure`` is left for the processes waiting on it, as their answer."""
+        self.cache.unclaim(key, self.owner, failure)
+        with self._lock:
+            self._mine.discard(key)
+
+    async def freed(self, key: str) -> None:
+        """Wait until the claim on ``key`` is released, given up, expired, or its owner is gone."""
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(key, []).append(future)
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.create_task(self._watch())
+        await future
+
+    async def _watch(self) -> None:
+        while self._waiting:
+            await asyncio.sleep(POLL + POLL_PER_CLAIM * len(self._waiting))
+            now = time.time()
+            for key, held in self.cache.claims(list(self._waiting)).items():
+                live = (isinstance(held, dict) and held.get("failed") is None and held.get("until", 0) > now
+                        and alive(held.get("owner", "")))
+                if not live:
+                    for future in self._waiting.pop(key):
+                        if not future.done():
+                            future.set_result(None)
