@@ -240,6 +240,10 @@ class ResponseCache:
             raise self._broken(exc) from None
         self._record(key)
 
+    def transaction(self):
+        """``with cache.transaction():`` the writes inside commit together, or not at all."""
+        return self._store.transact()
+
     # -- claims: a request in flight once, across processes -----------------------------------------
     def claim(self, key: str, owner: str, lease: float, *, seen: str | None = None, alive=None,
               accept=None) -> tuple[str, dict[str, Any] | None]:

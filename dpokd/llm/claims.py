@@ -2,16 +2,17 @@
 cache's claims (``ResponseCache.claim``).
 
 A process's claims name it as host, pid, the process's start time (a reused pid is not its owner)
-and a token of its own. A thread renews them every third of the lease while the process lives, so a
+and a token of its own. They are renewed every third of the lease while the process lives, so a
 slow provider causes no takeover; a claim whose owner is gone from this host is taken over at once,
-one from another host when its lease runs out. The processes waiting on claims poll them together,
-one read per claim, at an interval that grows with how many they wait on.
+one from another host when its lease runs out. A process waiting on claims polls them together,
+one read per claim, at an interval that grows with how many it waits on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import queue
 import secrets
 import socket
 import threading
@@ -73,58 +74,105 @@ def alive(owner: str) -> bool:
 
 
 class Claims:
-    """This process's claims on one cache, for one round of requests: ``with Claims(cache) as claims``."""
+    """This process's claims on one cache, for one round of requests: ``with Claims(cache) as claims``.
+
+    The cache's reads and writes for the round run on a thread of their own, off the event loop: the
+    operations that queue up while one transaction commits go together in the next (each answer is
+    stored before its ``store`` returns). The same thread renews the claims every third of the lease.
+    """
 
     def __init__(self, cache: ResponseCache, lease: float | None = None):
         self.cache = cache
         self.lease = lease if lease is not None else lease_seconds()
         self.owner = new_owner()
         self._mine: set[str] = set()
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._renewer = threading.Thread(target=self._renew, name="dpokd-claims", daemon=True)
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._work, name="dpokd-cache", daemon=True)
         self._waiting: dict[str, list[asyncio.Future]] = {}
         self._watcher: asyncio.Task | None = None
 
     def __enter__(self) -> Claims:
-        self._renewer.start()
+        self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._renewer.join()
-        with self._lock:
-            left, self._mine = list(self._mine), set()
+        self._queue.put(None)
+        self._thread.join()
+        left, self._mine = list(self._mine), set()
         for key in left:  # an interrupted round: free its claims for the others, and for a resume
             self.cache.unclaim(key, self.owner)
 
-    def _renew(self) -> None:
-        while not self._stop.wait(self.lease / 3):
-            with self._lock:
-                keys = list(self._mine)
-            if keys:
-                self.cache.renew(keys, self.owner, self.lease)
+    # -- the cache's thread -----------------------------------------------------------------------
+    def _work(self) -> None:
+        renewed = time.monotonic()
+        while True:
+            try:
+                first = self._queue.get(timeout=self.lease / 3)
+            except queue.Empty:
+                first = ()
+            batch = [first]
+            while first is not None and not self._queue.empty():
+                batch.append(item := self._queue.get())
+                if item is None:
+                    break
+            jobs = [job for job in batch if job]
+            if jobs:
+                self._run(jobs)
+            if time.monotonic() - renewed >= self.lease / 3 and self._mine:
+                self.cache.renew(list(self._mine), self.owner, self.lease)
+                renewed = time.monotonic()
+            if None in batch:
+                return
+
+    def _run(self, jobs: list[tuple]) -> None:
+        outcomes = []
+        try:
+            with self.cache.transaction():
+                for fn, args, _, _ in jobs:
+                    try:
+                        outcomes.append((True, fn(*args)))
+                    except Exception as exc:  # this operation's own failure, raised where it was awaited
+                        outcomes.append((False, exc))
+        except Exception as exc:  # the transaction failed: nothing in it happened
+            outcomes = [(False, exc)] * len(jobs)
+        for (_, _, future, loop), (ok, value) in zip(jobs, outcomes):
+            if future is not None:
+                loop.call_soon_threadsafe(_settle, future, ok, value)
+
+    def _do(self, fn, *args) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queue.put((fn, args, future, loop))
+        return future
 
     # -- one request ------------------------------------------------------------------------------
-    def take(self, key: str, seen: str | None, accept: Callable[[dict[str, Any]], bool]) -> tuple[str, Any]:
+    async def take(self, key: str, seen: str | None, accept: Callable[[dict[str, Any]], bool]) -> tuple[str, Any]:
         """``ResponseCache.claim`` for this process; a claim taken is renewed until stored or given up."""
-        state, found = self.cache.claim(key, self.owner, self.lease, seen=seen, alive=alive, accept=accept)
-        if state == "ours":
-            with self._lock:
-                self._mine.add(key)
+        state, found = await self._do(self._claim, key, seen, accept)
         return state, found
 
-    def store(self, key: str, value: dict[str, Any]) -> None:
+    def _claim(self, key, seen, accept):
+        state, found = self.cache.claim(key, self.owner, self.lease, seen=seen, alive=alive, accept=accept)
+        if state == "ours":
+            self._mine.add(key)
+        return state, found
+
+    async def store(self, key: str, value: dict[str, Any]) -> None:
         """Store the answer and release the claim, in one transaction."""
+        await self._do(self._store, key, value)
+
+    def _store(self, key, value):
         self.cache.put(key, value, owner=self.owner)
-        with self._lock:
-            self._mine.discard(key)
+        self._mine.discard(key)
 
     def give_up(self, key: str, failure: str | None = None) -> None:
-        """Release the claim; ``failure`` is left for the processes waiting on it, as their answer."""
+        """Release the claim (queued: safe where the caller is being cancelled); ``failure`` is left for
+        the processes waiting on it, as their answer."""
+        self._queue.put((self._give_up, (key, failure), None, None))
+
+    def _give_up(self, key, failure):
         self.cache.unclaim(key, self.owner, failure)
-        with self._lock:
-            self._mine.discard(key)
+        self._mine.discard(key)
 
     async def freed(self, key: str) -> None:
         """Wait until the claim on ``key`` is released, given up, expired, or its owner is gone."""
@@ -137,11 +185,21 @@ class Claims:
     async def _watch(self) -> None:
         while self._waiting:
             await asyncio.sleep(POLL + POLL_PER_CLAIM * len(self._waiting))
+            held = await self._do(self.cache.claims, list(self._waiting))
             now = time.time()
-            for key, held in self.cache.claims(list(self._waiting)).items():
-                live = (isinstance(held, dict) and held.get("failed") is None and held.get("until", 0) > now
-                        and alive(held.get("owner", "")))
+            for key, claim in held.items():
+                live = (isinstance(claim, dict) and claim.get("failed") is None and claim.get("until", 0) > now
+                        and alive(claim.get("owner", "")))
                 if not live:
-                    for future in self._waiting.pop(key):
+                    for future in self._waiting.pop(key, ()):
                         if not future.done():
                             future.set_result(None)
+
+
+def _settle(future: asyncio.Future, ok: bool, value: Any) -> None:
+    if future.done():  # its awaiter was cancelled
+        return
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)

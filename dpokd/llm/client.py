@@ -10,6 +10,7 @@ before it is sent, and what earlier invocations of the run spent counts (``spend
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import socket
 import time
@@ -29,6 +30,7 @@ from ..records import Completion, Example
 from .batch import BATCH_PROVIDERS, BatchRunner
 from .budget import Budget
 from .claims import Claims
+from .direct import DIRECT_PROVIDERS, DirectHTTP, direct_text
 from .retry import GaveUp, Limiter, too_long, unreachable, with_retries
 
 # Env vars of the common providers; others fall back to PROVIDER_API_KEY.
@@ -58,6 +60,8 @@ DEFAULT_API_BASES = {
 }
 CONNECT_TIMEOUT = 2.0  # seconds the preflight waits for a connection to the model's server
 FAILED_FINISH_REASONS = {"content_filter", "safety", "recitation", "blocked"}
+PRICES_KEPT = 100_000  # prices of (prompt, completion) token counts remembered per client
+_UNKNOWN = object()
 # Request fields litellm takes as arguments of their own, not as sampling parameters.
 _NOT_SAMPLING = {"kind", "model", "api_base", "messages", "prompt", "sample"}
 
@@ -88,6 +92,9 @@ class LLMOptions(Options):
     max_failure_share: float = Field(0.1, ge=0, le=1, description="share of failed answers above which the stage stops")
     usd_per_million_input: float | None = Field(None, ge=0, description="price override, for models litellm has no price for")
     usd_per_million_output: float | None = Field(None, ge=0, description="price override, for models litellm has no price for")
+    direct_http: bool = Field(True, description="send the requests to an OpenAI-compatible api_base (openai/ or "
+                              "hosted_vllm/ models) as plain HTTP, without litellm's CPU per call; errors, retries and "
+                              "prices are litellm's as on its own path. false: every request through litellm")
     batch: bool = Field(False, description="send uncached requests through the provider's batch API: about half "
                         "the price, answers within 24 h; an interrupted run resumes its batches, and max_usd is "
                         "checked between batches, which then go one at a time")
@@ -240,6 +247,7 @@ class LLMClient:
         self.usage = Usage()
         self.budget = Budget(field, options.max_usd, context)
         self._since = time.time()  # a refusal cached before this is asked again under --retry-refused
+        self._prices: dict[tuple[int, int], float | None] = {}
 
     # -- requests --------------------------------------------------------------------------------
     def messages(self, prompt: str | list[dict[str, str]]) -> list[dict[str, str]]:
@@ -356,21 +364,30 @@ class LLMClient:
         return ConfigError(f"{self.field}.model: the provider refused the key for {self.options.model!r} "
                            f"(HTTP {status}); check the environment variable {key_env(self.options)}")
 
-    def store(self, key: str, completion: Completion, claims: Claims | None = None) -> bool:
-        """Cache an answer, or a refusal (the provider's deterministic verdict), releasing its claim with
-        it; True if it was either."""
+    def store(self, key: str, completion: Completion) -> bool:
+        """Cache an answer, or a refusal (the provider's deterministic verdict); True if it was either."""
+        value = self._entry(completion)
+        if value is not None:
+            self.context.cache.put(key, value)
+        return value is not None
+
+    async def _stored(self, key: str, completion: Completion, claims: Claims) -> bool:
+        """``store``, releasing the request's claim in the same transaction, off the event loop."""
+        value = self._entry(completion)
+        if value is not None:
+            await claims.store(key, value)
+        return value is not None
+
+    def _entry(self, completion: Completion) -> dict[str, Any] | None:
+        """The cache entry of an answer or a refusal; None for a failure that is asked again next time."""
         value = {"text": completion.text, "finish_reason": completion.finish_reason, "model": completion.model,
                  "prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens,
                  "cost_usd": completion.cost_usd}
         if not completion.ok:
             if completion.finish_reason not in FAILED_FINISH_REASONS:
-                return False  # a transport failure, an empty or unparseable answer: asked again next time
+                return None  # a transport failure, an empty or unparseable answer
             value.update(refused=True, error=completion.error)
-        if claims is not None:
-            claims.store(key, value)
-        else:
-            self.context.cache.put(key, value)
-        return True
+        return value
 
     # -- prices ----------------------------------------------------------------------------------
     def spent(self) -> float:
@@ -418,10 +435,24 @@ class LLMClient:
                     usage = litellm.Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                                           total_tokens=prompt_tokens + completion_tokens)
                     return float(sum(batch_cost_calculator(usage, model=o.model)))
-                return float(sum(litellm.cost_per_token(model=o.model, prompt_tokens=prompt_tokens,
-                                                        completion_tokens=completion_tokens)))
         except Exception:  # a model litellm has no price for
             return None
+        return self._litellm_price(litellm, prompt_tokens, completion_tokens)
+
+    def _litellm_price(self, litellm, prompt_tokens: int, completion_tokens: int) -> float | None:
+        # litellm takes about 0.4 ms of CPU to price a call, and answers repeat their token counts.
+        found = self._prices.get((prompt_tokens, completion_tokens), _UNKNOWN)
+        if found is _UNKNOWN:
+            try:
+                with warnings.catch_warnings():  # litellm's own pydantic deprecations, once per call
+                    warnings.simplefilter("ignore")
+                    found = float(sum(litellm.cost_per_token(model=self.options.model, prompt_tokens=prompt_tokens,
+                                                             completion_tokens=completion_tokens)))
+            except Exception:  # a model litellm has no price for
+                found = None
+            if len(self._prices) < PRICES_KEPT:
+                self._prices[(prompt_tokens, completion_tokens)] = found
+        return found
 
     def _response_cost(self, litellm, response: Any) -> float | None:
         # litellm prices every response already (None: a model it has no price for); asking it
@@ -444,9 +475,11 @@ class LLMClient:
         failed_before, shared_before = self.usage.failed, self.usage.shared
 
         with Claims(self.context.cache) as claims, progress(self.context, label, len(todo)) as advance:
+            http = await self._direct(litellm)
+
             async def one(i: int) -> None:
-                completion = await self._one(litellm, claims, semaphore, limiter, examples[i], prompts[i], keys[i],
-                                             validate)
+                completion = await self._one((litellm, http), claims, semaphore, limiter, examples[i], prompts[i],
+                                             keys[i], validate)
                 if completion is None:  # the budget cannot cover it
                     return
                 results[i] = completion
@@ -454,7 +487,11 @@ class LLMClient:
                     self.usage.failed += 1
                 advance(1, status=f"failed {self.usage.failed}  ${self.usage.cost_usd:.4f}")
 
-            await asyncio.gather(*(one(i) for i in todo))
+            try:
+                await asyncio.gather(*(one(i) for i in todo))
+            finally:
+                if http is not None:
+                    await http.__aexit__(None, None, None)
         shared = self.usage.shared - shared_before
         self.context.log(f"{label}: {len(results)}/{len(todo)} asked, {self.usage.failed - failed_before} failed, "
                          f"{len(examples) - len(todo)} cached, "
@@ -463,14 +500,23 @@ class LLMClient:
                          + (f" ({self.usage.unpriced} answers of a model with no known price)" if self.usage.unpriced else ""))
         return results
 
-    async def _one(self, litellm, claims: Claims, semaphore, limiter, example, prompt, key, validate) -> Completion | None:
+    async def _direct(self, litellm) -> DirectHTTP | None:
+        """The direct HTTP path, where the endpoint is OpenAI-compatible and the spec allows it."""
+        o = self.options
+        if not (o.direct_http and o.api_base and "/" in o.model and provider_of(o.model) in DIRECT_PROVIDERS):
+            return None
+        if self.text and not direct_text(litellm, o.model):
+            return None
+        return await DirectHTTP(litellm, o.model, o.api_base, self.api_key(), self.text).__aenter__()
+
+    async def _one(self, callers, claims: Claims, semaphore, limiter, example, prompt, key, validate) -> Completion | None:
         """One request: asked by this process, or waited for where another process claimed it first."""
         seen = None
         while True:
             async with semaphore:
-                state, found = claims.take(key, seen, lambda entry: self._acceptable(entry, validate))
+                state, found = await claims.take(key, seen, lambda entry: self._acceptable(entry, validate))
                 if state == "ours":
-                    return await self._asked(litellm, claims, limiter, example, prompt, key, validate)
+                    return await self._asked(callers, claims, limiter, example, prompt, key, validate)
             if state == "answered":
                 self.usage.shared += 1
                 self.budget.record_shared(found.get("cost_usd") or 0.0)
@@ -480,42 +526,53 @@ class LLMClient:
             seen = found["owner"]
             await claims.freed(key)
 
-    async def _asked(self, litellm, claims: Claims, limiter, example, prompt, key, validate) -> Completion | None:
+    async def _asked(self, callers, claims: Claims, limiter, example, prompt, key, validate) -> Completion | None:
+        litellm, http = callers
         budgeted = self.options.max_usd is not None
         need = self.worst_case(litellm, prompt) if budgeted else 0.0
         if budgeted and not await self.budget.reserve(need):
             claims.give_up(key)
             return None
         try:
-            completion = await self._ask(litellm, limiter, example, prompt, validate)
+            completion = await self._ask(litellm, limiter, example, prompt, validate, http)
         except BaseException:
             claims.give_up(key)
             raise
         finally:
             if budgeted:
                 await self.budget.release(need)
-        if not self.store(key, completion, claims):
+        if not await self._stored(key, completion, claims):
             claims.give_up(key, completion.error)
         return completion
 
-    async def _ask(self, litellm, limiter: Limiter, example: Example, prompt: str, validate) -> Completion:
+    async def _ask(self, litellm, limiter: Limiter, example: Example, prompt: str, validate,
+                   http: DirectHTTP | None = None) -> Completion:
         o = self.options
         kwargs = self.sampling(prompt, example)
         if self.text:
             kwargs["prompt"] = prompt
         else:
             kwargs["messages"] = self.messages(prompt)
-        call = litellm.atext_completion if self.text else litellm.acompletion
-        api_key = self.api_key()
+        if http is not None:
+            call = http.call
+        else:
+            call = functools.partial(litellm.atext_completion if self.text else litellm.acompletion, model=o.model,
+                                     api_base=o.api_base, api_key=self.api_key(), num_retries=0, max_retries=0)
+        estimate = len(prompt) // 4 + (o.max_tokens or 256)
 
         async def attempt():
-            await limiter.acquire(len(prompt) // 4 + (o.max_tokens or 256))
-            return await call(model=o.model, api_base=o.api_base, api_key=api_key, timeout=o.timeout,
-                              num_retries=0, max_retries=0, **kwargs)
+            await limiter.acquire(estimate)
+            return await call(timeout=o.timeout, **kwargs)
 
         response = await with_retries(attempt, max_retries=o.max_retries, max_retry_wait=o.max_retry_wait)
         if isinstance(response, GaveUp):
             return self._gave_up(example, response)
+        if http is not None:  # the answer's JSON
+            choice = response["choices"][0]
+            content = choice.get("text") if self.text else (choice.get("message") or {}).get("content")
+            fields = self.answer_fields(litellm, content, choice.get("finish_reason"), response.get("model"),
+                                        response.get("usage") or {})
+            return self.verdict(example, fields, validate)
         choice = response.choices[0]
         content = choice.text if self.text else choice.message.content
         fields = self.answer_fields(litellm, content, choice.finish_reason, getattr(response, "model", None),
@@ -545,7 +602,7 @@ class LLMClient:
         get = usage.get if isinstance(usage, dict) else (lambda name, default=None: getattr(usage, name, default))
         prompt_tokens = get("prompt_tokens", 0) or 0
         completion_tokens = get("completion_tokens", 0) or 0
-        if batch or o.usd_per_million_input is not None or o.usd_per_million_output is not None:
+        if batch or response is None or o.usd_per_million_input is not None or o.usd_per_million_output is not None:
             cost = self.price(litellm, prompt_tokens, completion_tokens, batch=batch)
         else:
             cost = self._response_cost(litellm, response)
