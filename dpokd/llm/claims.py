@@ -17,7 +17,8 @@ import secrets
 import socket
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..cache import ResponseCache
 from ..errors import ConfigError

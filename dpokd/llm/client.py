@@ -467,19 +467,15 @@ class LLMClient:
 
     # -- the live path ---------------------------------------------------------------------------
     async def _run(self, litellm, examples, prompts, keys, todo, label, validate) -> dict[int, Completion]:
-        semaphore = asyncio.Semaphore(self.options.max_concurrency)
-        limiter = Limiter(self.options.rpm, self.options.tpm)
         self.budget.open()
         self._since = time.time()
         results: dict[int, Completion] = {}
         failed_before, shared_before = self.usage.failed, self.usage.shared
-
         with Claims(self.context.cache) as claims, progress(self.context, label, len(todo)) as advance:
-            http = await self._direct(litellm)
+            round_ = _Round(litellm, await self._direct(litellm), claims, Limiter(self.options.rpm, self.options.tpm),
+                            validate, examples, prompts, keys)
 
-            async def one(i: int) -> None:
-                completion = await self._one((litellm, http), claims, semaphore, limiter, examples[i], prompts[i],
-                                             keys[i], validate)
+            def done(i: int, completion: Completion | None) -> None:
                 if completion is None:  # the budget cannot cover it
                     return
                 results[i] = completion
@@ -488,10 +484,10 @@ class LLMClient:
                 advance(1, status=f"failed {self.usage.failed}  ${self.usage.cost_usd:.4f}")
 
             try:
-                await asyncio.gather(*(one(i) for i in todo))
+                await self._workers(round_, todo, done)
             finally:
-                if http is not None:
-                    await http.__aexit__(None, None, None)
+                if round_.http is not None:
+                    await round_.http.__aexit__(None, None, None)
         shared = self.usage.shared - shared_before
         self.context.log(f"{label}: {len(results)}/{len(todo)} asked, {self.usage.failed - failed_before} failed, "
                          f"{len(examples) - len(todo)} cached, "
@@ -499,6 +495,24 @@ class LLMClient:
                          + f"${self.usage.cost_usd:.4f} spent"
                          + (f" ({self.usage.unpriced} answers of a model with no known price)" if self.usage.unpriced else ""))
         return results
+
+    async def _workers(self, round_: _Round, todo: list[int], done) -> None:
+        """``max_concurrency`` workers take the requests in turn (memory stays flat in their number); one
+        another process has claimed is set aside, and waited for once the rest are asked."""
+        pending = iter(todo)
+        waiting: list[tuple[int, str]] = []
+
+        async def worker() -> None:
+            for i in pending:
+                if (held := await self._one(round_, i, None, done)) is not None:
+                    waiting.append((i, held))
+            while waiting:
+                i, seen = waiting.pop()
+                await round_.claims.freed(round_.keys[i])
+                if (held := await self._one(round_, i, seen, done)) is not None:
+                    waiting.append((i, held))
+
+        await asyncio.gather(*(worker() for _ in range(min(self.options.max_concurrency, len(todo)))))
 
     async def _direct(self, litellm) -> DirectHTTP | None:
         """The direct HTTP path, where the endpoint is OpenAI-compatible and the spec allows it."""
@@ -509,32 +523,33 @@ class LLMClient:
             return None
         return await DirectHTTP(litellm, o.model, o.api_base, self.api_key(), self.text).__aenter__()
 
-    async def _one(self, callers, claims: Claims, semaphore, limiter, example, prompt, key, validate) -> Completion | None:
-        """One request: asked by this process, or waited for where another process claimed it first."""
-        seen = None
-        while True:
-            async with semaphore:
-                state, found = await claims.take(key, seen, lambda entry: self._acceptable(entry, validate))
-                if state == "ours":
-                    return await self._asked(callers, claims, limiter, example, prompt, key, validate)
-            if state == "answered":
-                self.usage.shared += 1
-                self.budget.record_shared(found.get("cost_usd") or 0.0)
-                return self._from_entry(example, found, validate)
-            if state == "failed":  # the failure of the request waited for is its answer here too
-                return Completion.failed(example, found["failed"])
-            seen = found["owner"]
-            await claims.freed(key)
+    async def _one(self, round_: _Round, i: int, seen: str | None, done) -> str | None:
+        """Request ``i``: asked by this process, or taken from the cache where another process answered it.
+        Returns the owner of another process's live claim on it, to be waited for."""
+        example, key, validate = round_.examples[i], round_.keys[i], round_.validate
+        state, found = await round_.claims.take(key, seen, lambda entry: self._acceptable(entry, validate))
+        if state == "held":
+            return found["owner"]
+        if state == "ours":
+            done(i, await self._asked(round_, i))
+        elif state == "answered":
+            self.usage.shared += 1
+            self.budget.record_shared(found.get("cost_usd") or 0.0)
+            done(i, self._from_entry(example, found, validate))
+        else:  # "failed": the failure of the request waited for is its answer here too
+            done(i, Completion.failed(example, found["failed"]))
+        return None
 
-    async def _asked(self, callers, claims: Claims, limiter, example, prompt, key, validate) -> Completion | None:
-        litellm, http = callers
+    async def _asked(self, round_: _Round, i: int) -> Completion | None:
+        prompt, key, claims = round_.prompts[i], round_.keys[i], round_.claims
         budgeted = self.options.max_usd is not None
-        need = self.worst_case(litellm, prompt) if budgeted else 0.0
+        need = self.worst_case(round_.litellm, prompt) if budgeted else 0.0
         if budgeted and not await self.budget.reserve(need):
             claims.give_up(key)
             return None
         try:
-            completion = await self._ask(litellm, limiter, example, prompt, validate, http)
+            completion = await self._ask(round_.litellm, round_.limiter, round_.examples[i], prompt, round_.validate,
+                                         round_.http)
         except BaseException:
             claims.give_up(key)
             raise
@@ -626,6 +641,20 @@ class LLMClient:
         if validate is not None and (problem := validate(text)) is not None:
             return Completion.failed(example, problem, **fields)
         return Completion.of(example, **fields)
+
+
+@dataclass
+class _Round:
+    """What the requests of one ``complete`` call share while they are asked."""
+
+    litellm: Any
+    http: DirectHTTP | None
+    claims: Claims
+    limiter: Limiter
+    validate: Any
+    examples: list[Example]
+    prompts: list[Any]
+    keys: list[str]
 
 
 def _fields(hit: dict[str, Any]) -> dict[str, Any]:

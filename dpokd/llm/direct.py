@@ -14,7 +14,6 @@ the answer-by-answer cache work exactly as on litellm's path.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
@@ -60,11 +59,11 @@ class DirectHTTP:
                                          timeout=aiohttp.ClientTimeout(total=timeout)) as response:
                 data = await response.read()
                 status, headers = response.status, dict(response.headers)
-        except asyncio.TimeoutError:
+        except TimeoutError:  # aiohttp's timeout
             raise self.litellm.Timeout(message=f"no answer within {timeout:g} s", model=self.model,
                                        llm_provider=self.provider) from None
         except aiohttp.ClientError as exc:
-            raise self._connection_error(exc)  # noqa: B904 (its cause, set there, names the URL)
+            raise self._connection_error(exc)  # its cause, set there, names the URL
         if status != 200:
             raise self._status_error(status, headers, data)
         try:
