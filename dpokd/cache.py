@@ -257,6 +257,7 @@ class ResponseCache:
         try:
             with self._store.transact():
                 if (entry := self._read(key)) is not None and (accept is None or accept(entry)):
+                    self._record(key)  # this run used it: its replay bundle holds it
                     return "answered", entry
                 held = self._store.get(CLAIM + key)
                 if isinstance(held, dict) and held.get("owner") != owner:

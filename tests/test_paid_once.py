@@ -134,6 +134,8 @@ def test_a_run_that_waited_did_not_pay_and_its_spend_record_says_so(server, tmp_
     assert second.usage()["cost_usd"] == 0 and second.usage()["shared"] == 4
     rows = [json.loads(line) for line in (tmp_path / SPEND_FILE).read_text().splitlines()]
     assert len(rows) == 4 and all(r["usd"] == 0 and r["paid_by_another_run"] > 0 for r in rows)
+    # the answers it used are its own run's too: `dpokd export` puts them in its bundle
+    assert len(set((tmp_path / "cache_keys.txt").read_text().split())) == 4
 
 
 def test_the_budget_message_shows_a_small_amount_as_it_is(server, tmp_path):

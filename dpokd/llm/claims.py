@@ -120,8 +120,11 @@ class Claims:
             if jobs:
                 self._run(jobs)
             if time.monotonic() - renewed >= self.lease / 3 and self._mine:
-                self.cache.renew(list(self._mine), self.owner, self.lease)
-                renewed = time.monotonic()
+                try:
+                    self.cache.renew(list(self._mine), self.owner, self.lease)
+                    renewed = time.monotonic()
+                except Exception:  # a busy or failing database: tried again at the next pass, the lease allowing
+                    pass
             if None in batch:
                 return
 
