@@ -32,6 +32,7 @@ LAZY = {
     "httpx": "only a vLLM server's checks and the direct HTTP path's errors",
     "aiohttp": "only the loopback test server and the direct HTTP path to OpenAI-compatible endpoints",
     "openai": "only the direct HTTP path's errors, mapped as litellm maps them (litellm imports it anyway)",
+    "certifi": "only the direct HTTP path's TLS certificates, those httpx trusts under litellm",
     "filelock": "only a run's lock",
     "wandb": "an optional tracker, imported where chosen",
     "trackio": "an optional tracker, imported where chosen",

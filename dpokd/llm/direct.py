@@ -15,10 +15,20 @@ the answer-by-answer cache work exactly as on litellm's path.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 # Providers whose requests with an api_base are plain OpenAI-compatible HTTP.
 DIRECT_PROVIDERS = frozenset({"openai", "hosted_vllm"})
+
+
+def _certificates():
+    """The certificates httpx trusts under litellm: ``SSL_CERT_FILE``, else certifi's bundle."""
+    import ssl
+
+    import certifi  # litellm's dependency, through httpx
+
+    return ssl.create_default_context(cafile=os.environ.get("SSL_CERT_FILE") or certifi.where())
 
 
 def direct_text(litellm, model: str) -> bool:
@@ -42,8 +52,9 @@ class DirectHTTP:
     async def __aenter__(self) -> DirectHTTP:
         import aiohttp  # litellm's own dependency
 
-        # No connection limit of the session's own: the client's semaphore bounds requests in flight.
-        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), trust_env=True)
+        # No connection limit of the session's own: the client's workers bound the requests in flight.
+        connector = aiohttp.TCPConnector(limit=0, ssl=_certificates())
+        self.session = aiohttp.ClientSession(connector=connector, trust_env=True)  # HTTPS_PROXY, as httpx
         return self
 
     async def __aexit__(self, *exc) -> None:
