@@ -71,13 +71,18 @@ def test_a_refused_connection_is_litellms_error_naming_the_url():
         f"could not connect to {url}/chat/completions: connection refused"
 
 
-@pytest.mark.parametrize("text", [False, True], ids=["chat", "text"])
-def test_answers_and_prices_are_litellms(server, tmp_path, text):
+PRICED = {"usd_per_million_input": 1.0, "usd_per_million_output": 2.0}
+
+
+@pytest.mark.parametrize(("text", "model"), [
+    (False, {"model": MODEL}),
+    (False, {"model": "hosted_vllm/served-model", **PRICED}),
+    # A text completion goes to /completions for a base model litellm does not know (a vLLM server's).
+    (True, {"model": "openai/base-model", **PRICED}),
+], ids=["chat", "vllm-chat", "text"])
+def test_answers_and_prices_are_litellms(server, tmp_path, text, model):
     prompts = [Example(id=f"p{i}", prompt=f"prompt number {i}") for i in range(6)]
     answers = {}
-    # A text completion goes to /completions for a base model litellm does not know (a vLLM server's).
-    model = dict(model="openai/base-model", usd_per_million_input=1.0, usd_per_million_output=2.0) if text \
-        else dict(model=MODEL)
     for direct in (False, True):
         options = LLMOptions(api_base=server.url, direct_http=direct, max_tokens=50, **model)
         client = LLMClient(options, Context(cache_dir=tmp_path / str(direct)), text=text)

@@ -122,7 +122,7 @@ def test_a_failure_is_shared_with_the_run_waiting_for_it(server, tmp_path):
 
 
 def test_a_run_that_waited_did_not_pay_and_its_spend_record_says_so(server, tmp_path):
-    priced = dict(usd_per_million_input=0.0, usd_per_million_output=1000.0, max_tokens=10, max_usd=1.0)
+    priced = {"usd_per_million_input": 0.0, "usd_per_million_output": 1000.0, "max_tokens": 10, "max_usd": 1.0}
     first = start(server.url, tmp_path / "cache", tmp_path / "a", 4, max_concurrency=4, **priced)
     deadline = time.monotonic() + 30
     while len(server.requests) < 4 and time.monotonic() < deadline:
@@ -140,9 +140,18 @@ def test_a_run_that_waited_did_not_pay_and_its_spend_record_says_so(server, tmp_
 
 def test_the_budget_message_shows_a_small_amount_as_it_is(server, tmp_path):
     # $0.00004 at most a request: a budget of $0.0001 covers two.
-    priced = dict(usd_per_million_input=0.0, usd_per_million_output=4.0, max_tokens=10, max_usd=0.0001)
+    priced = {"usd_per_million_input": 0.0, "usd_per_million_output": 4.0, "max_tokens": 10, "max_usd": 0.0001}
     server.responder = lambda body: "one two three four five six seven eight nine ten"
     with pytest.raises(BudgetExceeded) as info:
         teacher(server.url, tmp_path / "cache", max_concurrency=1, **priced).answer(examples(5))
     assert "could cost up to $0.000040" in str(info.value) and "$0.0000 " not in str(info.value)
     assert "budget of $0.00010" in str(info.value)
+
+
+def test_a_lease_that_is_not_a_number_of_seconds_is_refused(server, tmp_path, monkeypatch):
+    from dpokd.errors import ConfigError
+
+    monkeypatch.setenv("DPOKD_CLAIM_LEASE", "soon")
+    with pytest.raises(ConfigError, match="DPOKD_CLAIM_LEASE='soon'"):
+        teacher(server.url, tmp_path / "cache").answer(examples(2))
+    assert server.requests == []

@@ -11,6 +11,7 @@ one read per claim, at an interval that grows with how many it waits on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import queue
 import secrets
@@ -18,7 +19,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Self
 
 from ..cache import ResponseCache
 from ..errors import ConfigError
@@ -92,7 +93,7 @@ class Claims:
         self._waiting: dict[str, list[asyncio.Future]] = {}
         self._watcher: asyncio.Task | None = None
 
-    def __enter__(self) -> Claims:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -120,11 +121,10 @@ class Claims:
             if jobs:
                 self._run(jobs)
             if time.monotonic() - renewed >= self.lease / 3 and self._mine:
-                try:
+                # A busy or failing database: tried again at the next pass, while the lease allows.
+                with contextlib.suppress(Exception):
                     self.cache.renew(list(self._mine), self.owner, self.lease)
                     renewed = time.monotonic()
-                except Exception:  # a busy or failing database: tried again at the next pass, the lease allowing
-                    pass
             if None in batch:
                 return
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Any, Self
 
 # Providers whose requests with an api_base are plain OpenAI-compatible HTTP.
 DIRECT_PROVIDERS = frozenset({"openai", "hosted_vllm"})
@@ -49,7 +49,7 @@ class DirectHTTP:
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.session = None
 
-    async def __aenter__(self) -> DirectHTTP:
+    async def __aenter__(self) -> Self:
         import aiohttp  # litellm's own dependency
 
         # No connection limit of the session's own: the client's workers bound the requests in flight.
