@@ -400,12 +400,6 @@ def _with_adapter(student: Student, adapter: Path | None, method: str, loaded: _
     return call
 
 
-def _pairs_rows(iter_dir: Path) -> list[dict[str, Any]]:
-    """An iteration's pairs; one with none has no pairs.jsonl."""
-    path = iter_dir / "pairs.jsonl"
-    return read_jsonl(path) if path.exists() else []
-
-
 def _joined(examples: list[Example], answers: list[Completion], who: str) -> list[Completion]:
     """``answers`` in the order of ``examples``, matched by ``example_id``, one per example.
 
@@ -536,3 +530,9 @@ def run_spec(spec: Spec, *, offline: bool = False, fresh: bool = False, console=
     if console is not None:
         render(load_rows([engine.run.path]), "table", console)
     return engine.run.path
+
+
+def _pairs_rows(iter_dir: Path) -> list[dict[str, Any]]:
+    """An iteration's pairs; one with none has no pairs.jsonl."""
+    path = iter_dir / "pairs.jsonl"
+    return read_jsonl(path) if path.exists() else []
