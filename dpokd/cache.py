@@ -355,8 +355,9 @@ class ResponseCache:
         except ValueError:
             last = {}
         try:
-            claims = sum(1 for key in self._store.iterkeys() if key.startswith(CLAIM))
-            entries, volume = len(self._store) - claims, self._store.volume()
+            claims = [key for key in self._store.iterkeys() if key.startswith(CLAIM)]
+            entries, volume = len(self._store) - len(claims), self._store.volume()
+            in_flight = sum(_live(self._store.get(key)) for key in claims)
         except sqlite3.DatabaseError as exc:
             raise self._broken(exc) from None
         return {
@@ -366,7 +367,7 @@ class ResponseCache:
             "size_bytes": volume,
             "last_run_hits": last.get("hits", 0),
             "last_run_misses": last.get("misses", 0),
-            "requests_in_flight": claims,
+            "requests_in_flight": in_flight,
             "requests_waiting_in_batches": self._waiting_in_batches(),
         }
 
@@ -380,6 +381,11 @@ class ResponseCache:
         """Delete every answer; batches still waiting are kept, so a re-run collects them unpaid."""
         self._store.clear()
         self.layout.last_run.unlink(missing_ok=True)
+
+
+def _live(claim: Any) -> bool:
+    """A claim whose owner is asking now: not given up, its lease not run out."""
+    return isinstance(claim, dict) and claim.get("failed") is None and claim.get("until", 0) > time.time()
 
 
 def pickled(cache_dir: Path) -> ConfigError:
