@@ -8,6 +8,11 @@ A provider's refusal (a safety block) is a deterministic answer too: it is cache
 ``refused``, and replayed as a failed answer until asked again (``--retry-refused``). Within a
 run, every key read or written is appended to the run's ``cache_keys.txt``: exactly what
 ``dpokd export`` puts in a replay bundle.
+
+Runs that share a cache ask each request once: before asking, a process claims the request's key
+(a ``claim:`` entry in the same store naming its owner and a lease, taken in one transaction);
+another process finding a live claim waits for the answer, and takes the claim over only once the
+lease has run out or its owner is gone. The answer and the claim's release are one transaction.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ KEY_VERSION = "v1"
 # The sampling parameters that change an answer; everything else is left out of the key.
 SAMPLING_KEYS = ("temperature", "top_p", "max_tokens", "stop", "seed", "n")
 KEY_PATTERN = re.compile(r"^v1:[0-9a-f]{64}$")
+CLAIM = "claim:"  # prefix of an in-flight marker's key
 JOURNAL = "cache_keys.txt"
 # What reading a damaged entry raises: SQLite's errors, and JSON's (a ValueError) on a garbled value.
 _UNREADABLE = (sqlite3.DatabaseError, ValueError, TypeError)
@@ -222,13 +228,75 @@ class ResponseCache:
         self._record(key)
         return value
 
-    def put(self, key: str, value: dict[str, Any]) -> None:
-        """Store one answer durably (diskcache commits each write to SQLite)."""
+    def put(self, key: str, value: dict[str, Any], *, owner: str | None = None) -> None:
+        """Store one answer durably (diskcache commits each write to SQLite), releasing ``owner``'s claim
+        on it in the same transaction."""
         try:
-            self._store.set(key, {**value, "stored_at": time.time()})
+            with self._store.transact():
+                self._store.set(key, {**value, "stored_at": time.time()})
+                if owner is not None:
+                    self._unclaim(key, owner, None)
         except sqlite3.DatabaseError as exc:
             raise self._broken(exc) from None
         self._record(key)
+
+    def transaction(self):
+        """``with cache.transaction():`` the writes inside commit together, or not at all."""
+        return self._store.transact()
+
+    # -- claims: a request in flight once, across processes -----------------------------------------
+    def claim(self, key: str, owner: str, lease: float, *, seen: str | None = None, alive=None,
+              accept=None) -> tuple[str, dict[str, Any] | None]:
+        """Claim ``key`` for ``owner`` for ``lease`` seconds, in one transaction. Returns ``("ours", None)``,
+        ``("answered", entry)``, ``("held", claim)`` while another owner's claim is live, or ``("failed",
+        claim)`` where the owner ``seen`` holding it gave up (its failure is the answer waited for).
+
+        A claim whose lease ran out, or whose owner ``alive(owner)`` says is gone, is taken over; an
+        entry ``accept(entry)`` refuses (a refusal to ask again) is asked again."""
+        now = time.time()
+        try:
+            with self._store.transact():
+                if (entry := self._read(key)) is not None and (accept is None or accept(entry)):
+                    self._record(key)  # this run used it: its replay bundle holds it
+                    return "answered", entry
+                held = self._store.get(CLAIM + key)
+                if isinstance(held, dict) and held.get("owner") != owner:
+                    if held.get("failed") is not None and held["owner"] == seen:
+                        return "failed", held
+                    live = held.get("failed") is None and held.get("until", 0) > now
+                    if live and (alive is None or alive(held["owner"])):
+                        return "held", held
+                self._store.set(CLAIM + key, {"owner": owner, "until": now + lease})
+        except sqlite3.DatabaseError as exc:
+            raise self._broken(exc) from None
+        return "ours", None
+
+    def renew(self, keys: Iterable[str], owner: str, lease: float) -> None:
+        """Extend ``owner``'s live claims on ``keys``; one taken over meanwhile stays the other's."""
+        until = time.time() + lease
+        with self._store.transact():
+            for key in keys:
+                held = self._store.get(CLAIM + key)
+                if isinstance(held, dict) and held.get("owner") == owner and held.get("failed") is None:
+                    self._store.set(CLAIM + key, {**held, "until": until})
+
+    def unclaim(self, key: str, owner: str, failure: str | None = None) -> None:
+        """Give up ``owner``'s claim: simply, or leaving ``failure`` for the processes waiting on it."""
+        with self._store.transact():
+            self._unclaim(key, owner, failure)
+
+    def _unclaim(self, key: str, owner: str, failure: str | None) -> None:
+        held = self._store.get(CLAIM + key)
+        if not isinstance(held, dict) or held.get("owner") != owner:
+            return  # taken over: the claim is the new owner's
+        if failure is None:
+            self._store.delete(CLAIM + key)
+        else:
+            self._store.set(CLAIM + key, {"owner": owner, "failed": failure, "until": time.time()})
+
+    def claims(self, keys: Iterable[str]) -> dict[str, dict[str, Any] | None]:
+        """The claim on each of ``keys`` (None: unclaimed), as it is now."""
+        return {key: self._store.get(CLAIM + key) for key in keys}
 
     def _record(self, key: str) -> None:
         if self.journal is None or key in self._journaled or not self.journal.parent.is_dir():
@@ -287,7 +355,9 @@ class ResponseCache:
         except ValueError:
             last = {}
         try:
-            entries, volume = len(self._store), self._store.volume()
+            claims = [key for key in self._store.iterkeys() if key.startswith(CLAIM)]
+            entries, volume = len(self._store) - len(claims), self._store.volume()
+            in_flight = sum(_live(self._store.get(key)) for key in claims)
         except sqlite3.DatabaseError as exc:
             raise self._broken(exc) from None
         return {
@@ -297,6 +367,7 @@ class ResponseCache:
             "size_bytes": volume,
             "last_run_hits": last.get("hits", 0),
             "last_run_misses": last.get("misses", 0),
+            "requests_in_flight": in_flight,
             "requests_waiting_in_batches": self._waiting_in_batches(),
         }
 
@@ -310,6 +381,11 @@ class ResponseCache:
         """Delete every answer; batches still waiting are kept, so a re-run collects them unpaid."""
         self._store.clear()
         self.layout.last_run.unlink(missing_ok=True)
+
+
+def _live(claim: Any) -> bool:
+    """A claim whose owner is asking now: not given up, its lease not run out."""
+    return isinstance(claim, dict) and claim.get("failed") is None and claim.get("until", 0) > time.time()
 
 
 def pickled(cache_dir: Path) -> ConfigError:

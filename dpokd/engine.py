@@ -266,13 +266,16 @@ class Engine:
                      for e, g, b in keep]
             rows = [p.model_dump(mode="json") for p in pairs]
             if self.spec.run.mix_previous and k > 1:
-                previous = [r for r in read_jsonl(self._iter_dir(k - 1) / "pairs.jsonl") if not r.get("previous")]
+                previous = [r for r in _pairs_rows(self._iter_dir(k - 1)) if not r.get("previous")]
                 rows += [{**r, "previous": True} for r in previous]
             counts["pairs"] = len(pairs)
             if not pairs and self._may_stop_early():
                 counts["ends_loop"] = True
                 rows = []  # nothing trains on this iteration's pairs, the previous ones included
-            write_jsonl(path, rows)
+            if rows:
+                write_jsonl(path, rows)
+            else:  # an empty JSONL file is no dataset to `datasets`: pairs_stats.json says there are none
+                path.unlink(missing_ok=True)
             write_json(stats_path, counts)
             repeated = len(rows) - len(pairs) if rows else 0
             mixed = f"; {len(rows)} to train on with {repeated} from iteration {k - 1} (mix_previous)" if repeated else ""
@@ -295,7 +298,8 @@ class Engine:
         if self.run.is_done(stage):
             return
         with self.stage(stage):
-            batch = read_records(self._iter_dir(k) / "pairs.jsonl", PreferencePair)
+            pairs_file = self._iter_dir(k) / "pairs.jsonl"
+            batch = read_records(pairs_file, PreferencePair) if pairs_file.exists() else []
             self._load_student_before(k)
             out = self._iter_dir(k)
             if not batch:
@@ -538,3 +542,9 @@ def run_spec(spec: Spec, *, offline: bool = False, fresh: bool = False, console=
     if console is not None:
         render(load_rows([engine.run.path]), "table", console)
     return engine.run.path
+
+
+def _pairs_rows(iter_dir: Path) -> list[dict[str, Any]]:
+    """An iteration's pairs; one with none has no pairs.jsonl."""
+    path = iter_dir / "pairs.jsonl"
+    return read_jsonl(path) if path.exists() else []

@@ -26,10 +26,12 @@ def progress(context: Context, label: str, total: int) -> Iterator[Advance]:
     if not console.is_terminal:
         yield _plain(console, label, total)
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
 
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=console, transient=True)
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _rate_column(),
+                   TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                   console=console, transient=True)
     task = bar.add_task(label, total=total, status="")
     with bar:
         yield lambda n=1, status="": bar.update(task, advance=n, status=status)
@@ -45,7 +47,22 @@ def _plain(console, label: str, total: int) -> Advance:
         if mark > state["mark"]:
             state["mark"] = mark
             tail = f" {status}" if status else ""
+            elapsed = time.monotonic() - start
+            rate = state["done"] / elapsed if elapsed > 0 else 0.0
+            eta = f" ETA {(total - state['done']) / rate:.0f}s" if rate and state["done"] < total else ""
             console.print(f"{label}: {state['done']}/{total} ({100 * state['done'] // total}%) "
-                          f"{time.monotonic() - start:.1f}s{tail}", markup=False, highlight=False)
+                          f"{elapsed:.1f}s {rate:.1f}/s{eta}{tail}", markup=False, highlight=False)
 
     return advance
+
+
+def _rate_column():
+    """Items a second, as rich measures them (over the last 30 s)."""
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class Rate(ProgressColumn):
+        def render(self, task) -> Text:
+            return Text(f"{task.speed:.1f}/s" if task.speed else "")
+
+    return Rate()

@@ -68,6 +68,9 @@ def plan(run_dir: Path, repo: str, *, iteration: int | None = None, with_pairs: 
     uploads = [model]
     if with_pairs:
         pairs = run.path / f"iter_{k}" / "pairs.jsonl"
+        if not pairs.is_file() and (run.path / f"iter_{k}" / "pairs_stats.json").is_file():
+            raise ConfigError(f"iteration {k} has no pairs (see {pairs.parent / 'pairs_stats.json'}), so --with-pairs "
+                              "has nothing to send")
         if not pairs.is_file():
             raise ConfigError(f"{pairs}: missing, so --with-pairs has nothing to send; re-run the spec with --fresh "
                               "to make it again (answers come from the cache)")

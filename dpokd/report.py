@@ -190,9 +190,10 @@ def _iterations(run_dir: Path) -> list[dict[str, Any]]:
     out = []
     for k, path in _iteration_dirs(run_dir):
         stats_path, pairs_path, rejected_path = path / "pairs_stats.json", path / "pairs.jsonl", path / "rejected.jsonl"
-        if not pairs_path.exists():
+        if not pairs_path.exists() and not stats_path.exists():
             continue
-        rows = [_as_text(r) for r in read_jsonl(pairs_path)]
+        # An iteration with no pairs has no pairs.jsonl, only its counts.
+        rows = [_as_text(r) for r in read_jsonl(pairs_path)] if pairs_path.exists() else []
         kept = [r for r in rows if not r.get("previous")]
         kept_ids = {r.get("example_id") for r in kept}
         stats = read_json(stats_path) if stats_path.exists() else {}

@@ -39,7 +39,7 @@ RUN_FILES = ("state.json", "manifest.json", "results.json", "teacher.jsonl", "ru
 RENAMED_OPTIONS = {"seed": "provider_seed"}
 RENAMED_VALUES = {("run.mode", '"offline"'): '"static"'}  # as _flatten writes them
 RESUMABLE_OPTIONS = {"max_concurrency", "rpm", "tpm", "max_retries", "timeout", "max_retry_wait", "max_usd",
-                     "max_failure_share", "batch_poll_seconds", "batch_max_requests", "workers"}
+                     "max_failure_share", "batch_poll_seconds", "batch_max_requests", "workers", "direct_http"}
 _RUN_PATTERNS = (re.compile(r"iter_\d+"), re.compile(r".*\.tmp"))
 
 FRESH = "re-run with --fresh to start this run over (answers already paid for come from the cache)"

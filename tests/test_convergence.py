@@ -86,7 +86,14 @@ def test_a_loop_with_nothing_left_to_learn_stops_evaluates_what_exists_and_resum
     assert "iter 2: no new pairs; the loop converged at iteration 1" in out.stderr + out.stdout
     stats = json.loads((run_dir / "iter_2" / "pairs_stats.json").read_text())
     assert (stats["pairs"], stats["identical"], stats["ends_loop"]) == (0, 8, True)
-    assert (run_dir / "iter_2" / "pairs.jsonl").read_text() == ""
+    # No empty pairs file (`datasets` cannot read one); every pairs file the run wrote loads as a dataset.
+    assert not (run_dir / "iter_2" / "pairs.jsonl").exists()
+    from datasets import load_dataset
+
+    written = sorted(run_dir.glob("iter_*/pairs.jsonl"))
+    assert [p.parent.name for p in written] == ["iter_1"]
+    for path in written:
+        assert len(load_dataset("json", data_files=str(path), split="train")) > 0
     # Iteration 2 was never trained, iteration 3 never started, and only what exists was judged.
     assert "iter_2/train" not in finished(run_dir) and not (run_dir / "iter_2" / "adapter").exists()
     assert not (run_dir / "iter_3").exists()

@@ -30,7 +30,7 @@ def test_progress_is_plain_lines_when_the_output_is_not_a_terminal(tmp_path_fact
     assert "\x1b[" not in out.stdout and "\r" not in out.stdout
     training = [line for line in out.stdout.splitlines() if line.startswith("DPO training: ")]
     assert [line.split()[2] for line in training] == ["1/2", "2/2"] * 2  # two steps, two iterations
-    assert any(re.fullmatch(r"student generates: 8/8 \(100%\) \d+\.\ds", line) for line in out.stdout.splitlines())
+    assert any(re.fullmatch(r"student generates: 8/8 \(100%\) \d+\.\ds \d+\.\d/s", line) for line in out.stdout.splitlines())
 
 
 def test_shell_completion_uses_clicks_mechanism():

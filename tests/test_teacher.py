@@ -156,11 +156,12 @@ def test_max_usd_stops_at_the_budget_and_a_rerun_resumes(server, tmp_path):
     assert sum(a.cost_usd for a in answers) == pytest.approx(0.20)
 
 
-def test_max_usd_reserves_each_requests_worst_case_before_sending(server, tmp_path):
+@pytest.mark.parametrize("direct_http", [True, False], ids=["direct", "through-litellm"])
+def test_max_usd_reserves_each_requests_worst_case_before_sending(server, tmp_path, direct_http):
     """With 16 requests in flight, none may start unless the budget covers it at its worst case."""
     server.latency = 0.2
     server.responder = lambda body: TEN_WORDS
-    t = teacher(server, tmp_path, max_usd=0.05, max_concurrency=16, **PRICED)
+    t = teacher(server, tmp_path, max_usd=0.05, max_concurrency=16, direct_http=direct_http, **PRICED)
     with pytest.raises(BudgetExceeded):
         t.answer(examples(40))
     assert len(server.requests) == 5 and server.max_in_flight == 5
@@ -278,13 +279,16 @@ def test_sigkill_halfway_loses_nothing_paid_for(server, tmp_path):
 def test_rpm_limit_spaces_requests(server, tmp_path, monkeypatch):
     import dpokd.llm.retry as llm
 
-    # A 60 s window is too long for a test: shrink the clock's minute to 1 s.
-    real = llm.time.monotonic
-    monkeypatch.setattr(llm.time, "monotonic", lambda: real() * 60)
-    start = real()
+    # A 60 s window is too long for a test: shrink the limiter's minute to 1 s.
+    monkeypatch.setattr(llm, "WINDOW", 1.0)
+    arrived = []
+    server.responder = lambda body: arrived.append(time.monotonic()) or "ok"
+    start = time.monotonic()
     teacher(server, tmp_path, rpm=5, max_concurrency=8).answer(examples(10))
-    assert real() - start >= 0.9  # the second five waited for the window to pass
+    assert time.monotonic() - start >= 0.9  # the second five waited for the window to pass
     assert len(server.requests) == 10
+    # measured at the server: no more than 5 requests in any (shrunk) minute
+    assert all(later - earlier >= 0.95 for earlier, later in zip(sorted(arrived), sorted(arrived)[5:]))
 
 
 def test_cache_stats_and_clear(server, tmp_path, cli):
@@ -326,3 +330,19 @@ def test_the_old_seed_name_still_sets_the_provider_seed_with_the_same_cache_key(
     with pytest.raises(dpokd.SpecError, match=r"changed: teacher.provider_seed"):
         run.check_spec({**now, "teacher": {"plugin": "litellm", "provider_seed": 8}}, tmp_path / "s.toml",
                        {"teacher.provider_seed"})
+
+
+def test_the_progress_lines_show_the_rate_and_an_eta(server, tmp_path):
+    import io
+    import re
+
+    from rich.console import Console
+
+    out = io.StringIO()
+    t = LiteLLMTeacher(LiteLLMTeacher.Options(model="openai/loopback", api_base=server.url),
+                       Context(cache_dir=tmp_path / "cache", console=Console(file=out, width=200)))
+    t.answer(examples(40))
+    lines = [line for line in out.getvalue().splitlines() if line.startswith("teacher: ") and "%)" in line]
+    assert len(lines) == 4
+    assert re.search(r"10/40 \(25%\) [\d.]+s [\d.]+/s ETA \d+s", lines[0]), lines[0]
+    assert re.search(r"40/40 \(100%\) [\d.]+s [\d.]+/s", lines[-1]) and "ETA" not in lines[-1]

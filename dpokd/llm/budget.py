@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from pathlib import Path
 
 from ..errors import BudgetExceeded, ConfigError
@@ -53,6 +54,14 @@ class Budget:
             with open(path, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps({"field": self.field, "usd": cost}) + "\n")
 
+    def record_shared(self, cost: float) -> None:
+        """An answer another run on the cache paid for while this one waited: nothing spent here, and the
+        spend record says so."""
+        path = self.spend_file
+        if cost > 0 and path is not None and path.parent.is_dir():
+            with open(path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps({"field": self.field, "usd": 0.0, "paid_by_another_run": cost}) + "\n")
+
     def room(self) -> float:
         """Dollars left, with the rounding slack."""
         return self.max_usd * (1 + BUDGET_SLACK) - self.spent()
@@ -63,11 +72,11 @@ class Budget:
 
     def exceeded(self, answered: int, total: int) -> BudgetExceeded:
         earlier = self._spent_before or 0.0
-        before = f" (${earlier:.4f} of it in earlier invocations)" if earlier > 0 else ""
-        need = f", and the next request could cost up to ${self.blocked_need:.4f}" if self.blocked_need else ""
+        before = f" (${dollars(earlier)} of it in earlier invocations)" if earlier > 0 else ""
+        need = f", and the next request could cost up to ${dollars(self.blocked_need)}" if self.blocked_need else ""
         return BudgetExceeded(
-            f"{self.field}.max_usd: this run's budget of ${self.max_usd:.4f} cannot cover another request: "
-            f"${self.spent():.4f} spent{before}{need}. {answered} of {total} answers are cached and are not paid "
+            f"{self.field}.max_usd: this run's budget of ${dollars(self.max_usd)} cannot cover another request: "
+            f"${dollars(self.spent())} spent{before}{need}. {answered} of {total} answers are cached and are not paid "
             f"for again; raise {self.field}.max_usd to continue")
 
     # -- requests in flight, within one event loop -----------------------------------------------
@@ -100,6 +109,13 @@ class Budget:
             if not self._holders:
                 self._reserved = 0.0  # no float residue
             self._changed.notify_all()
+
+
+def dollars(usd: float) -> str:
+    """An amount with at least 4 decimals and 2 significant digits: $0.0500, $0.000040, not $0.0000."""
+    if usd <= 0 or usd >= 0.001:
+        return f"{usd:.4f}"
+    return f"{usd:.{1 - math.floor(math.log10(usd))}f}"
 
 
 def read_spend(path: Path | None, field: str) -> float:

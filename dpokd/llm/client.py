@@ -10,8 +10,10 @@ before it is sent, and what earlier invocations of the run spent counts (``spend
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import socket
+import time
 import urllib.request
 import warnings
 from dataclasses import dataclass
@@ -27,6 +29,8 @@ from ..progress_bar import progress
 from ..records import Completion, Example
 from .batch import BATCH_PROVIDERS, BatchRunner
 from .budget import Budget
+from .claims import Claims
+from .direct import DIRECT_PROVIDERS, DirectHTTP, direct_text
 from .retry import GaveUp, Limiter, too_long, unreachable, with_retries
 
 # Env vars of the common providers; others fall back to PROVIDER_API_KEY.
@@ -56,6 +60,8 @@ DEFAULT_API_BASES = {
 }
 CONNECT_TIMEOUT = 2.0  # seconds the preflight waits for a connection to the model's server
 FAILED_FINISH_REASONS = {"content_filter", "safety", "recitation", "blocked"}
+PRICES_KEPT = 100_000  # prices of (prompt, completion) token counts remembered per client
+_UNKNOWN = object()
 # Request fields litellm takes as arguments of their own, not as sampling parameters.
 _NOT_SAMPLING = {"kind", "model", "api_base", "messages", "prompt", "sample"}
 
@@ -86,6 +92,9 @@ class LLMOptions(Options):
     max_failure_share: float = Field(0.1, ge=0, le=1, description="share of failed answers above which the stage stops")
     usd_per_million_input: float | None = Field(None, ge=0, description="price override, for models litellm has no price for")
     usd_per_million_output: float | None = Field(None, ge=0, description="price override, for models litellm has no price for")
+    direct_http: bool = Field(True, description="send the requests to an OpenAI-compatible api_base (openai/ or "
+                              "hosted_vllm/ models) as plain HTTP, without litellm's CPU per call; errors, retries and "
+                              "prices are litellm's as on its own path. false: every request through litellm")
     batch: bool = Field(False, description="send uncached requests through the provider's batch API: about half "
                         "the price, answers within 24 h; an interrupted run resumes its batches, and max_usd is "
                         "checked between batches, which then go one at a time")
@@ -216,6 +225,7 @@ class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0  # of the answers with a known price
+    shared: int = 0  # answers another run on the cache asked for while this one waited, unpaid here
     unpriced: int = 0  # answers of a model with no known price
 
 
@@ -236,6 +246,8 @@ class LLMClient:
         self.empty_ok = empty_ok
         self.usage = Usage()
         self.budget = Budget(field, options.max_usd, context)
+        self._since = time.time()  # a refusal cached before this is asked again under --retry-refused
+        self._prices: dict[tuple[int, int], float | None] = {}
 
     # -- requests --------------------------------------------------------------------------------
     def messages(self, prompt: str | list[dict[str, str]]) -> list[dict[str, str]]:
@@ -292,14 +304,22 @@ class LLMClient:
         hit = self.context.cache.get(key)
         if hit is None or (is_refusal(hit) and self.context.retry_refused):
             return None
-        if is_refusal(hit):
-            completion = Completion.failed(example, hit["error"], **_fields(hit), cached=True)
-        elif validate is None or validate(hit["text"]) is None:
-            completion = Completion.of(example, hit["text"], **_fields(hit), cached=True)
-        else:
+        if not self._acceptable(hit, validate):
             return None
         self.usage.cached += 1
-        return completion
+        return self._from_entry(example, hit, validate)
+
+    def _acceptable(self, entry: dict[str, Any], validate) -> bool:
+        """Whether a cached entry answers the request: not a refusal to ask again (one stored while this
+        client asks is another run's fresh answer), nor an answer ``validate`` rejects."""
+        if is_refusal(entry):
+            return not (self.context.retry_refused and entry.get("stored_at", 0) < self._since)
+        return validate is None or validate(entry["text"]) is None
+
+    def _from_entry(self, example: Example, entry: dict[str, Any], validate) -> Completion:
+        if is_refusal(entry):
+            return Completion.failed(example, entry["error"], **_fields(entry), cached=True)
+        return Completion.of(example, entry["text"], **_fields(entry), cached=True)
 
     def _ask_all(self, examples, prompts, keys, todo, label, validate) -> dict[int, Completion]:
         check_key(self.options, self.field, offline=False)
@@ -346,15 +366,28 @@ class LLMClient:
 
     def store(self, key: str, completion: Completion) -> bool:
         """Cache an answer, or a refusal (the provider's deterministic verdict); True if it was either."""
+        value = self._entry(completion)
+        if value is not None:
+            self.context.cache.put(key, value)
+        return value is not None
+
+    async def _stored(self, key: str, completion: Completion, claims: Claims) -> bool:
+        """``store``, releasing the request's claim in the same transaction, off the event loop."""
+        value = self._entry(completion)
+        if value is not None:
+            await claims.store(key, value)
+        return value is not None
+
+    def _entry(self, completion: Completion) -> dict[str, Any] | None:
+        """The cache entry of an answer or a refusal; None for a failure that is asked again next time."""
         value = {"text": completion.text, "finish_reason": completion.finish_reason, "model": completion.model,
                  "prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens,
                  "cost_usd": completion.cost_usd}
         if not completion.ok:
             if completion.finish_reason not in FAILED_FINISH_REASONS:
-                return False  # a transport failure, an empty or unparseable answer: asked again next time
+                return None  # a transport failure, an empty or unparseable answer
             value.update(refused=True, error=completion.error)
-        self.context.cache.put(key, value)
-        return True
+        return value
 
     # -- prices ----------------------------------------------------------------------------------
     def spent(self) -> float:
@@ -402,10 +435,24 @@ class LLMClient:
                     usage = litellm.Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                                           total_tokens=prompt_tokens + completion_tokens)
                     return float(sum(batch_cost_calculator(usage, model=o.model)))
-                return float(sum(litellm.cost_per_token(model=o.model, prompt_tokens=prompt_tokens,
-                                                        completion_tokens=completion_tokens)))
         except Exception:  # a model litellm has no price for
             return None
+        return self._litellm_price(litellm, prompt_tokens, completion_tokens)
+
+    def _litellm_price(self, litellm, prompt_tokens: int, completion_tokens: int) -> float | None:
+        # litellm takes about 0.4 ms of CPU to price a call, and answers repeat their token counts.
+        found = self._prices.get((prompt_tokens, completion_tokens), _UNKNOWN)
+        if found is _UNKNOWN:
+            try:
+                with warnings.catch_warnings():  # litellm's own pydantic deprecations, once per call
+                    warnings.simplefilter("ignore")
+                    found = float(sum(litellm.cost_per_token(model=self.options.model, prompt_tokens=prompt_tokens,
+                                                             completion_tokens=completion_tokens)))
+            except Exception:  # a model litellm has no price for
+                found = None
+            if len(self._prices) < PRICES_KEPT:
+                self._prices[(prompt_tokens, completion_tokens)] = found
+        return found
 
     def _response_cost(self, litellm, response: Any) -> float | None:
         # litellm prices every response already (None: a model it has no price for); asking it
@@ -420,54 +467,127 @@ class LLMClient:
 
     # -- the live path ---------------------------------------------------------------------------
     async def _run(self, litellm, examples, prompts, keys, todo, label, validate) -> dict[int, Completion]:
-        semaphore = asyncio.Semaphore(self.options.max_concurrency)
-        limiter = Limiter(self.options.rpm, self.options.tpm)
-        budgeted = self.options.max_usd is not None
         self.budget.open()
+        self._since = time.time()
         results: dict[int, Completion] = {}
+        failed_before, shared_before = self.usage.failed, self.usage.shared
+        with Claims(self.context.cache) as claims, progress(self.context, label, len(todo)) as advance:
+            round_ = _Round(litellm, await self._direct(litellm), claims, Limiter(self.options.rpm, self.options.tpm),
+                            validate, examples, prompts, keys)
 
-        async def one(i: int) -> None:
-            async with semaphore:
-                need = self.worst_case(litellm, prompts[i]) if budgeted else 0.0
-                if budgeted and not await self.budget.reserve(need):
+            def done(i: int, completion: Completion | None) -> None:
+                if completion is None:  # the budget cannot cover it
                     return
-                try:
-                    completion = await self._ask(litellm, limiter, examples[i], prompts[i], validate)
-                finally:
-                    if budgeted:
-                        await self.budget.release(need)
                 results[i] = completion
-                self.store(keys[i], completion)
                 if not completion.ok:
                     self.usage.failed += 1
                 advance(1, status=f"failed {self.usage.failed}  ${self.usage.cost_usd:.4f}")
 
-        failed_before = self.usage.failed
-        with progress(self.context, label, len(todo)) as advance:
-            await asyncio.gather(*(one(i) for i in todo))
+            try:
+                await self._workers(round_, todo, done)
+            finally:
+                if round_.http is not None:
+                    await round_.http.__aexit__(None, None, None)
+        shared = self.usage.shared - shared_before
         self.context.log(f"{label}: {len(results)}/{len(todo)} asked, {self.usage.failed - failed_before} failed, "
-                         f"{len(examples) - len(todo)} cached, ${self.usage.cost_usd:.4f} spent"
+                         f"{len(examples) - len(todo)} cached, "
+                         + (f"{shared} answered by another run on this cache, " if shared else "")
+                         + f"${self.usage.cost_usd:.4f} spent"
                          + (f" ({self.usage.unpriced} answers of a model with no known price)" if self.usage.unpriced else ""))
         return results
 
-    async def _ask(self, litellm, limiter: Limiter, example: Example, prompt: str, validate) -> Completion:
+    async def _workers(self, round_: _Round, todo: list[int], done) -> None:
+        """``max_concurrency`` workers take the requests in turn (memory stays flat in their number); one
+        another process has claimed is set aside, and waited for once the rest are asked."""
+        pending = iter(todo)
+        waiting: list[tuple[int, str]] = []
+
+        async def worker() -> None:
+            for i in pending:
+                if (held := await self._one(round_, i, None, done)) is not None:
+                    waiting.append((i, held))
+            while waiting:
+                i, seen = waiting.pop()
+                await round_.claims.freed(round_.keys[i])
+                if (held := await self._one(round_, i, seen, done)) is not None:
+                    waiting.append((i, held))
+
+        await asyncio.gather(*(worker() for _ in range(min(self.options.max_concurrency, len(todo)))))
+
+    async def _direct(self, litellm) -> DirectHTTP | None:
+        """The direct HTTP path, where the endpoint is OpenAI-compatible and the spec allows it."""
+        o = self.options
+        if not (o.direct_http and o.api_base and "/" in o.model and provider_of(o.model) in DIRECT_PROVIDERS):
+            return None
+        if self.text and not direct_text(litellm, o.model):
+            return None
+        return await DirectHTTP(litellm, o.model, o.api_base, self.api_key(), self.text).__aenter__()
+
+    async def _one(self, round_: _Round, i: int, seen: str | None, done) -> str | None:
+        """Request ``i``: asked by this process, or taken from the cache where another process answered it.
+        Returns the owner of another process's live claim on it, to be waited for."""
+        example, key, validate = round_.examples[i], round_.keys[i], round_.validate
+        state, found = await round_.claims.take(key, seen, lambda entry: self._acceptable(entry, validate))
+        if state == "held":
+            return found["owner"]
+        if state == "ours":
+            done(i, await self._asked(round_, i))
+        elif state == "answered":
+            self.usage.shared += 1
+            self.budget.record_shared(found.get("cost_usd") or 0.0)
+            done(i, self._from_entry(example, found, validate))
+        else:  # "failed": the failure of the request waited for is its answer here too
+            done(i, Completion.failed(example, found["failed"]))
+        return None
+
+    async def _asked(self, round_: _Round, i: int) -> Completion | None:
+        prompt, key, claims = round_.prompts[i], round_.keys[i], round_.claims
+        budgeted = self.options.max_usd is not None
+        need = self.worst_case(round_.litellm, prompt) if budgeted else 0.0
+        if budgeted and not await self.budget.reserve(need):
+            claims.give_up(key)
+            return None
+        try:
+            completion = await self._ask(round_.litellm, round_.limiter, round_.examples[i], prompt, round_.validate,
+                                         round_.http)
+        except BaseException:
+            claims.give_up(key)
+            raise
+        finally:
+            if budgeted:
+                await self.budget.release(need)
+        if not await self._stored(key, completion, claims):
+            claims.give_up(key, completion.error)
+        return completion
+
+    async def _ask(self, litellm, limiter: Limiter, example: Example, prompt: str, validate,
+                   http: DirectHTTP | None = None) -> Completion:
         o = self.options
         kwargs = self.sampling(prompt, example)
         if self.text:
             kwargs["prompt"] = prompt
         else:
             kwargs["messages"] = self.messages(prompt)
-        call = litellm.atext_completion if self.text else litellm.acompletion
-        api_key = self.api_key()
+        if http is not None:
+            call = http.call
+        else:
+            call = functools.partial(litellm.atext_completion if self.text else litellm.acompletion, model=o.model,
+                                     api_base=o.api_base, api_key=self.api_key(), num_retries=0, max_retries=0)
+        estimate = len(prompt) // 4 + (o.max_tokens or 256)
 
         async def attempt():
-            await limiter.acquire(len(prompt) // 4 + (o.max_tokens or 256))
-            return await call(model=o.model, api_base=o.api_base, api_key=api_key, timeout=o.timeout,
-                              num_retries=0, max_retries=0, **kwargs)
+            await limiter.acquire(estimate)
+            return await call(timeout=o.timeout, **kwargs)
 
         response = await with_retries(attempt, max_retries=o.max_retries, max_retry_wait=o.max_retry_wait)
         if isinstance(response, GaveUp):
             return self._gave_up(example, response)
+        if http is not None:  # the answer's JSON
+            choice = response["choices"][0]
+            content = choice.get("text") if self.text else (choice.get("message") or {}).get("content")
+            fields = self.answer_fields(litellm, content, choice.get("finish_reason"), response.get("model"),
+                                        response.get("usage") or {})
+            return self.verdict(example, fields, validate)
         choice = response.choices[0]
         content = choice.text if self.text else choice.message.content
         fields = self.answer_fields(litellm, content, choice.finish_reason, getattr(response, "model", None),
@@ -497,7 +617,7 @@ class LLMClient:
         get = usage.get if isinstance(usage, dict) else (lambda name, default=None: getattr(usage, name, default))
         prompt_tokens = get("prompt_tokens", 0) or 0
         completion_tokens = get("completion_tokens", 0) or 0
-        if batch or o.usd_per_million_input is not None or o.usd_per_million_output is not None:
+        if batch or response is None or o.usd_per_million_input is not None or o.usd_per_million_output is not None:
             cost = self.price(litellm, prompt_tokens, completion_tokens, batch=batch)
         else:
             cost = self._response_cost(litellm, response)
@@ -521,6 +641,20 @@ class LLMClient:
         if validate is not None and (problem := validate(text)) is not None:
             return Completion.failed(example, problem, **fields)
         return Completion.of(example, **fields)
+
+
+@dataclass
+class _Round:
+    """What the requests of one ``complete`` call share while they are asked."""
+
+    litellm: Any
+    http: DirectHTTP | None
+    claims: Claims
+    limiter: Limiter
+    validate: Any
+    examples: list[Example]
+    prompts: list[Any]
+    keys: list[str]
 
 
 def _fields(hit: dict[str, Any]) -> dict[str, Any]:

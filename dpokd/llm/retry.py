@@ -192,6 +192,9 @@ def _finite(seconds: float) -> float:
     return max(0.0, seconds) if math.isfinite(seconds) else math.inf
 
 
+WINDOW = 60.0  # seconds: the minute of rpm and tpm
+
+
 @dataclass
 class Limiter:
     """Requests-per-minute and tokens-per-minute over a sliding 60 s window."""
@@ -205,13 +208,13 @@ class Limiter:
         while True:
             now = time.monotonic()
             for q in (self.starts, self.tokens):
-                while q and now - q[0][0] >= 60:
+                while q and now - q[0][0] >= WINDOW:
                     q.popleft()
             waits = []
             if self.rpm and len(self.starts) >= self.rpm:
-                waits.append(60 - (now - self.starts[0][0]))
+                waits.append(WINDOW - (now - self.starts[0][0]))
             if self.tpm and self.tokens and sum(t for _, t in self.tokens) + estimate > self.tpm:
-                waits.append(60 - (now - self.tokens[0][0]))
+                waits.append(WINDOW - (now - self.tokens[0][0]))
             if not waits:
                 self.starts.append((now, 1))
                 self.tokens.append((now, estimate))

@@ -1,0 +1,97 @@
+"""The direct HTTP path to OpenAI-compatible endpoints answers, fails and prices as litellm's path does."""
+
+import asyncio
+import json
+import socket
+
+import pytest
+
+from dpokd.interfaces import Context
+from dpokd.llm import LLMClient, LLMOptions, import_litellm
+from dpokd.llm.direct import DirectHTTP
+from dpokd.llm.retry import classify, retry_after
+from dpokd.records import Example
+from dpokd.testing import LoopbackServer
+
+MODEL = "openai/gpt-4o-mini"  # priced in litellm's map
+MESSAGES = [{"role": "user", "content": "hello"}]
+
+
+@pytest.fixture
+def server():
+    with LoopbackServer() as s:
+        yield s
+
+
+def failure_of(coroutine):
+    async def run():
+        try:
+            await coroutine()
+        except Exception as exc:  # what each path raises, compared below
+            return exc
+        raise AssertionError("no error")
+
+    return asyncio.run(run())
+
+
+def via_litellm(url):
+    litellm = import_litellm()
+    return lambda: litellm.acompletion(model=MODEL, api_base=url, api_key="x", messages=MESSAGES, timeout=5,
+                                       num_retries=0, max_retries=0)
+
+
+def via_direct(url):
+    async def call():
+        async with DirectHTTP(import_litellm(), MODEL, url, "x", text=False) as http:
+            return await http.call(timeout=5, messages=MESSAGES)
+
+    return call
+
+
+@pytest.mark.parametrize("behaviour", [{"status": 429, "retry_after": "0.2"}, {"status": 400}, {"status": 401},
+                                       {"status": 500}, {"status": 503, "retry_after": "7"}, {"malformed": True}],
+                         ids=["429", "400", "401", "500", "503", "malformed"])
+def test_an_error_is_the_exception_litellm_raises(server, behaviour):
+    server.plan(behaviour, behaviour)
+    theirs, ours = failure_of(via_litellm(server.url)), failure_of(via_direct(server.url))
+    assert type(ours) is type(theirs)
+    assert (getattr(ours, "status_code", None), retry_after(ours)) == (getattr(theirs, "status_code", None),
+                                                                      retry_after(theirs))
+    a, b = classify(ours), classify(theirs)
+    assert (a.reason, a.retryable, a.fatal) == (b.reason, b.retryable, b.fatal)
+
+
+def test_a_refused_connection_is_litellms_error_naming_the_url():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    theirs, ours = failure_of(via_litellm(url)), failure_of(via_direct(url))
+    assert type(ours) is type(theirs)
+    assert classify(ours).reason == classify(theirs).reason == \
+        f"could not connect to {url}/chat/completions: connection refused"
+
+
+PRICED = {"usd_per_million_input": 1.0, "usd_per_million_output": 2.0}
+
+
+@pytest.mark.parametrize(("text", "model"), [
+    (False, {"model": MODEL}),
+    (False, {"model": "hosted_vllm/served-model", **PRICED}),
+    # A text completion goes to /completions for a base model litellm does not know (a vLLM server's).
+    (True, {"model": "openai/base-model", **PRICED}),
+], ids=["chat", "vllm-chat", "text"])
+def test_answers_and_prices_are_litellms(server, tmp_path, text, model):
+    prompts = [Example(id=f"p{i}", prompt=f"prompt number {i}") for i in range(6)]
+    answers = {}
+    for direct in (False, True):
+        options = LLMOptions(api_base=server.url, direct_http=direct, max_tokens=50, **model)
+        client = LLMClient(options, Context(cache_dir=tmp_path / str(direct)), text=text)
+        answers[direct] = client.complete(prompts)
+    assert [a.text for a in answers[True]] == [a.text for a in answers[False]] == \
+        [f"echo: prompt number {i}" for i in range(6)]
+    for ours, theirs in zip(answers[True], answers[False]):
+        assert (ours.prompt_tokens, ours.completion_tokens, ours.finish_reason, ours.model) == \
+            (theirs.prompt_tokens, theirs.completion_tokens, theirs.finish_reason, theirs.model)
+        assert ours.cost_usd == pytest.approx(theirs.cost_usd) and ours.cost_usd > 0
+    bodies = sorted(json.dumps(r, sort_keys=True) for r in server.requests)
+    assert len(bodies) == 12 and bodies[0::2] == bodies[1::2]  # the same bodies on the wire
