@@ -48,3 +48,27 @@ def view_command(run_dirs: tuple[Path, ...], output: Path | None, against: str |
         import webbrowser
 
         webbrowser.open(path.resolve().as_uri())
+
+
+@click.command("compare")
+@click.argument("a", metavar="A[:SYSTEM]")
+@click.argument("b", metavar="B[:SYSTEM]")
+@click.option("--metric", default="pass@1", show_default=True, help="The per-example metric compared.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def compare_command(a: str, b: str, metric: str, fmt: str) -> None:
+    """Δ of A's system over B's across the seeds both ran, paired example by example within each seed.
+
+    A and B are each a run directory or a seed group: runs/x stands for runs/x and runs/x-seed1,
+    runs/x-seed2, ... (what `dpokd run SPEC --seed N` makes). SYSTEM defaults to each run's last
+    student checkpoint. The Δ is the mean of the per-seed paired Δs, with the t-interval over seeds.
+    """
+    import json
+
+    from ..leaderboard import render_group_delta
+    from ..scoring.groups import group_delta, parse_side
+
+    found = group_delta(parse_side(a), parse_side(b), metric)
+    if fmt == "json":
+        click.echo(json.dumps(found, indent=2))
+        return
+    render_group_delta(found, console(wide_pipe=False))

@@ -1,0 +1,118 @@
+"""``synthetic-compose``: functions that chain several integer operations, graded by hidden tests.
+
+The eval split holds out whole compositions: every held-out problem's sequence of operations (say
+multiply, then add, then take a remainder) never occurs in training, only its parts do. A student
+must recombine what it learned, so methods spread out over the pass@1 scale instead of all
+saturating at 1.0. ``steps`` is the difficulty knob: the operations chained in one problem.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from dataclasses import dataclass
+
+import dpokd
+from dpokd import Example
+from dpokd.data import check_template, render
+
+OPERATIONS = {  # name: (words, python operator, function)
+    "add": ("adds {a}", "+", lambda x, a: x + a),
+    "sub": ("subtracts {a}", "-", lambda x, a: x - a),
+    "mul": ("multiplies by {a}", "*", lambda x, a: x * a),
+    "mod": ("takes the remainder modulo {a}", "%", lambda x, a: x % a),
+}
+CONSTANTS = range(2, 10)
+
+
+@dataclass(frozen=True)
+class Composition:
+    steps: tuple[tuple[str, int], ...]  # (operation, constant) in the order applied
+    inputs: tuple[int, ...]
+
+    @property
+    def name(self) -> str:
+        return "_".join(f"{op}{a}" for op, a in self.steps)
+
+    @property
+    def statement(self) -> str:
+        words = [OPERATIONS[op][0].format(a=a) for op, a in self.steps]
+        return "takes x, " + ", then ".join(words) + ", and returns the result"
+
+    @property
+    def solution(self) -> str:
+        lines = "".join(f"    x = x {OPERATIONS[op][1]} {a}\n" for op, a in self.steps)
+        return f"def {self.name}(x):\n{lines}    return x\n"
+
+    def __call__(self, x: int) -> int:
+        for op, a in self.steps:
+            x = OPERATIONS[op][2](x, a)
+        return x
+
+    def tests(self) -> str:
+        checks = "".join(f"    assert candidate({x!r}) == {self(x)!r}\n" for x in self.inputs)
+        return f"def check(candidate):\n{checks}"
+
+
+def split_sequences(steps: int, held_out: float, seed: int) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]]]:
+    """Every ordered sequence of ``steps`` operations, shuffled by ``seed``: (train's, eval's held-out share)."""
+    sequences = list(itertools.product(sorted(OPERATIONS), repeat=steps))
+    random.Random(seed).shuffle(sequences)
+    cut = min(len(sequences) - 1, max(1, round(held_out * len(sequences))))
+    return sequences[cut:], sequences[:cut]
+
+
+def draw(sequences: list[tuple[str, ...]], count: int, rng: random.Random, taken: set[str]) -> list[Composition]:
+    """``count`` distinct problems whose operations follow ``sequences`` in turn; names in ``taken`` are skipped."""
+    most = len(sequences) * len(CONSTANTS) ** len(sequences[0])
+    if count > most:
+        raise dpokd.ConfigError(f"task: {len(sequences)} orders of operations make at most {most} distinct problems, "
+                                f"not {count}; lower the count, or raise steps or held_out")
+    found: list[Composition] = []
+    while len(found) < count:
+        ops = sequences[len(found) % len(sequences)]
+        problem = Composition(tuple((op, rng.choice(CONSTANTS)) for op in ops), tuple(rng.sample(range(-20, 40), 4)))
+        if problem.name not in taken:
+            taken.add(problem.name)
+            found.append(problem)
+    return found
+
+
+class SyntheticCompose(dpokd.Task):
+    """Chains of integer operations; the eval split's orders of operations are never trained on."""
+
+    name = "synthetic-compose"
+
+    class Options(dpokd.Options):
+        steps: int = dpokd.Field(3, ge=2, le=4, description="operations chained in each problem: the difficulty knob")
+        held_out: float = dpokd.Field(0.25, gt=0, lt=1, description="share of the orders of operations kept for eval only")
+        n_train: int = dpokd.Field(96, ge=1, le=2000, description="training problems")
+        n_eval: int = dpokd.Field(32, ge=1, le=2000, description="held-out problems, each of a held-out order of operations")
+        seed: int | None = dpokd.Field(None, description="generator seed; default: [run] seed")
+        template: str = dpokd.Field("Write a Python function {name}(x) that {statement}.\n",
+                                    description="prompt template; fields {name}, {statement}")
+
+        @dpokd.field_validator("template")
+        @classmethod
+        def _template_fields(cls, v: str) -> str:
+            return check_template(v, ["name", "statement"])
+
+    def examples(self, split: str) -> list[Example]:
+        if split not in ("train", "eval"):
+            raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
+        o = self.options
+        train_seqs, eval_seqs = split_sequences(o.steps, o.held_out, self.seed)
+        rng, taken = random.Random(self.seed), set()
+        train = draw(train_seqs, o.n_train, rng, taken)
+        chosen = train if split == "train" else draw(eval_seqs, o.n_eval, rng, taken)
+        return [
+            Example(id=f"compose/{p.name}", prompt=render(o.template, {"name": p.name, "statement": p.statement}),
+                    reference=p.solution, tests=p.tests(), entry_point=p.name,
+                    meta={"steps": o.steps, "operations": "-".join(op for op, _ in p.steps)})
+            for p in chosen
+        ]
+
+
+@dpokd.hookimpl
+def register_tasks(register):
+    register(SyntheticCompose)
