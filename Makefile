@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
 
-.PHONY: demo test bench docs clean
+.PHONY: demo test bench docs methods clean
 
 $(BIN)/dpokd: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,13 @@ docs: $(BIN)/dpokd
 	$(BIN)/cog -r -I docs README.md docs/*.md
 	$(BIN)/python docs/outputs.py
 	$(BIN)/mkdocs build --strict
+
+# The methods table of docs/methods.md: every spec in specs/methods/ over SEEDS seeds (runs into runs/),
+# summarised into docs/methods.json, then the page's table regenerated from it.
+SEEDS ?= 5
+methods: $(BIN)/dpokd
+	$(BIN)/python docs/methods.py --seeds $(SEEDS)
+	$(BIN)/cog -r -I docs docs/methods.md
 
 bench: $(BIN)/dpokd
 	@for b in bench/*.py; do case $$b in */_*) continue;; esac; echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -44,6 +44,11 @@ class Composition:
         lines = "".join(f"    x = x {OPERATIONS[op][1]} {a}\n" for op, a in self.steps)
         return f"def {self.name}(x):\n{lines}    return x\n"
 
+    def mistaken(self) -> str:
+        """The solution with its last constant off by one: a wrong answer (its tests almost always tell)."""
+        *head, (op, a) = self.steps
+        return Composition((*head, (op, a + 1)), self.inputs).solution.replace(f"{op}{a + 1}(", f"{op}{a}(", 1)
+
     def __call__(self, x: int) -> int:
         for op, a in self.steps:
             x = OPERATIONS[op][2](x, a)
@@ -64,10 +69,6 @@ def split_sequences(steps: int, held_out: float, seed: int) -> tuple[list[tuple[
 
 def draw(sequences: list[tuple[str, ...]], count: int, rng: random.Random, taken: set[str]) -> list[Composition]:
     """``count`` distinct problems whose operations follow ``sequences`` in turn; names in ``taken`` are skipped."""
-    most = len(sequences) * len(CONSTANTS) ** len(sequences[0])
-    if count > most:
-        raise dpokd.ConfigError(f"task: {len(sequences)} orders of operations make at most {most} distinct problems, "
-                                f"not {count}; lower the count, or raise steps or held_out")
     found: list[Composition] = []
     while len(found) < count:
         ops = sequences[len(found) % len(sequences)]
@@ -88,9 +89,25 @@ class SyntheticCompose(dpokd.Task):
         held_out: float = dpokd.Field(0.25, gt=0, lt=1, description="share of the orders of operations kept for eval only")
         n_train: int = dpokd.Field(96, ge=1, le=2000, description="training problems")
         n_eval: int = dpokd.Field(32, ge=1, le=2000, description="held-out problems, each of a held-out order of operations")
+        wrong_references: float = dpokd.Field(
+            0.0, ge=0, lt=1, description="share of train problems whose reference answer (what the `reference` teacher "
+            "gives) has one constant off by one: a noisy teacher, whose pairs `verified_pairs` drops")
         seed: int | None = dpokd.Field(None, description="generator seed; default: [run] seed")
         template: str = dpokd.Field("Write a Python function {name}(x) that {statement}.\n",
                                     description="prompt template; fields {name}, {statement}")
+
+        # steps and held_out come first, so that the counts can be checked against what they make.
+        @dpokd.field_validator("n_train", "n_eval")
+        @classmethod
+        def _fits(cls, v: int, info) -> int:
+            steps, held_out = info.data.get("steps"), info.data.get("held_out")
+            if steps is not None and held_out is not None:
+                orders = len(split_sequences(steps, held_out, 0)[info.field_name == "n_eval"])
+                most = orders * len(CONSTANTS) ** steps
+                if v > most:
+                    raise ValueError(f"{orders} orders of operations make at most {most} distinct problems, got {v}; "
+                                     "lower it, or raise steps (or held_out, for n_eval)")
+            return v
 
         @dpokd.field_validator("template")
         @classmethod
@@ -105,11 +122,13 @@ class SyntheticCompose(dpokd.Task):
         rng, taken = random.Random(self.seed), set()
         train = draw(train_seqs, o.n_train, rng, taken)
         chosen = train if split == "train" else draw(eval_seqs, o.n_eval, rng, taken)
+        wrong = set(random.Random(self.seed).sample(range(len(train)), round(o.wrong_references * len(train))))
         return [
             Example(id=f"compose/{p.name}", prompt=render(o.template, {"name": p.name, "statement": p.statement}),
-                    reference=p.solution, tests=p.tests(), entry_point=p.name,
+                    reference=p.mistaken() if split == "train" and n in wrong else p.solution, tests=p.tests(),
+                    entry_point=p.name,
                     meta={"steps": o.steps, "operations": "-".join(op for op, _ in p.steps)})
-            for p in chosen
+            for n, p in enumerate(chosen)
         ]
 
 
