@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,8 @@ def group(root: Path, name: str, passing: dict[int, list[int]]) -> Path:
         path = root / (name if seed == 0 else f"{name}-seed{seed}")
         table = {"student@iter_1": STALE, "student@iter_2": passes}
         make_run(path, systems=list(table), problems=4, passes=lambda s, i, j: bool(table[s][i]))
-        write_json(path / "manifest.json", {"spec": {"run": {"name": path.name, "seed": seed}}, "seed": seed})
+        spec = {"run": {"name": path.name, "seed": seed}, "student": {"loss": name}}  # groups differ but in the seed
+        write_json(path / "manifest.json", {"spec": spec, "seed": seed})
     return root / name
 
 
@@ -58,3 +60,15 @@ def test_one_seed_gives_its_paired_interval_and_missing_seeds_are_named(tmp_path
     found = json.loads(run_cli("compare", str(a), str(b), "--format", "json").stdout)
     assert found["delta"] == pytest.approx(0.5) and found["ci"] == found["seeds"][0]["ci"]
     assert found["ci"][0] < 0.5 < found["ci"][1]
+
+
+def test_the_report_shows_each_seed_group_against_the_versus_group(tmp_path):
+    a, b = group(tmp_path, "dpo", A), group(tmp_path, "sft", B)
+    runs = sorted(str(p) for p in tmp_path.iterdir() if (p / "results.json").exists())
+    out = run_cli("view", *runs, "--versus", str(b), "-o", str(tmp_path / "r.html"))
+    assert out.returncode == 0, out.stderr
+    html = (tmp_path / "r.html").read_text()
+    rows = re.findall(r'<tr class="versus-row" data-run="([^"]*)" data-delta="([^"]*)" data-ci="([^"]*)"', html)
+    found = json.loads(run_cli("compare", str(a), str(b), "--format", "json").stdout)
+    assert [(r[0], json.loads(r[1]), json.loads(r[2])) for r in rows] == [("dpo", found["delta"], found["ci"])]
+    assert "seed 2: +0.250 (4 examples)" in html
