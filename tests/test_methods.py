@@ -43,6 +43,10 @@ def test_eval_orders_of_operations_are_never_trained_on_and_the_knob_sets_the_ch
     assert {op for o in orders(held) for op in o.split("-")} <= {op for o in orders(train) for op in o.split("-")}
     assert all(e.reference.count("    x = x ") == 3 for e in held)
     assert all(e.reference.count("    x = x ") == 2 for e in task(steps=2, n_train=8, n_eval=4).examples("eval"))
+    assert {e.entry_point for e in held} == {"f"}
+    named = task(steps=2, n_train=8, n_eval=4, named=True).examples("eval")
+    assert all(e.entry_point == e.id.removeprefix("compose/") and f"def {e.entry_point}(x)" in e.reference for e in named)
+    assert all(passes(e) for e in named)
     assert [e.prompt for e in task(steps=3, n_train=64, n_eval=32).examples("eval")] == [e.prompt for e in held]
     assert [e.prompt for e in task(steps=3, n_train=64, n_eval=32, seed=1).examples("eval")] != [e.prompt for e in held]
 

@@ -29,9 +29,11 @@ CONSTANTS = range(2, 10)
 class Composition:
     steps: tuple[tuple[str, int], ...]  # (operation, constant) in the order applied
     inputs: tuple[int, ...]
+    function: str = "f"
 
     @property
     def name(self) -> str:
+        """What the problem is, spelled out: its id, and the function's name where the task names them so."""
         return "_".join(f"{op}{a}" for op, a in self.steps)
 
     @property
@@ -42,12 +44,12 @@ class Composition:
     @property
     def solution(self) -> str:
         lines = "".join(f"    x = x {OPERATIONS[op][1]} {a}\n" for op, a in self.steps)
-        return f"def {self.name}(x):\n{lines}    return x\n"
+        return f"def {self.function}(x):\n{lines}    return x\n"
 
     def mistaken(self) -> str:
         """The solution with its last constant off by one: a wrong answer (its tests almost always tell)."""
         *head, (op, a) = self.steps
-        return Composition((*head, (op, a + 1)), self.inputs).solution.replace(f"{op}{a + 1}(", f"{op}{a}(", 1)
+        return Composition((*head, (op, a + 1)), self.inputs, self.function).solution
 
     def __call__(self, x: int) -> int:
         for op, a in self.steps:
@@ -67,12 +69,15 @@ def split_sequences(steps: int, held_out: float, seed: int) -> tuple[list[tuple[
     return sequences[cut:], sequences[:cut]
 
 
-def draw(sequences: list[tuple[str, ...]], count: int, rng: random.Random, taken: set[str]) -> list[Composition]:
+def draw(sequences: list[tuple[str, ...]], count: int, rng: random.Random, taken: set[str],
+         named: bool) -> list[Composition]:
     """``count`` distinct problems whose operations follow ``sequences`` in turn; names in ``taken`` are skipped."""
     found: list[Composition] = []
     while len(found) < count:
         ops = sequences[len(found) % len(sequences)]
-        problem = Composition(tuple((op, rng.choice(CONSTANTS)) for op in ops), tuple(rng.sample(range(-20, 40), 4)))
+        steps = tuple((op, rng.choice(CONSTANTS)) for op in ops)
+        function = "_".join(f"{op}{a}" for op, a in steps) if named else "f"
+        problem = Composition(steps, tuple(rng.sample(range(-20, 40), 4)), function)
         if problem.name not in taken:
             taken.add(problem.name)
             found.append(problem)
@@ -92,6 +97,8 @@ class SyntheticCompose(dpokd.Task):
         wrong_references: float = dpokd.Field(
             0.0, ge=0, lt=1, description="share of train problems whose reference answer (what the `reference` teacher "
             "gives) has one constant off by one: a noisy teacher, whose pairs `verified_pairs` drops")
+        named: bool = dpokd.Field(False, description="name each function after its operations (add3_mul2_mod4), a "
+                                  "name the student must copy, rather than f: harder")
         seed: int | None = dpokd.Field(None, description="generator seed; default: [run] seed")
         template: str = dpokd.Field("Write a Python function {name}(x) that {statement}.\n",
                                     description="prompt template; fields {name}, {statement}")
@@ -120,13 +127,13 @@ class SyntheticCompose(dpokd.Task):
         o = self.options
         train_seqs, eval_seqs = split_sequences(o.steps, o.held_out, self.seed)
         rng, taken = random.Random(self.seed), set()
-        train = draw(train_seqs, o.n_train, rng, taken)
-        chosen = train if split == "train" else draw(eval_seqs, o.n_eval, rng, taken)
+        train = draw(train_seqs, o.n_train, rng, taken, o.named)
+        chosen = train if split == "train" else draw(eval_seqs, o.n_eval, rng, taken, o.named)
         wrong = set(random.Random(self.seed).sample(range(len(train)), round(o.wrong_references * len(train))))
         return [
-            Example(id=f"compose/{p.name}", prompt=render(o.template, {"name": p.name, "statement": p.statement}),
+            Example(id=f"compose/{p.name}", prompt=render(o.template, {"name": p.function, "statement": p.statement}),
                     reference=p.mistaken() if split == "train" and n in wrong else p.solution, tests=p.tests(),
-                    entry_point=p.name,
+                    entry_point=p.function,
                     meta={"steps": o.steps, "operations": "-".join(op for op, _ in p.steps)})
             for n, p in enumerate(chosen)
         ]
