@@ -30,7 +30,7 @@ def run_one(spec: Path, seed: int, workdir: Path) -> float:
         return float(wall.read_text())
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "dpokd", "run", str(spec), "--seed", str(seed)], cwd=workdir,
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"dpokd run {spec} --seed {seed} exited {done.returncode}:\n{done.stderr[-3000:]}")
     wall.parent.mkdir(parents=True, exist_ok=True)
@@ -94,8 +94,8 @@ def table(path: Path = SUMMARY) -> str:
     """The methods table as Markdown, from ``docs/methods.json``."""
     found = json.loads(Path(path).read_text())
     n = len(found["seeds"])
-    lines = [f"| method | held-out pass@1 (mean over {n} seeds, 95% CI) | Δ vs SFT (95% CI) | train steps | "
-             "wall time |", "| --- | --- | --- | --- | --- |"]
+    header = f"| method | held-out pass@1 (mean over {n} seeds, 95% CI) | Δ vs SFT (95% CI) | train steps | wall time |"
+    lines = [header, "| --- | --- | --- | --- | --- |"]
     for name, m in found["methods"].items():
         s = m["pass@1"]
         ci = f" [{s['t95'][0]:.2f}, {s['t95'][1]:.2f}]" if s["t95"] else (" (all equal)" if n > 1 else "")
@@ -103,9 +103,11 @@ def table(path: Path = SUMMARY) -> str:
         delta = f"{vs['delta']:+.3f} [{vs['ci'][0]:+.2f}, {vs['ci'][1]:+.2f}]" if vs else "(the reference)"
         wall = f"{m['wall_s']:.0f} s"
         lines.append(f"| {name} | {s['mean']:.3f}{ci} | {delta} | {m['train_steps']:.0f} | {wall} |")
-    ends = [v for m in found["methods"].values() for v in m["base"]], [v for m in found["methods"].values() for v in m["teacher"]]
-    lines += ["", f"The base student scored {min(ends[0]):.3f}–{max(ends[0]):.3f} and the teacher "
-              f"{min(ends[1]):.3f}–{max(ends[1]):.3f} on every run's held-out problems."]
+    base = [v for m in found["methods"].values() for v in m["base"]]
+    teacher = [v for m in found["methods"].values() for v in m["teacher"]]
+    ends = (f"The base student scored {min(base):.3f}–{max(base):.3f} and the teacher "
+            f"{min(teacher):.3f}–{max(teacher):.3f} on every run's held-out problems.")
+    lines += ["", ends]
     return "\n".join(lines)
 
 

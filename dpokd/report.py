@@ -29,6 +29,7 @@ from .runs import RunDir, read_json, read_jsonl, write_jsonl
 from .scoring.outcomes import AGAIN, eval_path, passed
 from .scoring.rows import (EXTRAS, SPREAD, convergence_notes, delta_metric, load_rows, metric_columns, paired_shares,
                            plain_rows, previous_checkpoint, reference_names, run_labels, run_outcomes, verdicts)
+from .scoring.groups import SEEDED, Side, group_delta, parse_side
 from .scoring.seeds import plain_seed_rows, seed_groups, seed_rows
 
 EXAMPLES_FILE = "examples.jsonl"  # under eval/: the prompts the judges asked, by id
@@ -99,8 +100,6 @@ def _versus(groups: list[list[tuple[int, Path]]], versus: str | None) -> list[di
     """Each seed group's last checkpoint against ``versus`` (``dpokd compare``'s B), the group itself left out."""
     if versus is None:
         return []
-    from .scoring.groups import SEEDED, Side, group_delta, parse_side
-
     b = parse_side(versus)
     found = []
     for members in groups:

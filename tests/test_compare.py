@@ -23,7 +23,7 @@ def group(root: Path, name: str, passing: dict[int, list[int]]) -> Path:
     for seed, passes in passing.items():
         path = root / (name if seed == 0 else f"{name}-seed{seed}")
         table = {"student@iter_1": STALE, "student@iter_2": passes}
-        make_run(path, systems=list(table), problems=4, passes=lambda s, i, j: bool(table[s][i]))
+        make_run(path, systems=list(table), problems=4, passes=lambda s, i, j, table=table: bool(table[s][i]))
         spec = {"run": {"name": path.name, "seed": seed}, "student": {"loss": name}}  # groups differ but in the seed
         write_json(path / "manifest.json", {"spec": spec, "seed": seed})
     return root / name

@@ -23,7 +23,7 @@ def task(**options) -> SyntheticCompose:
 def passes(example) -> bool:
     """The reference run against the example's hidden tests (our own generated code, not a model's)."""
     scope: dict = {}
-    exec(example.reference + "\n" + example.tests, scope)
+    exec(example.reference + "\n" + example.tests, scope)  # noqa: S102
     try:
         scope["check"](scope[example.entry_point])
     except AssertionError:
@@ -34,7 +34,7 @@ def passes(example) -> bool:
 def test_eval_orders_of_operations_are_never_trained_on_and_the_knob_sets_the_chain_length():
     t = task(steps=3, n_train=64, n_eval=32)
     train, held = t.examples("train"), t.examples("eval")
-    orders = lambda examples: {e.meta["operations"] for e in examples}  # noqa: E731
+    orders = lambda examples: {e.meta["operations"] for e in examples}
     assert len(train) == 64 and len(held) == 32 and not orders(train) & orders(held)
     assert len(orders(held)) == 16  # a quarter of the 4**3 orders
     assert not {e.id for e in train} & {e.id for e in held}
@@ -89,7 +89,7 @@ def test_the_methods_command_runs_the_specs_and_tabulates_delta_against_sft(tmp_
     summary = tmp_path / "methods.json"
     done = subprocess.run([sys.executable, str(ROOT / "docs" / "methods.py"), "--seeds", "1", "--specs", str(specs),
                            "--workdir", str(tmp_path), "--jobs", "1", "--output", str(summary)],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=600)
+                          capture_output=True, text=True, cwd=tmp_path, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     found = json.loads(summary.read_text())
     assert set(found["methods"]) == {"dpokd-static", "sft"} and found["seeds"] == [0]

@@ -43,7 +43,7 @@ def parse_side(text: str) -> Side:
     candidates = [stem, *sorted(stem.parent.glob(f"{stem.name}-seed*"))]
     runs: dict[int, Path] = {}
     for path in candidates:
-        if not (path / "results.json").exists() or not SEEDED.sub("", path.name) == stem.name:
+        if not (path / "results.json").exists() or SEEDED.sub("", path.name) != stem.name:
             continue
         seed = run_seed(path)
         if seed in runs:
