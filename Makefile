@@ -41,7 +41,7 @@ docs: $(BIN)/dpokd
 SEEDS ?= 5
 methods: $(BIN)/dpokd
 	$(BIN)/python docs/methods.py --seeds $(SEEDS)
-	$(BIN)/cog -r -I docs docs/methods.md
+	$(BIN)/cog -r -I docs README.md docs/methods.md
 
 bench: $(BIN)/dpokd
 	@for b in bench/*.py; do case $$b in */_*) continue;; esac; echo "== $$b"; $(BIN)/python $$b || exit 1; done
