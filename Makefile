@@ -36,12 +36,15 @@ docs: $(BIN)/dpokd
 	$(BIN)/python docs/outputs.py
 	$(BIN)/mkdocs build --strict
 
-# The methods table of docs/methods.md: every spec in specs/methods/ over SEEDS seeds (runs into runs/),
-# summarised into docs/methods.json, then the page's table regenerated from it.
+# The methods table: every spec in specs/methods/ over SEEDS seeds (runs into runs/), summarised into
+# docs/methods.json, then the table in docs/methods.md and in the README (its own cog markers, so that
+# it needs no other run) regenerated from it.
 SEEDS ?= 5
+METHODS_MARKERS := --markers "[[[methods methods]]] [[[end-methods]]]"
 methods: $(BIN)/dpokd
 	$(BIN)/python docs/methods.py --seeds $(SEEDS)
-	$(BIN)/cog -r -I docs README.md docs/methods.md
+	$(BIN)/cog -r -I docs docs/methods.md
+	$(BIN)/cog -r -I docs $(METHODS_MARKERS) README.md
 
 bench: $(BIN)/dpokd
 	@for b in bench/*.py; do case $$b in */_*) continue;; esac; echo "== $$b"; $(BIN)/python $$b || exit 1; done

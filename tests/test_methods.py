@@ -111,7 +111,9 @@ def test_the_methods_command_runs_the_specs_and_tabulates_delta_against_sft(tmp_
     shutil.rmtree(tmp_path / "cache")
 
 
-def test_the_methods_table_shown_is_the_one_its_summary_makes():
-    done = subprocess.run([sys.executable, "-m", "cogapp", "--check", "-I", str(ROOT / "docs"), str(ROOT / "docs" / "methods.md")],
+@pytest.mark.parametrize(("page", "markers"), [("docs/methods.md", []),
+                                               ("README.md", ["--markers", "[[[methods methods]]] [[[end-methods]]]"])])
+def test_the_methods_table_shown_is_the_one_its_summary_makes(page, markers):
+    done = subprocess.run([sys.executable, "-m", "cogapp", "--check", "-I", str(ROOT / "docs"), *markers, str(ROOT / page)],
                           capture_output=True, text=True, check=False)
-    assert done.returncode == 0, f"docs/methods.md drifted from docs/methods.json; run `make methods`:\n{done.stderr}"
+    assert done.returncode == 0, f"{page} drifted from docs/methods.json; run `make methods`:\n{done.stderr}"
