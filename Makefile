@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
 
-.PHONY: demo test bench docs clean
+.PHONY: demo test bench docs methods clean
 
 $(BIN)/dpokd: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,16 @@ docs: $(BIN)/dpokd
 	$(BIN)/cog -r -I docs README.md docs/*.md
 	$(BIN)/python docs/outputs.py
 	$(BIN)/mkdocs build --strict
+
+# The methods table: every spec in specs/methods/ over SEEDS seeds (runs into runs/), summarised into
+# docs/methods.json, then the table in docs/methods.md and in the README (its own cog markers, so that
+# it needs no other run) regenerated from it.
+SEEDS ?= 5
+METHODS_MARKERS := --markers "[[[methods methods]]] [[[end-methods]]]"
+methods: $(BIN)/dpokd
+	$(BIN)/python docs/methods.py --seeds $(SEEDS)
+	$(BIN)/cog -r -I docs docs/methods.md
+	$(BIN)/cog -r -I docs $(METHODS_MARKERS) README.md
 
 bench: $(BIN)/dpokd
 	@for b in bench/*.py; do case $$b in */_*) continue;; esac; echo "== $$b"; $(BIN)/python $$b || exit 1; done

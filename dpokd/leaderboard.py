@@ -369,3 +369,20 @@ def _best(rows: list[dict[str, Any]], columns: list[str]) -> dict[str, int]:
     return best
 
 
+
+
+def render_group_delta(found: dict[str, Any], console) -> None:
+    """``dpokd compare``: one row per seed (each side's score, the paired Δ and its interval), then the Δ over seeds."""
+    from rich.table import Table
+
+    metric = found["metric"]
+    table = Table(title=escape_markup(f"dpokd compare: {found['a']} vs {found['b']}"), title_justify="left")
+    for header in ("seed", "A", f"A {metric}", "B", f"B {metric}", "examples", f"Δ{metric}", "95% CI", "p"):
+        table.add_column(escape_markup(header), justify="left" if header in ("A", "B") else "right")
+    for r in found["seeds"]:
+        table.add_row(str(r["seed"]), escape_markup(r["a_system"]), f"{r['a']:.3f}", escape_markup(r["b_system"]),
+                      f"{r['b']:.3f}", str(r["n"]), *fmt_delta(r))
+    console.print(table)
+    low, high = found["ci"]
+    console.print(f"Δ{escape_markup(metric)} over seeds: {found['delta']:+.3f} [{low:+.3f}, {high:+.3f}] "
+                  f"({escape_markup(found['method'])}); A {found['a_mean']:.3f}, B {found['b_mean']:.3f}")

@@ -35,6 +35,7 @@ STRICT_ENV = "DPOKD_PLUGINS_STRICT"
 
 DEFAULT_PLUGINS = (
     "dpokd.plugins.tasks.synthetic",
+    "dpokd.plugins.tasks.compose",
     "dpokd.plugins.tasks.leetcode",
     "dpokd.plugins.tasks.humaneval",
     "dpokd.plugins.tasks.prompts",

@@ -29,6 +29,7 @@ from .runs import RunDir, read_json, read_jsonl, write_jsonl
 from .scoring.outcomes import AGAIN, eval_path, passed
 from .scoring.rows import (EXTRAS, SPREAD, convergence_notes, delta_metric, load_rows, metric_columns, paired_shares,
                            plain_rows, previous_checkpoint, reference_names, run_labels, run_outcomes, verdicts)
+from .scoring.groups import SEEDED, Side, group_delta, parse_side
 from .scoring.seeds import plain_seed_rows, seed_groups, seed_rows
 
 EXAMPLES_FILE = "examples.jsonl"  # under eval/: the prompts the judges asked, by id
@@ -52,9 +53,9 @@ def record_examples(run_dir: Path, examples: list[Example]) -> None:
     write_jsonl(Path(run_dir) / "eval" / EXAMPLES_FILE, list(seen.values()))
 
 
-def write_report(run_dirs: list[Path], output: Path, against: str | None = None) -> Path:
+def write_report(run_dirs: list[Path], output: Path, against: str | None = None, versus: str | None = None) -> Path:
     """Render the report of ``run_dirs`` to ``output``; returns ``output``."""
-    html = render_report(run_dirs, against)
+    html = render_report(run_dirs, against, versus)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(output.name + ".tmp")
@@ -63,7 +64,7 @@ def write_report(run_dirs: list[Path], output: Path, against: str | None = None)
     return output
 
 
-def render_report(run_dirs: list[Path], against: str | None = None) -> str:
+def render_report(run_dirs: list[Path], against: str | None = None, versus: str | None = None) -> str:
     from jinja2 import Environment, PackageLoader, StrictUndefined
 
     rows = load_rows(list(run_dirs), against=against)
@@ -91,7 +92,22 @@ def render_report(run_dirs: list[Path], against: str | None = None) -> str:
         spread_headers=spread_headers, fmt_spread=fmt_spread, seed_title=seed_title(by_seed) if by_seed else "",
         seed_note=SEED_NOTE, seed_groups=len(groups), legend=badge_legend(statuses, runs),
         verdicts=[(v, fmt_verdict(v, with_run=len(runs) > 1)) for v in verdicts(rows)],
+        versus=_versus(groups, versus),
     )
+
+
+def _versus(groups: list[list[tuple[int, Path]]], versus: str | None) -> list[dict[str, Any]]:
+    """Each seed group's last checkpoint against ``versus`` (``dpokd compare``'s B), the group itself left out."""
+    if versus is None:
+        return []
+    b = parse_side(versus)
+    found = []
+    for members in groups:
+        runs = dict(members)
+        if set(runs.values()) & {p.resolve() for p in b.runs.values()}:
+            continue
+        found.append(group_delta(Side(SEEDED.sub("", runs[min(runs)].name), runs, None), b))
+    return found
 
 
 def badge_legend(statuses: list[str], runs: list[RunView]) -> list[tuple[str, str]]:

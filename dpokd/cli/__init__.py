@@ -20,7 +20,7 @@ from ._console import console, escape
 from .cache import cache_group
 from .humaneval import humaneval_command
 from .plugins import plugins_command
-from .results import leaderboard_command, view_command
+from .results import compare_command, leaderboard_command, view_command
 from .run import plan_command, run_command, train_command, validate_command
 from .share import export_command, push_command
 
@@ -42,7 +42,7 @@ def cli() -> None:
 
 
 for _command in (run_command, train_command, validate_command, plan_command, plugins_command, leaderboard_command,
-                 view_command, humaneval_command, cache_group, export_command, push_command):
+                 compare_command, view_command, humaneval_command, cache_group, export_command, push_command):
     cli.add_command(_command)
 
 INTERRUPTED = "interrupted; re-run the same command to resume"

@@ -21,7 +21,7 @@ from dpokd import (TENSORBOARD_DIR, Completion, Example, PreferencePair, check_t
                    request_key)
 
 from .generation import clean_generation
-from .tiny import TINY_ID, tiny_model_dir
+from .tiny import TINY_ID, python_corpus, tiny_model_dir
 from .vllm_server import VLLMServer
 
 PHI2_4BIT_GB = 2.0
@@ -139,6 +139,10 @@ class HFQLoRAStudent(dpokd.Student):
         tiny_hidden: int = dpokd.Field(128, ge=32, description="dpokd:tiny hidden size (a multiple of 64)")
         tiny_layers: int = dpokd.Field(2, ge=1, description="dpokd:tiny layers")
         tiny_vocab: int = dpokd.Field(512, ge=260, description="dpokd:tiny BPE vocabulary size")
+        tiny_pretrain_steps: int = dpokd.Field(
+            0, ge=0, description="dpokd:tiny: steps of language-model pretraining on the Python standard library's "
+            "source, so the base already writes Python (built once, with its own seed, and kept in cache_dir); "
+            "0: random weights and a tokenizer trained on the task's text")
 
         @dpokd.field_validator("tiny_hidden")
         @classmethod
@@ -180,16 +184,25 @@ class HFQLoRAStudent(dpokd.Student):
     def prepare(self, examples: list[Example]) -> None:
         _quiet_libraries()
         if self.options.model == TINY_ID and self.model_path is None:
-            o = self.options
-            corpus = [e.prompt for e in examples] + [e.reference or "" for e in examples]
-            self.model_path = str(tiny_model_dir(self.context.layout.models, corpus, hidden=o.tiny_hidden,
-                                                 layers=o.tiny_layers, vocab=o.tiny_vocab, seed=self.seed))
+            self.model_path = str(self._tiny_dir(examples))
         tok = self._tokenizer_alone()
         self.chat = self._uses_chat(tok, examples)
         if self.options.max_length is not None and examples:
             self._check_max_length(tok, examples)
         if self.options.target_modules != "all-linear":
             self._check_target_modules()
+
+    def _tiny_dir(self, examples: list[Example]) -> Path:
+        """The dpokd:tiny model: from the task's text, or pretrained on the standard library (one model for
+        every task and seed, as a hub model would be, so seed groups differ only in the adapter)."""
+        o = self.options
+        if o.tiny_pretrain_steps:
+            self.context.log(f"dpokd:tiny: pretrained on the Python standard library ({o.tiny_pretrain_steps} steps, once)")
+            return tiny_model_dir(self.context.layout.models, python_corpus(), hidden=o.tiny_hidden, layers=o.tiny_layers,
+                                  vocab=o.tiny_vocab, seed=0, pretrain_steps=o.tiny_pretrain_steps)
+        corpus = [e.prompt for e in examples] + [e.reference or "" for e in examples]
+        return tiny_model_dir(self.context.layout.models, corpus, hidden=o.tiny_hidden, layers=o.tiny_layers,
+                              vocab=o.tiny_vocab, seed=self.seed)
 
     def _check_target_modules(self) -> None:
         """peft refuses modules the model lacks only when the model loads, in the student's first

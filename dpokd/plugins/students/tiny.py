@@ -22,11 +22,34 @@ TINY_ID = "dpokd:tiny"
 LM_HEAD_SCALE = 10.0
 
 
-def tiny_model_dir(models_dir: Path, corpus: list[str], *, hidden: int, layers: int, vocab: int, seed: int) -> Path:
+PRETRAIN = {"chars": 3_000_000, "length": 128, "batch": 16, "learning_rate": 3e-3}
+
+
+def python_corpus(chars: int = PRETRAIN["chars"]) -> list[str]:
+    """The Python standard library's own source, module by module in name order, up to ``chars``
+    characters: generic Python that every machine has offline."""
+    import sysconfig
+
+    found, total = [], 0
+    for path in sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py")):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        found.append(text[: chars - total])
+        total += len(found[-1])
+        if total >= chars:
+            break
+    return found
+
+
+def tiny_model_dir(models_dir: Path, corpus: list[str], *, hidden: int, layers: int, vocab: int, seed: int,
+                   pretrain_steps: int = 0) -> Path:
     """Build (once) and return the directory of the tiny model for this corpus and size, in ``models_dir``
-    (a context's ``layout.models``)."""
+    (a context's ``layout.models``). With ``pretrain_steps``, the model is then trained that many steps
+    on ``corpus`` as a language model (the tokenizer is always trained on it)."""
     recipe = {"hidden": hidden, "layers": layers, "vocab": vocab, "seed": seed, "version": 5, "lm_head_scale": LM_HEAD_SCALE,
               "corpus": hashlib.sha256("\x00".join(corpus).encode()).hexdigest()}
+    if pretrain_steps:
+        recipe["pretrain"] = {**PRETRAIN, "steps": pretrain_steps}
+        del recipe["lm_head_scale"]
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
     directory = Path(models_dir) / f"tiny-{digest}"
     if (directory / "config.json").exists():
@@ -34,7 +57,7 @@ def tiny_model_dir(models_dir: Path, corpus: list[str], *, hidden: int, layers: 
     # Built aside, then renamed into place: a killed build leaves nothing half-written, and ranks
     # launched together (torchrun) each build their own copy; the first rename wins.
     tmp = directory.with_name(f"{directory.name}.partial-{os.getpid()}")
-    _build(tmp, corpus, hidden=hidden, layers=layers, vocab=vocab, seed=seed)
+    _build(tmp, corpus, hidden=hidden, layers=layers, vocab=vocab, seed=seed, pretrain_steps=pretrain_steps)
     (tmp / "dpokd_recipe.json").write_text(json.dumps(recipe, indent=2))
     try:
         tmp.rename(directory)
@@ -43,7 +66,8 @@ def tiny_model_dir(models_dir: Path, corpus: list[str], *, hidden: int, layers: 
     return directory
 
 
-def _build(directory: Path, corpus: list[str], *, hidden: int, layers: int, vocab: int, seed: int) -> None:
+def _build(directory: Path, corpus: list[str], *, hidden: int, layers: int, vocab: int, seed: int,
+           pretrain_steps: int) -> None:
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PhiConfig, PhiForCausalLM, PreTrainedTokenizerFast
@@ -74,9 +98,39 @@ def _build(directory: Path, corpus: list[str], *, hidden: int, layers: int, voca
         tie_word_embeddings=False,
     )
     model = PhiForCausalLM(config)
+    if pretrain_steps:
+        curve = pretrain(model, tokenizer, corpus, pretrain_steps)
+        (directory / "pretrain.json").write_text(json.dumps({"steps": pretrain_steps, "loss": curve}, indent=2))
+        model.save_pretrained(directory)
+        return
     # A trained model's output layer spans a wide range of logits; a random one at the usual init
     # (std 0.02) caps the most probable token near 1/vocab whatever the frozen base is taught
     # through LoRA. Scaling it up gives the adapter room to become confident.
     with torch.no_grad():
         model.lm_head.weight.mul_(LM_HEAD_SCALE)
     model.save_pretrained(directory)
+
+
+def pretrain(model, tokenizer, corpus: list[str], steps: int) -> list[float]:
+    """Train ``model`` as a language model on random windows of ``corpus``; the mean loss of each tenth of the steps."""
+    import torch
+
+    ids = torch.tensor([t for ids in tokenizer(corpus)["input_ids"] for t in [*ids, tokenizer.eos_token_id]])
+    length, batch = PRETRAIN["length"], PRETRAIN["batch"]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=PRETRAIN["learning_rate"], weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 50) * (1 - step / steps))
+    generator = torch.Generator().manual_seed(0)
+    model.train()
+    losses: list[float] = []
+    for _ in range(steps):
+        starts = torch.randint(0, len(ids) - length - 1, (batch,), generator=generator)
+        window = torch.stack([ids[s : s + length] for s in starts.tolist()])
+        loss = model(input_ids=window, labels=window).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    tenth = max(1, steps // 10)
+    return [round(sum(losses[i : i + tenth]) / len(losses[i : i + tenth]), 4) for i in range(0, steps, tenth)]
