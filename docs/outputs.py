@@ -130,6 +130,15 @@ def validate_shipped(spec: str) -> str:
     return shell((f"dpokd validate specs/{spec}", text))
 
 
+def compose_example(index: int = 0) -> str:
+    """A train problem of ``synthetic-compose`` at its defaults: the prompt the student reads, then the
+    reference answer the ``reference`` teacher gives."""
+    from dpokd.plugins.tasks.compose import SyntheticCompose
+
+    example = SyntheticCompose(SyntheticCompose.Options(seed=0)).examples("train")[index]
+    return f"```text\n{example.prompt.strip()}\n```\n\n```python\n{example.reference.strip()}\n```"
+
+
 def humaneval(problems: int = 20) -> str:
     """``dpokd humaneval`` of a small real samples file: the first ``problems`` HumanEval problems, two samples
     each, the canonical solution and, for every third problem, a wrong one in its place."""

@@ -38,7 +38,7 @@ def test_the_quickstarts_outputs_are_what_dpokd_prints(quickstart_run, page):
     assert done.returncode == 0, drifted(page, done)
 
 
-@pytest.mark.parametrize("page", ["docs/paper.md", "docs/specs.md", "docs/judges.md"])
+@pytest.mark.parametrize("page", ["docs/paper.md", "docs/specs.md", "docs/judges.md", "docs/methods.md"])
 def test_the_plan_the_validate_errors_and_humaneval_shown_are_what_dpokd_prints(page):
     done = cog_check(page)
     assert done.returncode == 0, drifted(page, done)
