@@ -77,6 +77,17 @@ def test_relative_paths_are_relative_to_the_spec_file(tmp_path):
     assert loaded.resolved()["student"]["lora_r"] == 64
 
 
+@pytest.mark.parametrize("written, found", [("../phi-2", "phi-2"), ("./phi", "sub/phi"), ("local/phi", "sub/local/phi"),
+                                            ("microsoft/phi-2", None)])
+def test_a_local_model_is_found_beside_the_spec_wherever_dpokd_runs(tmp_path, monkeypatch, written, found):
+    (tmp_path / "sub" / "local" / "phi").mkdir(parents=True)
+    spec = tmp_path / "sub" / "s.toml"
+    spec.write_text(MINIMAL.replace('"dpokd:tiny"', f'"{written}"').format(task="", run=""))
+    monkeypatch.chdir(tmp_path / "sub" / "local")  # not the spec's folder
+    model = load_spec(spec).student.options.model
+    assert model == (written if found is None else str((tmp_path / found).resolve()))
+
+
 MINIMAL = ('[task]\nplugin = "synthetic-codegen"\n{task}\n[teacher]\nplugin = "reference"\n'
            '[student]\nplugin = "hf-qlora"\nmodel = "dpokd:tiny"\n[run]\n{run}\n')
 

@@ -37,6 +37,20 @@ QUANTIZATION = ("load_in_4bit", "quant_type", "double_quant", "compute_dtype")
 SAMPLING = ("max_new_tokens", "temperature", "top_p", "stop")
 
 
+def _model_path(value: str, info) -> str:
+    """A local model path written relative to the spec, made absolute; a hub id (``org/name``) kept.
+
+    A relative value is a local path where it exists beside the spec, or starts with ``./``, ``../``
+    or ``~``; otherwise it is a hub id, or a folder under the directory dpokd runs in.
+    """
+    if value == TINY_ID or os.path.isabs(value):
+        return value
+    local = dpokd.spec_path(value, info)
+    if local.exists() or value.startswith(("./", "../", "~")):
+        return str(local.resolve())
+    return value
+
+
 def _adapter_dir(value: Path | None, info) -> Path | None:
     """An adapter path, relative to the spec, that holds saved LoRA weights: checked when the spec is read.
 
@@ -80,7 +94,7 @@ class HFQLoRAStudent(dpokd.Student):
     class Options(dpokd.Options):
         # A spec keeps these flat ([student] lora_r = 64); they are declared, and listed, by concern.
         # -- the model
-        model: str = dpokd.Field("microsoft/phi-2", description="HF hub id or local path; 'dpokd:tiny' builds a small model for CPUs")
+        model: Annotated[str, AfterValidator(_model_path)] = dpokd.Field("microsoft/phi-2", description="HF hub id or local path; 'dpokd:tiny' builds a small model for CPUs")
         revision: str | None = dpokd.Field(None, description="hub revision (branch, tag or commit)")
         adapter: Annotated[Path | None, AfterValidator(_adapter_dir)] = dpokd.Field(
             None, description="a trained LoRA adapter (a run's iter_K/adapter) loaded on the model; the student "
