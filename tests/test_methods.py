@@ -117,3 +117,14 @@ def test_the_methods_table_shown_is_the_one_its_summary_makes(page, markers):
     done = subprocess.run([sys.executable, "-m", "cogapp", "--check", "-I", str(ROOT / "docs"), *markers, str(ROOT / page)],
                           capture_output=True, text=True, check=False)
     assert done.returncode == 0, f"{page} drifted from docs/methods.json; run `make methods`:\n{done.stderr}"
+
+
+def test_the_shipped_settings_leave_the_distilled_student_between_the_base_and_the_teacher():
+    """What docs/methods.json records of `make methods`: the base at most 0.1 and the teacher at 1.0 on
+    every seed, and DPO-KD static between 0.2 and 0.8 on at least 3 of the 5 seeds."""
+    summary = json.loads((ROOT / "docs" / "methods.json").read_text())
+    assert len(summary["seeds"]) == 5
+    for method in summary["methods"].values():
+        assert max(method["base"]) <= 0.1 and min(method["teacher"]) == 1.0
+    distilled = summary["methods"]["dpokd-static"]["pass@1"]["by_seed"].values()
+    assert sum(0.2 <= score <= 0.8 for score in distilled) >= 3
