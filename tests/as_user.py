@@ -2,17 +2,21 @@
 
 The process is made with ``setpriv``: a uid of its own, no capability. A user runs the
 interpreter they can reach; where this one lies under a folder others cannot enter (a 700
-``/root``), that folder is given search permission for others (not read: nothing is listed).
+``/root``), the process gets a mount namespace of its own in which that folder is covered by one
+others may enter, holding the interpreter, the environment and the project at their own paths.
+Nothing on the machine changes: no permission, no mount outside that process.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import subprocess
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -38,29 +42,51 @@ def user_uid(offset: int = 0) -> int:
     return 60500 + 100 * offset + int(worker or 0)
 
 
-def reachable(path: Path) -> None:
-    for folder in [path, *path.parents]:
-        mode = folder.stat().st_mode
-        if not mode & 0o001:
-            folder.chmod(mode | 0o001)
+def closed_above(path: Path) -> Path | None:
+    """The topmost folder above ``path`` that other users may not enter, if any."""
+    return next((folder for folder in reversed(path.parents) if not folder.stat().st_mode & 0o001), None)
+
+
+def reachable_view(python: str) -> Callable[[], None] | None:
+    """What the user's process runs before ``setpriv``, so that ``python`` and the project are
+    reachable to it; None where they already are."""
+    needed = {Path(p).resolve() for p in (Path(python).parent.parent, Path(python).resolve().parent.parent, ROOT)}
+    closed = {path: closed_above(path) for path in needed}
+    closed = {path: top for path, top in closed.items() if top is not None}
+    if not closed:
+        return None
+    from dpokd.sandbox import isolation
+
+    def enter() -> None:  # in the child, as root: a mount namespace of its own
+        if isolation.libc.unshare(isolation.CLONE_NEWNS) != 0:
+            raise OSError(ctypes.get_errno(), "unshare")
+        isolation.mount(None, "/", None, isolation.MS_REC | isolation.MS_PRIVATE)
+        sources = {path: os.open(path, os.O_PATH) for path in closed}  # before their folder is covered
+        for top in sorted(set(closed.values())):
+            isolation.mount("tmpfs", str(top), "tmpfs", isolation.MS_NOSUID | isolation.MS_NODEV, "mode=711")
+        for path, fd in sources.items():
+            os.makedirs(path, mode=0o711, exist_ok=True)
+            isolation.mount(f"/proc/self/fd/{fd}", str(path), None, isolation.MS_BIND | isolation.MS_REC)
+            os.close(fd)
+    return enter
 
 
 class UserSandbox:
     """``run`` and ``run_many`` of a Sandbox living in a process of ``user_uid()``."""
 
     def __init__(self, limits: Limits, workers: int = 2, env: dict | None = None, shell_env: dict | None = None,
-                 uid: int | None = None):
+                 uid: int | None = None, python: str = sys.executable):
         uid = uid or user_uid()
-        reachable(Path(sys.base_prefix))
         environment = {"PATH": os.environ["PATH"], "HOME": "/nonexistent", "PYTHONPATH": str(ROOT),
                        "LANG": "C.UTF-8", **(env or {})}
-        command = [sys.executable, "-c", SERVER, json.dumps(asdict(limits)), str(workers)]
+        command = [python, "-c", SERVER, json.dumps(asdict(limits)), str(workers)]
         if shell_env:  # a shell holding variables that dpokd was started without (`env -u KEY dpokd`)
             environment.update(shell_env)
             command = ["sh", "-c", "".join(f"unset {k}; " for k in shell_env) + '"$@"; exit $?', "sh", *command]
         self.proc = subprocess.Popen(
             ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", *command],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=environment, cwd="/")
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=environment, cwd="/",
+            preexec_fn=reachable_view(python))
         hello = json.loads(self.proc.stdout.readline())
         self.found, self.isolate, self.pid = hello["found"], hello["isolate"], hello["pid"]
         self.processes, self.cgroups = hello["processes"], hello["cgroups"]

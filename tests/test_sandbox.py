@@ -454,3 +454,27 @@ def test_two_sandboxes_at_once_never_share_a_uid():
     held = set(again._leases)
     del again
     assert held <= set(Sandbox(workers=1)._leases)  # released with the object
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="makes an unprivileged user's process")
+def test_a_users_python_in_a_closed_folder_is_reached_and_no_permission_changes(tmp_path):
+    """The user's sandbox is started from an environment in a folder only root may enter (as a 700
+    /root): it judges, and every folder on the way keeps its mode."""
+    import sysconfig
+
+    from .as_user import UserSandbox
+
+    closed = tmp_path / "home"
+    closed.mkdir(mode=0o700)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(closed / "venv")], check=True)
+    python = closed / "venv" / "bin" / "python"
+    folders = {*python.parents, *Path(sys.base_prefix).parents, *ROOT.parents}
+    before = {folder: folder.stat().st_mode for folder in folders}
+    box = UserSandbox(Limits(timeout=3.0), workers=1, python=str(python),
+                      env={"PYTHONPATH": f"{ROOT}:{sysconfig.get_paths()['purelib']}"})
+    try:
+        assert box.run(Job("def add_one(x):\n    return x + 1\n", TESTS, "add_one", PROMPT)).passed
+    finally:
+        box.close()
+    assert {folder: folder.stat().st_mode for folder in folders} == before
+    assert closed.stat().st_mode & 0o777 == 0o700
