@@ -9,14 +9,12 @@ Nothing on the machine changes: no permission, no mount outside that process.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import subprocess
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -27,9 +25,10 @@ from .conftest import ROOT
 SERVER = r"""
 import json, os, sys
 from dpokd.sandbox import Job, Limits, Sandbox
-box = Sandbox(Limits(**json.loads(sys.argv[1])), workers=int(sys.argv[2]), log=lambda m: None)
+said = []
+box = Sandbox(Limits(**json.loads(sys.argv[1])), workers=int(sys.argv[2]), log=said.append)
 print(json.dumps({"found": box.found, "isolate": box.isolate, "pid": os.getpid(), "processes": box.processes,
-                  "cgroups": box._cgroups is not None}), flush=True)
+                  "cgroups": box._cgroups is not None, "said": said}), flush=True)
 for line in sys.stdin:
     jobs = [Job(**j) for j in json.loads(line)]
     print(json.dumps([r.__dict__ for r in box.run_many(jobs)]), flush=True)
@@ -47,28 +46,34 @@ def closed_above(path: Path) -> Path | None:
     return next((folder for folder in reversed(path.parents) if not folder.stat().st_mode & 0o001), None)
 
 
-def reachable_view(python: str) -> Callable[[], None] | None:
-    """What the user's process runs before ``setpriv``, so that ``python`` and the project are
-    reachable to it; None where they already are."""
-    needed = {Path(p).resolve() for p in (Path(python).parent.parent, Path(python).resolve().parent.parent, ROOT)}
-    closed = {path: closed_above(path) for path in needed}
-    closed = {path: top for path, top in closed.items() if top is not None}
-    if not closed:
-        return None
-    from dpokd.sandbox import isolation
+# Run as root before ``setpriv``: a mount namespace of its own where each closed folder is covered
+# by a tmpfs others may enter, holding the paths needed (argv[1]: {path: its closed folder}).
+REACHABLE = r"""
+import ctypes, json, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+def check(result, what):
+    if result != 0:
+        raise OSError(ctypes.get_errno(), what)
+closed = json.loads(sys.argv[1])
+check(libc.unshare(0x00020000), "unshare")  # CLONE_NEWNS
+check(libc.mount(None, b"/", None, 16384 | 262144, None), "mount")  # MS_REC | MS_PRIVATE: nothing leaks out
+sources = {path: os.open(path, os.O_PATH) for path in closed}  # before their folder is covered
+for top in sorted(set(closed.values())):
+    check(libc.mount(b"tmpfs", top.encode(), b"tmpfs", 2 | 4, b"mode=711"), "mount " + top)
+for path, fd in sources.items():
+    os.makedirs(path, mode=0o711, exist_ok=True)
+    check(libc.mount(b"/proc/self/fd/%d" % fd, path.encode(), None, 4096 | 16384, None), "bind " + path)
+    os.close(fd)
+os.execvp(sys.argv[2], sys.argv[2:])
+"""
 
-    def enter() -> None:  # in the child, as root: a mount namespace of its own
-        if isolation.libc.unshare(isolation.CLONE_NEWNS) != 0:
-            raise OSError(ctypes.get_errno(), "unshare")
-        isolation.mount(None, "/", None, isolation.MS_REC | isolation.MS_PRIVATE)
-        sources = {path: os.open(path, os.O_PATH) for path in closed}  # before their folder is covered
-        for top in sorted(set(closed.values())):
-            isolation.mount("tmpfs", str(top), "tmpfs", isolation.MS_NOSUID | isolation.MS_NODEV, "mode=711")
-        for path, fd in sources.items():
-            os.makedirs(path, mode=0o711, exist_ok=True)
-            isolation.mount(f"/proc/self/fd/{fd}", str(path), None, isolation.MS_BIND | isolation.MS_REC)
-            os.close(fd)
-    return enter
+
+def reachable(python: str) -> list[str]:
+    """The command that makes ``python`` and the project reachable to the user's process, before
+    ``setpriv`` runs; none where they already are."""
+    needed = {Path(p).resolve() for p in (Path(python).parent.parent, Path(python).resolve().parent.parent, ROOT)}
+    closed = {str(path): str(closed_above(path)) for path in needed if closed_above(path)}
+    return [sys.executable, "-I", "-S", "-c", REACHABLE, json.dumps(closed)] if closed else []
 
 
 class UserSandbox:
@@ -84,12 +89,11 @@ class UserSandbox:
             environment.update(shell_env)
             command = ["sh", "-c", "".join(f"unset {k}; " for k in shell_env) + '"$@"; exit $?', "sh", *command]
         self.proc = subprocess.Popen(
-            ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", *command],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=environment, cwd="/",
-            preexec_fn=reachable_view(python))
+            [*reachable(python), "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", *command],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=environment, cwd="/")
         hello = json.loads(self.proc.stdout.readline())
         self.found, self.isolate, self.pid = hello["found"], hello["isolate"], hello["pid"]
-        self.processes, self.cgroups = hello["processes"], hello["cgroups"]
+        self.processes, self.cgroups, self.said = hello["processes"], hello["cgroups"], hello["said"]
         self.uid = uid
 
     def run_many(self, jobs: list[Job]) -> list[Result]:

@@ -32,6 +32,9 @@ OUTPUT_LIMIT = 64 * 1024  # bytes kept of stdout and stderr each
 OUTPUT_KILL = 4 * 1024 * 1024  # a program printing more than this is stopped
 UID_BASE = 61000  # unprivileged uids for sandboxed programs, one per parallel worker
 UNISOLATED_ENV = "DPOKD_SANDBOX_UNISOLATED"
+# Mechanisms to act as if this host lacked (comma-separated: user-namespaces, landlock-scope,
+# autogroup), so that the tests can walk the fallbacks on a host that has everything.
+_WITHOUT_ENV = "_DPOKD_SANDBOX_WITHOUT"
 HARNESS = Path(__file__).with_name("harness.py")
 # What the program's process is started with: nothing of dpokd's environment, whatever its names.
 ENVIRONMENT = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/tmp"}
@@ -209,6 +212,7 @@ class Sandbox:
         self.workers = max(1, workers or os.cpu_count() or 1)
         self.mode = _mode()
         self._log = log or (lambda message: print(message, file=sys.stderr))
+        self._without = [w for w in os.environ.get(_WITHOUT_ENV, "").split(",") if w]
         if self.mode != "root":
             _set_dumpable(False)  # the program, running as this user, must not trace dpokd
         self._cgroups = Cgroups.find() if self.mode == "root" else None
@@ -237,7 +241,8 @@ class Sandbox:
         view = _view()
         return {"mode": self.mode, "uid": self._uids[index], "rlimits": rlimits, "tmp_mb": limits.file_mb,
                 "view": {k: view[k] for k in ("binds", "hide", "links")}, "readable": view["readable"],
-                "devices": list(DEVICES), "preload": list(PRELOAD)}
+                "devices": list(DEVICES), "preload": list(PRELOAD),
+                "without": self._without}
 
     def _server(self, index: int) -> _Server:
         server = _Server(self._config(index))
@@ -257,6 +262,10 @@ class Sandbox:
             missing.append(f"Landlock signal scoping (ABI {found['landlock']} < 6)")
         if not found["seccomp"]:
             missing.append("seccomp (libseccomp)")
+        if self.mode == "root" and found["namespaces"] and not found["user_namespace"]:
+            missing.append("user namespace per sample")
+        if not (self._cgroups and self._cgroups.cpu) and not found["autogroup"]:
+            missing.append("CPU share between samples (no cpu cgroup, scheduler autogroups off)")
         if missing:
             self._log(f"sandbox: no {', no '.join(missing)} here; generated code runs less isolated")
         if not found["namespaces"] and not found["landlock"] and os.environ.get(UNISOLATED_ENV) != "1":
