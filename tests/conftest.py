@@ -20,6 +20,16 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
+def pytest_configure(config):
+    """Compile dpokd's modules to bytecode once, before any worker starts. The suite runs hundreds of
+    ``dpokd`` commands, each importing dpokd afresh; where PYTHONDONTWRITEBYTECODE is set, none of them
+    would write the bytecode, and each would compile every module it imports from source again."""
+    if not hasattr(config, "workerinput"):
+        import compileall
+
+        compileall.compile_dir(ROOT / "dpokd", quiet=1)
+
+
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 600,
             fresh: bool = False) -> subprocess.CompletedProcess:
     """Run ``dpokd`` in a process of its own, as a user would: forked from an interpreter with the heavy

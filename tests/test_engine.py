@@ -103,14 +103,8 @@ def test_offline_mode_scores_every_judge_and_system(teacher_server, tmp_path):
 
 
 def test_online_run_killed_mid_training_resumes_to_the_same_results(teacher_server, tmp_path):
-    spec = tmp_path / "online.toml"
-    spec.write_text(spec_text(teacher_server.url, name="online", mode="online", iterations=2, cache="cache"))
-    # The reference: one uninterrupted run.
-    assert run_cli("run", str(spec)).returncode == 0
-    reference = results(tmp_path / "runs" / "online")
-
     killed = tmp_path / "killed.toml"
-    killed.write_text(spec_text(teacher_server.url, name="killed", mode="online", iterations=2, cache="cache2"))
+    killed.write_text(spec_text(teacher_server.url, name="killed", mode="online", iterations=2, cache="cache"))
     teacher_server.reset()
     proc = subprocess.Popen([sys.executable, "-m", "dpokd", "run", str(killed)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -127,23 +121,23 @@ def test_online_run_killed_mid_training_resumes_to_the_same_results(teacher_serv
     # No teacher request was made twice across the kill.
     asked = prompts_asked(teacher_server)
     assert len(asked) == len(set(asked)) == TASK["n_train"] + TASK["n_eval"]
-    again = results(tmp_path / "runs" / "killed")
-    assert again.keys() == reference.keys()
-    for key, value in reference.items():
-        if key[0] != "run":
-            assert again[key] == pytest.approx(value, abs=1e-6), key
+    resumed_results = results(tmp_path / "runs" / "killed")
 
     # A finished run prints its leaderboard again without work.
     teacher_server.reset()
     assert run_cli("run", str(killed)).returncode == 0 and teacher_server.requests == []
 
-    # --offline with the server gone, in a fresh interpreter (another string-hash seed): the same
-    # results and leaderboard, from the cache alone.
-    offline = run_cli("run", str(spec), "--offline", "--fresh", env={"OPENAI_API_KEY": ""}, fresh=True)
+    # The reference: the same run uninterrupted, --offline with the server gone, in a fresh interpreter
+    # (another string-hash seed), from the cache alone. It equals the run that was killed and resumed.
+    offline = run_cli("run", str(killed), "--offline", "--fresh", env={"OPENAI_API_KEY": ""}, fresh=True)
     assert offline.returncode == 0, offline.stderr[-3000:]
     assert teacher_server.requests == []
-    assert results(tmp_path / "runs" / "online") == reference
-    board = run_cli("leaderboard", str(tmp_path / "runs" / "online"), "--format", "json")
+    reference = results(tmp_path / "runs" / "killed")
+    assert resumed_results.keys() == reference.keys()
+    for key, value in reference.items():
+        if key[0] != "run":
+            assert resumed_results[key] == pytest.approx(value, abs=1e-6), key
+    board = run_cli("leaderboard", str(tmp_path / "runs" / "killed"), "--format", "json")
     rows = json.loads(board.stdout)
     assert {r["system"] for r in rows} == {"teacher", "student@base", "student@iter_1", "student@iter_2"}
     assert all({"run", "system", "pass@1"} <= set(r) for r in rows)
