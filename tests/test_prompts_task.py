@@ -11,6 +11,8 @@ from dpokd import ConfigError
 from dpokd.interfaces import Context
 from dpokd.plugins.tasks.prompts import PromptsTask
 
+from .conftest import ROOT
+
 ROWS = [{"question": f"What is {i} plus {i}?", "answer": str(2 * i), "qid": f"q{i}"} for i in range(40)]
 
 
@@ -134,6 +136,37 @@ def test_chat_messages_and_a_system_prompt_reach_an_api_teacher_as_messages(tmp_
         sent = sorted((r["messages"] for r in server.requests), key=len)
     assert sent[0] == [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "Name an even number."}]
     assert sent[1] == examples[0].messages
+
+
+def test_the_pairwise_judge_compares_answers_to_a_conversation_it_is_shown_whole(tmp_path):
+    from dpokd.interfaces import System
+    from dpokd.plugins.judges.pairwise import PairwiseJudge
+    from dpokd.records import Completion, Score
+    from dpokd.testing import LoopbackServer
+
+    path = ROOT / "specs" / "data" / "chat.jsonl"
+    t = task(path, fields={"prompt": "messages"}, eval_fraction=0.25)
+    examples = t.examples("eval")
+    right = System("tuned", lambda exs: [Completion.of(e, e.reference) for e in exs])
+    vague = System("base", lambda exs: [Completion.of(e, "I am not sure.") for e in exs])
+
+    def prefers_the_reference(body):
+        text = body["messages"][-1]["content"]
+        a = text.split("[The Start of Assistant A's Answer]\n")[1].split("\n[The End")[0]
+        return "[[B]]" if a == "I am not sure." else "[[A]]"
+
+    with LoopbackServer(prefers_the_reference) as server:
+        judge = PairwiseJudge(PairwiseJudge.Options(model="openai/judge", api_base=server.url, baseline="base"),
+                              Context(cache_dir=tmp_path / "cache"))
+        results = judge.evaluate({"base": vague, "tuned": right}, t)
+        questions = [r["messages"][-1]["content"] for r in server.requests]
+    scores = {s.metric: s.value for s in results if isinstance(s, Score)}
+    assert scores["win_rate"] == 1.0 and scores["wins"] == len(examples) >= 6 and scores["consistency"] == 1.0
+    # The judge is shown each whole conversation, the system prompt and earlier turns included.
+    shown = {q.split("[User Question]\n")[1].split("\n\n[The Start of")[0] for q in questions}
+    assert shown == {e.prompt for e in examples}
+    assert any(p.startswith("System: Answer in one short sentence.\n\nUser: ") and "\n\nAssistant: " in p
+               for p in shown)
 
 
 def test_mbpp_rows_run_their_assertions_in_the_sandbox(tmp_path):
