@@ -26,6 +26,10 @@ def test_a_shipped_spec_distils_on_its_own_data(tmp_path, spec):
         assert all(isinstance(rows[s][metric], float) for s in scored), (metric, rows)
         if metric != "teacher_nll":
             assert rows["teacher"][metric] == 1.0 and rows["teacher"][f"{metric}_n"] >= 6
+    # The answer-checking metric feeds the paired Δ of each checkpoint against the base.
+    paired = rows["student@iter_2"]["vs_ref"]
+    assert (paired["metric"], paired["against"], paired["n"]) == (metrics[-1], "student@base",
+                                                                   rows["student@iter_2"][f"{metrics[-1]}_n"])
     # The student moved toward the teacher: it passes the tests, finds the teacher's replies likely, or
     # (the tiny student does no arithmetic) answers in the teacher's form and length.
     base, last = rows["student@base"], rows["student@iter_2"]
