@@ -200,6 +200,8 @@ BAD = {
     "a missing field": ([{"question": "x"}], {"fields": {"prompt": "text"}},
                         "has no column 'text' \\(columns: question\\); set task.fields.prompt"),
     "no prompt column": ([{"question": "x"}], {}, "has no column 'prompt' \\(columns: question\\)"),
+    "a record without a prompt": ([{"prompt": "x"}, {"prompt": "y"}, {"question": "z"}], {},
+                                  "line 3 of .*bad.jsonl: there is no prompt"),
     "an empty prompt": ([{"prompt": "x"}, {"prompt": "  "}], {}, "line 2 of .*bad.jsonl: the prompt is empty"),
     "a malformed message list": ([{"prompt": [{"role": "user", "content": "x"}]},
                                   {"prompt": [{"role": "robot", "content": "x"}]}], {},
