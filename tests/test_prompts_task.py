@@ -11,7 +11,7 @@ from dpokd import ConfigError
 from dpokd.interfaces import Context
 from dpokd.plugins.tasks.prompts import PromptsTask
 
-from .conftest import ROOT
+from .conftest import ROOT, run_cli
 
 ROWS = [{"question": f"What is {i} plus {i}?", "answer": str(2 * i), "qid": f"q{i}"} for i in range(40)]
 
@@ -242,8 +242,6 @@ def test_an_unknown_field_in_the_mapping_is_a_spec_error(tmp_path):
 ], ids=["empty_prompt", "not_utf8"])
 def test_dpokd_run_on_bad_data_exits_2_before_the_teacher_is_asked(tmp_path, data, message):
     from dpokd.testing import LoopbackServer
-
-    from .conftest import run_cli
 
     path = tmp_path / "mine.jsonl"
     path.write_bytes(data)
