@@ -68,6 +68,7 @@ def test_reference_specs_without_keys_stop_before_any_work(tmp_path):
 # -- specs that validate but cannot run: refused before the teacher is asked anything ------------
 
 LEETCODE = ROOT / "tests" / "fixtures" / "leetcode.jsonl"
+CHAT = ROOT / "specs" / "data" / "chat.jsonl"
 SYNTHETIC = 'plugin = "synthetic-codegen"\nn_train = 8\nn_eval = 4\nlevels = [1]'
 
 
@@ -113,7 +114,11 @@ def teacher():
     (dict(judge='teacher = "student@iter_3"'),
      "judges[0].teacher: 'student@iter_3' is not a system of this run; the systems are teacher, student@base, "
      "student@iter_1"),
-], ids=["max_length", "target_modules", "empty_eval_split", "verified_pairs_without_tests", "judge_names_no_system"])
+    (dict(task=f'plugin = "prompts"\ndataset = "{CHAT}"\nfields = {{ prompt = "messages" }}',
+          student="chat_template = false"),
+     "student.chat_template: the task gives prompts as chat messages (first: chat"),
+], ids=["max_length", "target_modules", "empty_eval_split", "verified_pairs_without_tests", "judge_names_no_system",
+        "messages_without_chat_template"])
 def test_spec_the_data_cannot_serve_stops_before_any_paid_call(case, expected, teacher, tmp_path):
     spec = tmp_path / "s.toml"
     spec.write_text(small_spec(teacher.url, name="s", **case))

@@ -14,6 +14,7 @@ from dpokd.errors import ConfigError, StageFailed
 from dpokd.interfaces import Context
 from dpokd.llm import LLMOptions, check_server
 from dpokd.plugins.judges.pairwise import PairwiseJudge
+from dpokd.plugins.judges.rubric import RubricJudge
 from dpokd.plugins.teachers.litellm import LiteLLMTeacher
 from dpokd.records import Example
 from dpokd.testing import LoopbackServer
@@ -82,9 +83,10 @@ def test_preflight_passes_a_live_server_and_any_server_offline(closed_url, tmp_p
     teacher(closed_url, tmp_path, offline=True).preflight()  # a replay needs no server
 
 
-def test_the_pairwise_judge_checks_its_server_too(closed_url, tmp_path):
-    judge = PairwiseJudge(PairwiseJudge.Options(model="openai/j", api_base=closed_url), Context(cache_dir=tmp_path))
-    with pytest.raises(ConfigError, match=r"^judges.llm-pairwise.api_base: could not connect to .*: connection refused"):
+@pytest.mark.parametrize("judge_class", [PairwiseJudge, RubricJudge], ids=["llm-pairwise", "llm-rubric"])
+def test_the_llm_judges_check_their_server_too(closed_url, tmp_path, judge_class):
+    judge = judge_class(judge_class.Options(model="openai/j", api_base=closed_url), Context(cache_dir=tmp_path))
+    with pytest.raises(ConfigError, match=rf"^judges.{judge_class.name}.api_base: could not connect to .*: connection refused"):
         judge.preflight()
 
 

@@ -26,6 +26,10 @@ def test_a_shipped_spec_distils_on_its_own_data(tmp_path, spec):
         assert all(isinstance(rows[s][metric], float) for s in scored), (metric, rows)
         if metric != "teacher_nll":
             assert rows["teacher"][metric] == 1.0 and rows["teacher"][f"{metric}_n"] >= 6
+    # The answer-checking metric feeds the paired Δ of each checkpoint against the base.
+    paired = rows["student@iter_2"]["vs_ref"]
+    assert (paired["metric"], paired["against"], paired["n"]) == (metrics[-1], "student@base",
+                                                                   rows["student@iter_2"][f"{metrics[-1]}_n"])
     # The student moved toward the teacher: it passes the tests, finds the teacher's replies likely, or
     # (the tiny student does no arithmetic) answers in the teacher's form and length.
     base, last = rows["student@base"], rows["student@iter_2"]
@@ -33,6 +37,11 @@ def test_a_shipped_spec_distils_on_its_own_data(tmp_path, spec):
         assert last["pass@1"] > base["pass@1"]
     elif spec == "own_chat":
         assert last["teacher_nll"] < base["teacher_nll"] / 4
+        # The pairs stay in TRL's conversational format, the record's system prompt first.
+        pairs = [json.loads(line) for line in (tmp_path / "runs" / name / "iter_1" / "pairs.jsonl").open()]
+        assert pairs and all(p["prompt"][0] == {"role": "system", "content": "Answer in one short sentence."}
+                             and p["prompt"][-1]["role"] == "user" and p["chosen"][0]["role"] == "assistant"
+                             for p in pairs)
     else:
         teacher = rows["teacher"]["answer_chars"]
         assert abs(last["answer_chars"] - teacher) < abs(base["answer_chars"] - teacher)
@@ -66,6 +75,7 @@ def test_the_api_teacher_and_rubric_spec_runs_against_a_loopback_server_and_repl
     first = board()
     assert list(first) == ["teacher", "student@base", "student@iter_1", "student@iter_2"] and asked > 0
     assert all(r["rubric"] == pytest.approx(6 / 9) and r["rubric_n"] >= 6 for r in first.values())
+    assert all(isinstance(r["match"], float) and r["match_n"] == first["teacher"]["rubric_n"] for r in first.values())
     assert first["teacher"]["match"] == 1.0
     again = run_cli("run", str(spec), "--offline", "--fresh", cwd=tmp_path, env={"OPENAI_API_KEY": None})
     assert again.returncode == 0, again.stderr[-3000:]

@@ -53,6 +53,9 @@ def test_plugins_json_lists_builtins_and_the_installed_echo(echo_site):
     for builtin in [("task", "synthetic-codegen"), ("teacher", "reference"), ("teacher", "litellm"),
                     ("student", "hf-qlora"), ("judge", "execution")]:
         assert by_name[builtin]["package"] == "dpokd"
+    # `dpokd plugins` says what each built-in does, in one line.
+    described = [r["description"] for r in rows if r["package"] == "dpokd"]
+    assert len(described) >= 16 and all(d.strip() and "\n" not in d for d in described), described
 
 
 def test_echo_teacher_is_validated_and_used(echo_site, tmp_path):

@@ -172,7 +172,8 @@ def test_preflight_names_the_missing_key_unless_offline(monkeypatch):
         RubricJudge(options).preflight()
     RubricJudge(options, Context(offline=True)).preflight()
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    RubricJudge(options).preflight()
+    with LoopbackServer(lambda body: "Rating: [[5]]") as server:  # the key set and the grader's server up
+        RubricJudge(options.model_copy(update={"api_base": server.url})).preflight()
 
 
 def test_a_plan_does_not_pass_over_the_grader_in_silence(tmp_path):

@@ -194,9 +194,19 @@ def test_a_chat_record_trains_on_the_tokens_generation_saw(tmp_path):
     assert student.chat
     model = student._ensure_model()
     tok = student.tokenizer
-    [seen] = student.encode_prompts(chat[:1], tok)
-    assert tok.decode(seen).startswith("<|system|>\nBe terse.\n<|user|>\nSay 0 back.\n<|assistant|>\n")
+    fed = []  # the prompt tokens model.generate was given, padding removed (a record of the call, passed on)
+    generate = model.generate
+
+    def recorded(**kwargs):
+        fed.extend(row[mask.bool()].tolist() for row, mask in zip(kwargs["input_ids"], kwargs["attention_mask"]))
+        return generate(**kwargs)
+
+    model.generate = recorded
     answers = student.generate(chat)
+    del model.generate
+    seen = fed[0]
+    assert len(fed) == len(chat) and seen == student.encode_prompts(chat[:1], tok)[0]
+    assert tok.decode(seen).startswith("<|system|>\nBe terse.\n<|user|>\nSay 0 back.\n<|assistant|>\n")
     pairs = [PreferencePair(example_id=e.id, prompt=e.messages, chosen=e.reference, rejected=a.text or "no")
              for e, a in zip(chat, answers)]
     row = json.loads(pairs[0].model_dump_json())

@@ -14,7 +14,7 @@ import re
 
 import dpokd
 from dpokd import Example, Outcome, Score
-from dpokd.llm import LLMClient, LLMOptions, check_key
+from dpokd.llm import LLMClient, LLMOptions, check_key, check_server
 from dpokd.scoring import mean_ci
 
 SYSTEM_PROMPT = (
@@ -70,6 +70,7 @@ class RubricJudge(dpokd.Judge):
 
     def preflight(self) -> None:
         check_key(self.options, "judges.llm-rubric", self.context.offline)
+        check_server(self.options, "judges.llm-rubric", self.context.offline)
 
     def evaluate(self, systems: dict[str, dpokd.System], task: dpokd.Task) -> list[Score | Outcome]:
         examples = self.eval_examples(task)[: self.options.limit]
