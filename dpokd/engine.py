@@ -35,6 +35,7 @@ from .spec import RunOptions, Spec
 from .trackers import log_scores
 
 CONTAMINATION_WARN_SHARE = 0.01
+TRAINING_METHODS = ("train_dpo", "save", "load")  # what a static or online run calls on its student
 
 
 class Engine:
@@ -78,6 +79,7 @@ class Engine:
         """What can fail without reading data or writing a file: the systems judges name, models, keys,
         servers, the sandbox; the spec's own mistakes first, before what depends on the machine."""
         self._check_named_systems()
+        self._check_student_trains()
         models.preflight(self.spec, self.context)  # retired or unpriced API models
         for plugin in (self.teacher, *self.judges, self.student, self.task, *self.extra.values()):
             if plugin is not None:
@@ -96,6 +98,18 @@ class Engine:
                     raise SpecError(f"{system!r} may not exist: the loop ends at the first iteration with no new "
                                     "pairs (`run.stop_when_no_pairs`); name student@base or teacher, or set "
                                     "stop_when_no_pairs = false", path=str(self.spec.path), field=f"judges[{i}].{option}")
+
+    def _check_student_trains(self) -> None:
+        """A run that trains needs the student's training methods, which only an eval run may leave
+        out (registering asks for ``generate`` alone): refused here, before the teacher is paid."""
+        if self.eval_only or self.student is None:
+            return
+        missing = [m for m in TRAINING_METHODS if getattr(type(self.student), m) is getattr(Student, m)]
+        if missing:
+            raise SpecError(f"student plugin {self.student.name!r} does not define "
+                            f"{', '.join(f'`{m}`' for m in missing)}, which a {self.spec.run.mode} run trains with "
+                            "(a student without them can only be judged, in mode = \"eval\")",
+                            path=str(self.spec.path), field="student.plugin")
 
     def _execute(self) -> list[Score]:
         run = self.run

@@ -143,8 +143,10 @@ class Student(Plugin):
         raise NotImplementedError
 
     def load(self, directory: Path | None) -> None:
-        """Load the adapter saved in ``directory``; ``None`` returns to the base model."""
-        raise NotImplementedError
+        """Load the adapter saved in ``directory``; ``None`` returns to the base model (where a student
+        that never trains always is, so only it may leave this out)."""
+        if directory is not None:
+            raise NotImplementedError
 
     def unload(self) -> None:
         """Free the model's memory before another student's loads; the next call loads it again."""

@@ -125,6 +125,15 @@ def test_the_import_graph_has_no_cycles():
     assert _cycles(GRAPH) == []
 
 
+def test_the_batch_path_does_not_import_the_client_that_drives_it():
+    # The client hands itself to BatchRunner; batch.py names LLMClient in annotations alone
+    # (under TYPE_CHECKING), so neither module needs the other loaded first.
+    assert "dpokd.llm.batch" in GRAPH["dpokd.llm.client"]
+    assert "dpokd.llm.client" not in GRAPH["dpokd.llm.batch"]
+    batch = [t for t, _, _ in _imports("dpokd.llm.batch") if t.startswith("dpokd.llm")]
+    assert "dpokd.llm.client" not in batch
+
+
 def test_the_cycle_check_finds_a_cycle_through_three_modules():
     assert _cycles({"a": ["b"], "b": ["c"], "c": ["a"], "d": ["a"]}) == [["a", "b", "c", "a"]]
 
@@ -177,6 +186,14 @@ def test_outcome_files_are_written_and_read_in_scoring_alone():
     assert readers == []
     writers = [m for m in MODULES if m.startswith("dpokd.plugins.judges.") and "write_" in MODULES[m].read_text()]
     assert writers == []
+    # And those two only write (the engine) or name the file (the report): the files are read by
+    # scoring's reader alone, and every other module gets records from scoring's functions.
+    readers = sorted(f"{m}:{node.lineno}" for m, path in MODULES.items() if not m.startswith("dpokd.scoring")
+                     for node in ast.walk(ast.parse(path.read_text()))
+                     if isinstance(node, (ast.Name, ast.Attribute, ast.alias))
+                     and "read_outcomes" in (getattr(node, "id", None), getattr(node, "attr", None),
+                                             getattr(node, "name", None)))
+    assert readers == []
 
 
 def test_no_function_is_longer_than_50_lines():
@@ -184,6 +201,32 @@ def test_no_function_is_longer_than_50_lines():
             for module, path in MODULES.items() for node in ast.walk(ast.parse(path.read_text()))
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 50]
     assert long == []
+
+
+def _exits(tree: ast.AST) -> list[int]:
+    """Lines that end the process: ``sys.exit``, ``os._exit``, ``exit``, ``quit``, ``raise SystemExit``."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            f = node.func
+            if (isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name)
+                    and (f.value.id, f.attr) in {("sys", "exit"), ("os", "_exit")}) or \
+                    (isinstance(f, ast.Name) and f.id in ("exit", "quit")):
+                found.append(node.lineno)
+        elif isinstance(node, ast.Raise) and node.exc is not None:
+            exc = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
+            if isinstance(exc, ast.Name) and exc.id == "SystemExit":
+                found.append(node.lineno)
+    return sorted(found)
+
+
+def test_only_the_command_lines_main_turns_outcomes_into_exit_codes():
+    # One mapping from errors to exit statuses (dpokd.cli.main): a command raises an error or returns
+    # a status through click; the sandbox's forked children end themselves and are not the CLI.
+    stray = [f"{m}:{line}" for m, path in MODULES.items() if m != "dpokd.cli" and not m.startswith("dpokd.sandbox")
+             for line in _exits(ast.parse(path.read_text()))]
+    assert stray == []
+    assert _exits(ast.parse("import sys\nsys.exit(2)\nraise SystemExit(1)\nctx.exit(2)")) == [2, 3]
 
 
 def test_each_public_subpackage_lists_its_api():

@@ -41,8 +41,7 @@ from dpokd.cli import cli
 codes = []
 for args in (["validate", r"{spec}"], ["plugins", "--json"], ["--help"]):
     try:
-        cli.main(args=args, standalone_mode=False)
-        codes.append(0)
+        codes.append(cli.main(args=args, standalone_mode=False) or 0)
     except SystemExit as exit_:
         codes.append(exit_.code or 0)
 print(json.dumps([codes, sorted(m for m in {HEAVY!r} if m in sys.modules)]))

@@ -52,6 +52,20 @@ def test_delta_over_seeds_is_the_mean_of_per_seed_paired_deltas_with_a_t_interva
     assert "+0.667 [+0.308, +1.000]" in table.stdout and "t-interval over 3 seeds" in table.stdout
 
 
+def test_seeds_that_all_gave_one_delta_get_newcombes_interval_over_their_examples_not_a_point(tmp_path):
+    # Every seed: A passes 3 of 4, B 1 of 4, so every per-seed Δ is +0.5 and a t-interval would be (0.5, 0.5).
+    from dpokd.scoring.stats import paired_ci
+
+    same_a = {0: [1, 1, 1, 0], 1: [1, 0, 1, 1], 2: [0, 1, 1, 1]}
+    same_b = {0: [1, 0, 0, 0], 1: [0, 0, 0, 1], 2: [0, 1, 0, 0]}
+    a, b = group(tmp_path, "dpo", same_a), group(tmp_path, "sft", same_b)
+    found = json.loads(run_cli("compare", str(a), str(b), "--format", "json").stdout)
+    assert [r["delta"] for r in found["seeds"]] == [0.5, 0.5, 0.5] and found["delta"] == 0.5
+    pooled = paired_ci([float(x) for s in (0, 1, 2) for x in same_a[s]], [float(y) for s in (0, 1, 2) for y in same_b[s]])
+    assert found["ci"] == pytest.approx(list(pooled)) and found["ci"][0] < 0.5 < found["ci"][1]
+    assert found["method"] == "all 3 seeds gave this Δ: Newcombe's paired interval over their 12 examples together"
+
+
 def test_one_seed_gives_its_paired_interval_and_missing_seeds_are_named(tmp_path):
     a, b = group(tmp_path, "dpo", {0: A[0]}), group(tmp_path, "sft", {1: B[1]})
     out = run_cli("compare", str(a), str(b))

@@ -33,6 +33,16 @@ def test_each_public_package_has_a_page_with_every_name(site, package):
     assert sorted(set(own) - documented) == []
 
 
+def test_every_public_package_has_its_own_page_in_the_api_reference():
+    from .test_architecture import PUBLIC
+
+    assert set(PAGES) == {"dpokd"} | PUBLIC
+    nav = (ROOT / "mkdocs.yml").read_text()
+    for package, page in PAGES.items():
+        text = (ROOT / "docs" / "api" / f"{page}.md").read_text()
+        assert f"::: {package}\n" in text and re.search(rf"- {re.escape(package)}( \(\w+\))?: api/{page}\.md\n", nav), package
+
+
 def test_every_command_is_on_the_command_line_page(site):
     from dpokd.cli import cli
 

@@ -90,6 +90,10 @@ def test_offline_mode_scores_every_judge_and_system(teacher_server, tmp_path):
     assert {s for j, s, m in got if (j, m) == ("execution", "pass@1")} == systems
     assert {s for j, s, m in got if j == "teacher-likelihood"} == systems - {"teacher"}
     assert got[("execution", "teacher", "pass@1")] == 1.0
+    # litellm has no price for the loopback model: its cost is unknown, not $0, wherever it shows.
+    assert got[("run", "teacher", "cost_usd")] is None and got[("run", "teacher", "tokens")] > 0
+    board = json.loads(run_cli("leaderboard", str(tmp_path / "runs" / "off"), "--format", "json").stdout)
+    assert [r["cost_usd"] for r in board if r["system"] == "teacher"] == [None]
     # Each train and eval prompt was asked once.
     assert sorted(prompts_asked(teacher_server)) == sorted(set(prompts_asked(teacher_server)))
     assert len(teacher_server.requests) == TASK["n_train"] + TASK["n_eval"]

@@ -132,8 +132,16 @@ def test_execution_judge_with_samples_reports_unbiased_pass_at_k(tmp_path):
                 for e in examples]
 
     judge = ExecutionJudge(ExecutionJudge.Options(samples=4, k=[1, 2, 4], temperature=0.8), Context(cache_dir=tmp_path))
-    scores = {m: s.value for m, s in only_scores(judge.evaluate({"s": System("s", first_sample_right)}, task)).items()}
+    found = only_scores(judge.evaluate({"s": System("s", first_sample_right)}, task))
+    scores = {m: s.value for m, s in found.items()}
     assert scores["pass@1"] == pytest.approx(0.25) and scores["pass@2"] == pytest.approx(0.5) and scores["pass@4"] == 1.0
+    # Every pass@k has Wilson's interval over the 5 problems, never the point of a constant estimate.
+    from scipy.stats import binomtest
+
+    ref = binomtest(5, 5).proportion_ci(method="wilson")
+    assert found["pass@4"].ci == (pytest.approx(ref.low), pytest.approx(ref.high)) and found["pass@4"].n == 5
+    low, high = found["pass@2"].ci
+    assert low < 0.5 < high and high - low > 0.5
     assert sorted(set(seen)) == [(0, 0.8), (1, 0.8), (2, 0.8), (3, 0.8)]
 
 

@@ -204,3 +204,31 @@ def test_a_grading_judge_is_calibrated_against_a_pass_or_fail_judge(tmp_path):
     # Cohen's κ of [p, p, f, f, p, f] against [p, p, f, p, f, f]: observed 4/6, chance 1/2.
     assert found["kappa"] == pytest.approx((4 / 6 - 0.5) / 0.5)
     assert rows["s"]["match"] == 0.5 and rows["s"]["rubric"] == pytest.approx(sum(grades) / 6)
+
+
+def test_what_was_not_measured_is_missing_in_every_format_never_zero(tmp_path):
+    """A pairwise judge with no verdict and a teacher whose model has no known price."""
+    run = RunDir(tmp_path / "r")
+    run.create(fresh=True)
+    run.write_results([
+        Score(judge="run", system="teacher", metric="cost_usd", value=None, higher_is_better=False),
+        Score(judge="execution", system="student@iter_1", metric="pass@1", value=0.5, ci=(0.3, 0.7), n=20),
+        Score(judge="llm-pairwise", system="student@iter_1", metric="win_rate", value=None, n=0),
+        Score(judge="llm-pairwise", system="student@iter_1", metric="consistency", value=None, n=0),
+    ])
+    rows = {r["system"]: r for r in json.loads(run_cli("leaderboard", str(run.path), "--format", "json").stdout)}
+    assert rows["teacher"]["cost_usd"] is None
+    tuned = rows["student@iter_1"]
+    assert (tuned["win_rate"], tuned["win_rate_n"], tuned["consistency"], tuned["pass@1_n"]) == (None, 0, None, 20)
+    assert "win_rate_ci" not in tuned
+    md = run_cli("leaderboard", str(run.path), "--format", "md").stdout
+    assert "| r | teacher | - | - | - | - |" in md and "| r | student@iter_1 | 0.500 [0.30, 0.70] | - | - | - |" in md
+    table = list(csv.DictReader(io.StringIO(run_cli("leaderboard", str(run.path), "--format", "csv").stdout)))
+    assert [(r["win_rate"], r["win_rate_n"], r["consistency"], r["cost_usd"]) for r in table] == [
+        ("", "", "", ""), ("", "0", "", "")]
+    text = run_cli("leaderboard", str(run.path)).stdout
+    assert "│ student@iter_1 │ 0.500 │ 0.30–0.70 │ - │ - │ - │" in " ".join(text.split()) and "0.000" not in text
+    assert run_cli("view", str(run.path)).returncode == 0
+    page = (run.path / "report.html").read_text()
+    for metric in ("win_rate", "consistency", "cost_usd"):
+        assert page.count(f'<td data-metric="{metric}" data-value="null">-</td>') == 2, metric

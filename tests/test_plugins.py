@@ -141,6 +141,48 @@ def test_a_plugin_without_its_kinds_required_method_is_refused_when_it_registers
         reg.get("teacher", "silent")
 
 
+PARROT = """
+import dpokd
+
+
+class Parrot(dpokd.Student):
+    name = "parrot"
+
+    def generate(self, examples):
+        return [dpokd.Completion.of(e, e.prompt) for e in examples]
+
+
+@dpokd.hookimpl
+def register_students(register):
+    register(Parrot)
+"""
+
+
+def test_a_student_that_cannot_train_is_refused_by_a_training_run_before_the_teacher_is_asked(tmp_path):
+    # Registering asks for `generate` alone (a student may only be judged); a run that trains needs more.
+    from dpokd.testing import LoopbackServer
+
+    (tmp_path / "parrot_student.py").write_text(PARROT)
+    info = tmp_path / "parrot_student-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: parrot-student\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[dpokd]\nparrot = parrot_student\n")
+    with LoopbackServer(lambda body: "an answer") as server:
+        spec = tmp_path / "spec.toml"
+        spec.write_text(f'[run]\nname = "p"\nmode = "static"\noutput_dir = "runs"\ncache_dir = "cache"\n'
+                        f'[task]\nplugin = "synthetic-codegen"\nn_train = 4\nn_eval = 4\n'
+                        f'[teacher]\nplugin = "litellm"\nmodel = "openai/t"\napi_base = "{server.url}"\n'
+                        f'[student]\nplugin = "parrot"\n[[judges]]\nplugin = "execution"\n')
+        out = run_cli("run", str(spec), cwd=tmp_path, env={"PYTHONPATH": str(tmp_path)})
+        assert out.returncode == 2, out.stderr
+        assert "student.plugin: student plugin 'parrot' does not define `train_dpo`, `save`, `load`" in \
+            " ".join(out.stderr.split()), out.stderr
+        assert server.requests == [] and not (tmp_path / "runs" / "p" / "teacher.jsonl").exists()
+        spec.write_text(spec.read_text().replace('mode = "static"', 'mode = "eval"').replace('name = "p"', 'name = "e"'))
+        out = run_cli("run", str(spec), cwd=tmp_path, env={"PYTHONPATH": str(tmp_path)})
+        assert out.returncode == 0, out.stderr  # judged only: generate is all it needs
+
+
 def test_a_command_that_takes_a_dpokd_command_name_sets_its_plugin_aside():
     import click
 

@@ -20,6 +20,13 @@ def test_quickstart_student_beats_its_base_by_far(quickstart_run):
     last = rows[max((s for s in rows if s.startswith("student@iter_")), key=lambda s: int(s.split("_")[1]))]
     assert last["pass@1"] > rows["student@base"]["pass@1"] + 0.3
     assert last["teacher_nll"] < rows["student@base"]["teacher_nll"]
+    # No interval is a point, not even at 0/32 or 32/32, nor the Δ of a checkpoint that passes all.
+    for system, row in rows.items():
+        low, high = row["pass@1_ci"]
+        assert low <= row["pass@1"] <= high and high - low > 0.1 and row["pass@1_n"] == 32, system
+    assert rows["teacher"]["pass@1_ci"][0] < 0.9 and rows["student@base"]["pass@1_ci"][1] > 0.1
+    delta = last["vs_ref"]
+    assert delta["against"] == "student@base" and delta["ci"][0] < delta["delta"] - 0.05 and delta["p"] < 0.05
     assert (run / "curves.png").exists()
     # precompute_ref_log_probs: TRL draws that pass's bar itself, whatever disable_tqdm says
     assert "Computing reference log probs" not in out.stdout + out.stderr

@@ -87,6 +87,9 @@ def test_runs_that_differ_only_in_their_seed_show_mean_spread_and_n_in_every_for
 
     low, high = t_interval(xs)
     assert low == 0.0 and spread["clipped"]  # the t-interval reaches below 0: a rate cannot
+    it2 = grouped["student@iter_2"]["pass@1_seeds"]  # 6, 8 and 7 of 8: the t-interval reaches above 1
+    assert it2["t95"] == pytest.approx(t_interval([0.75, 1.0, 0.875])) and it2["t95"][1] == 1.0 and it2["clipped"]
+    assert all(0.0 <= end <= 1.0 for r in grouped.values() for end in r["pass@1_seeds"]["t95"] or ())
     shown = f"0.458 ({low:.2f}–{high:.2f}) | {0.25:.2f}–{0.625:.2f}"
     md = board(*three_seeds, fmt="md")
     assert "**q over seeds 0, 1, 2**" in md
@@ -116,6 +119,19 @@ def test_seeds_that_all_gave_one_value_show_no_interval(tmp_path):
     spread = grouped["student@iter_1"]["pass@1_seeds"]
     assert spread["t95"] is None and spread["distinct"] == 1 and spread["n"] == 3
     assert "| q | student@iter_1 | 3 | 0.500 (all 3 equal) | 0.50–0.50 |" in board(*runs, fmt="md")
+
+
+def test_seed_intervals_stay_in_each_metrics_range():
+    from dpokd.scoring.seeds import bounds, spread
+
+    rate = spread({0: 0.95, 1: 1.0, 2: 0.9}, bounds("win_rate", []))
+    assert rate["t95"][1] == 1.0 and rate["clipped"] and 0.0 <= rate["t95"][0] < 0.9
+    nll = spread({0: 0.001, 1: 0.005, 2: 0.1}, bounds("teacher_nll", []))  # a t-interval below 0
+    assert nll["t95"][0] == 0.0 and nll["clipped"] and nll["t95"][1] > 0.1
+    free = spread({0: -1.0, 1: 0.0, 2: 2.0}, bounds("some_score", []))  # no known range: uncut
+    assert free["t95"][0] < -1.0 and not free["clipped"]
+    one = spread({0: 0.3}, bounds("win_rate", []))
+    assert one["t95"] is None and one["n"] == 1
 
 
 def test_runs_that_differ_in_anything_but_the_seed_are_never_merged(three_seeds, tmp_path):

@@ -49,6 +49,48 @@ def test_paired_interval_is_newcombes_square_and_add():
     assert (round(low, 4), round(high, 4)) == (-0.1186, -0.0046)
 
 
+def scipy_wilson(k: int, n: int) -> tuple[float, float]:
+    found = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    return found.low, found.high
+
+
+def newcombe_from_the_table(both, only_a, only_b, neither):
+    """Newcombe (1998), method 10, as the paper writes it: from the 2x2 table's cells and scipy's
+    Wilson intervals of the two proportions, phi continuity-corrected where AD > BC."""
+    n = both + only_a + only_b + neither
+    p1, p2 = (both + only_a) / n, (both + only_b) / n
+    (l1, u1), (l2, u2) = scipy_wilson(both + only_a, n), scipy_wilson(both + only_b, n)
+    ad_bc = both * neither - only_a * only_b
+    margins = (both + only_a) * (only_b + neither) * (both + only_b) * (only_a + neither)
+    if ad_bc > 0:
+        ad_bc = max(ad_bc - n / 2, 0)
+    phi = ad_bc / margins**0.5 if margins else 0.0
+    delta = p1 - p2
+    low = delta - ((p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2) ** 0.5
+    high = delta + ((u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2) ** 0.5
+    return low, high
+
+
+@pytest.mark.parametrize("table", [(59, 6, 16, 80), (0, 32, 0, 0), (0, 0, 32, 0), (0, 0, 0, 32), (32, 0, 0, 0),
+                                   (20, 5, 3, 4), (1, 0, 0, 9), (3, 0, 7, 0)])
+def test_paired_interval_is_newcombes_formula_on_scipys_wilson_intervals(table):
+    # Every case a 0/n or n/n margin or a constant difference: (0, 32, 0, 0) is 32/32 against 0/32.
+    low, high = paired_ci(*_pairs(*table))
+    ref = newcombe_from_the_table(*table)
+    assert (low, high) == (pytest.approx(ref[0], abs=1e-12), pytest.approx(ref[1], abs=1e-12))
+    assert high - low > 0.1
+
+
+def test_a_constant_difference_of_shares_is_newcombes_interval_with_no_correlation():
+    # 20 examples, each 0.75 against 0.25: neither side varies, so phi is 0 and the interval is
+    # Δ minus and plus the two Wilson intervals' arms added in quadrature (scipy's, at 15/20 and 5/20).
+    (l1, u1), (l2, u2) = scipy_wilson(15, 20), scipy_wilson(5, 20)
+    expected = (0.5 - ((0.75 - l1) ** 2 + (u2 - 0.25) ** 2) ** 0.5, 0.5 + ((u1 - 0.75) ** 2 + (0.25 - l2) ** 2) ** 0.5)
+    low, high = paired_ci([0.75] * 20, [0.25] * 20)
+    assert (low, high) == (pytest.approx(expected[0], abs=1e-12), pytest.approx(expected[1], abs=1e-12))
+    assert 0.15 < low < 0.5 < high < 0.85
+
+
 @pytest.mark.parametrize("a, b", [([1.0] * 32, [0.0] * 32), ([0.0] * 32, [0.0] * 32), ([0.75] * 10, [0.25] * 10)])
 def test_a_constant_difference_does_not_collapse_the_interval(a, b):
     low, high = paired_ci(a, b)

@@ -91,7 +91,7 @@ def validate_command(specs: tuple[Path, ...]) -> None:
         else:
             out.print(f"[green]ok[/] {path} ({spec.run.mode}, {_summary(spec)})")
     if failed:
-        raise SystemExit(2)
+        click.get_current_context().exit(2)  # main maps the status, as for every command
 
 
 def _print_notes(spec, err) -> None:

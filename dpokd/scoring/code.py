@@ -87,8 +87,9 @@ def run_grouped(sandbox: Sandbox, jobs: list[tuple[str, Job]],
 
 def score_completions(judge: str, system: str, examples: list[Example], texts: list[list[str]],
                       sandbox: Sandbox, ks: list[int], on_done=None) -> tuple[list[Score], list[Outcome]]:
-    """pass@k for each k <= samples per problem, with Wilson's interval on pass@1, and one ``pass@1``
-    outcome per sample (its mean per problem, then over problems, is that pass@1)."""
+    """pass@k for each k <= samples per problem, each with Wilson's interval over the problems (every
+    problem's estimate lies in [0, 1]), and one ``pass@1`` outcome per sample (its mean per problem,
+    then over problems, is that pass@1)."""
     jobs = [(e.id, job_for(e.code_prompt, extract_code(text, e.entry_point, e.code_prompt), e.tests, e.entry_point))
             for e, answers in zip(examples, texts) for text in answers]
     results, correct = run_grouped(sandbox, jobs, on_done)
@@ -97,7 +98,7 @@ def score_completions(judge: str, system: str, examples: list[Example], texts: l
                         label=r.status, detail=r.reason, answer=text)
                 for (owner, _), r, (j, text) in zip(jobs, results, answers)]
     scores = [Score(judge=judge, system=system, metric=f"pass@{k}", value=sum(values) / len(values),
-                    ci=mean_ci(values) if k == 1 else None, n=len(values))
+                    ci=mean_ci(values), n=len(values))
               for k, values in pass_at_ks(correct, ks).items()]
     return scores, outcomes
 

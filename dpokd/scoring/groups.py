@@ -6,7 +6,8 @@ per-seed Δs, and its interval Student's t-interval of them. A seed's Δ already
 its examples (which are redrawn with the seed) and of its training, so the spread of the per-seed Δs
 holds both, and the seeds are independent replicates; a bootstrap over five seeds would be narrower
 than the t-interval, which is what a handful of replicates calls for. With one seed there is no
-spread over seeds: the interval is that seed's paired interval over examples (Newcombe's).
+spread over seeds: the interval is that seed's paired interval over examples (Newcombe's); nor where
+every seed gave the same Δ, whose interval is Newcombe's over all the seeds' examples together.
 """
 
 from __future__ import annotations
@@ -78,34 +79,51 @@ def scores_of(path: Path, system: str | None, metric: str) -> tuple[str, dict[st
     raise DpokdError(f"{path}: no {metric} outcomes of {system!r} (systems with outcomes: {', '.join(systems)})")
 
 
-def seed_deltas(a: Side, b: Side, metric: str) -> list[dict[str, Any]]:
-    """One row per seed both sides ran: each side's system and mean score, their paired Δ and its interval."""
+def _seed_pairs(a: Side, b: Side, metric: str) -> list[tuple[int, str, str, list[float], list[float]]]:
+    """Per seed both sides ran: (seed, A's system, B's system, A's and B's scores on the examples both answered)."""
     seeds = [s for s in a.runs if s in b.runs]
     if not seeds:
         raise DpokdError(f"{a.label} ran seeds {sorted(a.runs)} and {b.label} seeds {sorted(b.runs)}: none in common")
-    rows = []
+    found = []
     for seed in seeds:
         (sa, xa), (sb, xb) = scores_of(a.runs[seed], a.system, metric), scores_of(b.runs[seed], b.system, metric)
         ids = [i for i in xa if i in xb]
         if not ids:
             raise DpokdError(f"seed {seed}: {a.runs[seed]} and {b.runs[seed]} share no example; compare runs of one task")
-        xs, ys = [xa[i] for i in ids], [xb[i] for i in ids]
-        delta = sum(xs) / len(ids) - sum(ys) / len(ids)
-        rows.append({"seed": seed, "a_system": sa, "b_system": sb, "a": sum(xs) / len(ids), "b": sum(ys) / len(ids),
-                     "delta": delta, "ci": list(paired_ci(xs, ys) or (delta, delta)),
-                     "p": sign_flip_p([x - y for x, y in zip(xs, ys)]), "n": len(ids)})
-    return rows
+        found.append((seed, sa, sb, [xa[i] for i in ids], [xb[i] for i in ids]))
+    return found
+
+
+def _seed_row(seed: int, sa: str, sb: str, xs: list[float], ys: list[float]) -> dict[str, Any]:
+    delta = sum(xs) / len(xs) - sum(ys) / len(ys)
+    return {"seed": seed, "a_system": sa, "b_system": sb, "a": sum(xs) / len(xs), "b": sum(ys) / len(ys),
+            "delta": delta, "ci": list(paired_ci(xs, ys) or (delta, delta)),
+            "p": sign_flip_p([x - y for x, y in zip(xs, ys)]), "n": len(xs)}
+
+
+def seed_deltas(a: Side, b: Side, metric: str) -> list[dict[str, Any]]:
+    """One row per seed both sides ran: each side's system and mean score, their paired Δ and its interval."""
+    return [_seed_row(*found) for found in _seed_pairs(a, b, metric)]
 
 
 def group_delta(a: Side, b: Side, metric: str = PAIRED_METRIC) -> dict[str, Any]:
-    """A's system against B's over their common seeds: the mean of the per-seed Δs and its interval."""
-    rows = seed_deltas(a, b, metric)
+    """A's system against B's over their common seeds: the mean of the per-seed Δs and its interval.
+
+    Seeds that all gave the same Δ show no spread to make a t-interval of (it would be a point):
+    the interval is then Newcombe's over every seed's examples together, and ``method`` says so."""
+    pairs = _seed_pairs(a, b, metric)
+    rows = [_seed_row(*found) for found in pairs]
     deltas = [r["delta"] for r in rows]
     mean = sum(deltas) / len(deltas)
     if len(rows) == 1:
         ci, method = rows[0]["ci"], "one seed: Newcombe's paired interval over its examples"
+    elif len(set(deltas)) == 1:
+        xs, ys = [x for *_, xs, _ in pairs for x in xs], [y for *_, ys in pairs for y in ys]
+        ci = list(paired_ci(xs, ys))
+        method = (f"all {len(rows)} seeds gave this Δ: Newcombe's paired interval over their {len(xs)} examples "
+                  "together")
     else:
-        ci = list(t_interval(deltas)) if len(set(deltas)) > 1 else [mean, mean]
+        ci = list(t_interval(deltas))
         if all(0 <= r[side] <= 1 for r in rows for side in ("a", "b")):  # a Δ of rates lies in [-1, 1]
             ci = [max(-1.0, ci[0]), min(1.0, ci[1])]
         method = f"t-interval over {len(rows)} seeds' paired Δs"
