@@ -386,3 +386,7 @@ def render_group_delta(found: dict[str, Any], console) -> None:
     low, high = found["ci"]
     console.print(f"Δ{escape_markup(metric)} over seeds: {found['delta']:+.3f} [{low:+.3f}, {high:+.3f}] "
                   f"({escape_markup(found['method'])}); A {found['a_mean']:.3f}, B {found['b_mean']:.3f}")
+    for r in found["seeds"]:
+        if r.get("unpaired"):
+            console.print(f"[yellow]warning:[/] seed {r['seed']}: {r['unpaired']} example(s) answered by one side only "
+                          f"are left out; the Δ is over the {r['n']} both answered")

@@ -76,6 +76,21 @@ def test_one_seed_gives_its_paired_interval_and_missing_seeds_are_named(tmp_path
     assert found["ci"][0] < 0.5 < found["ci"][1]
 
 
+def test_examples_only_one_side_answered_are_left_out_counted_and_warned_of(tmp_path):
+    a = group(tmp_path, "dpo", {0: A[0]})
+    b = tmp_path / "sft"  # B answered only the first 3 of A's 4 problems
+    make_run(b, systems=["student@iter_2"], problems=3, passes=lambda s, i, j: bool(B[0][i]))
+    write_json(b / "manifest.json", {"spec": {"run": {"name": "sft", "seed": 0}}, "seed": 0})
+    found = json.loads(run_cli("compare", str(a), str(b), "--format", "json").stdout)
+    # Over problems 0-2 alone: A 3/3, B 1/3.
+    assert found["seeds"][0]["n"] == 3 and found["seeds"][0]["unpaired"] == 1
+    assert found["delta"] == pytest.approx(1 - 1 / 3)
+    table = run_cli("compare", str(a), str(b))
+    assert "1 example(s) answered by one side only are left out" in " ".join(table.stdout.split())
+    full = json.loads(run_cli("compare", str(a), str(group(tmp_path, "ipo", {0: B[0]})), "--format", "json").stdout)
+    assert full["seeds"][0]["unpaired"] == 0
+
+
 def test_the_report_shows_each_seed_group_against_the_versus_group(tmp_path):
     a, b = group(tmp_path, "dpo", A), group(tmp_path, "sft", B)
     runs = sorted(str(p) for p in tmp_path.iterdir() if (p / "results.json").exists())

@@ -79,8 +79,9 @@ def scores_of(path: Path, system: str | None, metric: str) -> tuple[str, dict[st
     raise DpokdError(f"{path}: no {metric} outcomes of {system!r} (systems with outcomes: {', '.join(systems)})")
 
 
-def _seed_pairs(a: Side, b: Side, metric: str) -> list[tuple[int, str, str, list[float], list[float]]]:
-    """Per seed both sides ran: (seed, A's system, B's system, A's and B's scores on the examples both answered)."""
+def _seed_pairs(a: Side, b: Side, metric: str) -> list[tuple[int, str, str, list[float], list[float], int]]:
+    """Per seed both sides ran: (seed, A's system, B's system, A's and B's scores on the examples both answered,
+    how many examples only one side answered, which the paired Δ leaves out)."""
     seeds = [s for s in a.runs if s in b.runs]
     if not seeds:
         raise DpokdError(f"{a.label} ran seeds {sorted(a.runs)} and {b.label} seeds {sorted(b.runs)}: none in common")
@@ -90,15 +91,15 @@ def _seed_pairs(a: Side, b: Side, metric: str) -> list[tuple[int, str, str, list
         ids = [i for i in xa if i in xb]
         if not ids:
             raise DpokdError(f"seed {seed}: {a.runs[seed]} and {b.runs[seed]} share no example; compare runs of one task")
-        found.append((seed, sa, sb, [xa[i] for i in ids], [xb[i] for i in ids]))
+        found.append((seed, sa, sb, [xa[i] for i in ids], [xb[i] for i in ids], len(xa) + len(xb) - 2 * len(ids)))
     return found
 
 
-def _seed_row(seed: int, sa: str, sb: str, xs: list[float], ys: list[float]) -> dict[str, Any]:
+def _seed_row(seed: int, sa: str, sb: str, xs: list[float], ys: list[float], unpaired: int) -> dict[str, Any]:
     delta = sum(xs) / len(xs) - sum(ys) / len(ys)
     return {"seed": seed, "a_system": sa, "b_system": sb, "a": sum(xs) / len(xs), "b": sum(ys) / len(ys),
             "delta": delta, "ci": list(paired_ci(xs, ys) or (delta, delta)),
-            "p": sign_flip_p([x - y for x, y in zip(xs, ys)]), "n": len(xs)}
+            "p": sign_flip_p([x - y for x, y in zip(xs, ys)]), "n": len(xs), "unpaired": unpaired}
 
 
 def seed_deltas(a: Side, b: Side, metric: str) -> list[dict[str, Any]]:
@@ -118,7 +119,7 @@ def group_delta(a: Side, b: Side, metric: str = PAIRED_METRIC) -> dict[str, Any]
     if len(rows) == 1:
         ci, method = rows[0]["ci"], "one seed: Newcombe's paired interval over its examples"
     elif len(set(deltas)) == 1:
-        xs, ys = [x for *_, xs, _ in pairs for x in xs], [y for *_, ys in pairs for y in ys]
+        xs, ys = [x for *_, xs, _, _ in pairs for x in xs], [y for *_, ys, _ in pairs for y in ys]
         ci = list(paired_ci(xs, ys))
         method = (f"all {len(rows)} seeds gave this Δ: Newcombe's paired interval over their {len(xs)} examples "
                   "together")
