@@ -378,11 +378,12 @@ class LLMClient:
             self.context.cache.put(key, value)
         return value is not None
 
-    async def _stored(self, key: str, completion: Completion, claims: Claims) -> bool:
-        """``store``, releasing the request's claim in the same transaction, off the event loop."""
+    def _stored(self, key: str, completion: Completion, claims: Claims) -> bool:
+        """``store``, releasing the request's claim in the same transaction, off the event loop (queued, and
+        committed before the asker's next claim)."""
         value = self._entry(completion)
         if value is not None:
-            await claims.store(key, value)
+            claims.store(key, value)
         return value is not None
 
     def _entry(self, completion: Completion) -> dict[str, Any] | None:
@@ -511,16 +512,37 @@ class LLMClient:
         waiting: list[tuple[int, str]] = []
 
         async def worker() -> None:
-            for i in pending:
-                if (held := await self._one(round_, i, None, done)) is not None:
-                    waiting.append((i, held))
+            # Each worker claims its next request while it asks the current one: the claim's round trip
+            # through the cache's thread is off the request's path.
+            ahead = self._claim_next(round_, pending)
+            try:
+                while ahead is not None:
+                    i, claim = ahead
+                    state, found = await claim
+                    ahead = self._claim_next(round_, pending)
+                    if (held := await self._answered(round_, i, state, found, done)) is not None:
+                        waiting.append((i, held))
+            finally:
+                if ahead is not None:
+                    ahead[1].cancel()
             while waiting:
                 i, seen = waiting.pop()
                 await round_.claims.freed(round_.keys[i])
-                if (held := await self._one(round_, i, seen, done)) is not None:
+                state, found = await self._claim(round_, i, seen)
+                if (held := await self._answered(round_, i, state, found, done)) is not None:
                     waiting.append((i, held))
 
         await asyncio.gather(*(worker() for _ in range(min(self.options.max_concurrency, len(todo)))))
+        await round_.claims.stored()
+
+    def _claim_next(self, round_: _Round, pending) -> tuple[int, asyncio.Future] | None:
+        """The next request, and its claim taken in the background; None when every request is taken."""
+        i = next(pending, None)
+        return None if i is None else (i, asyncio.ensure_future(self._claim(round_, i, None)))
+
+    def _claim(self, round_: _Round, i: int, seen: str | None):
+        validate = round_.validate
+        return round_.claims.take(round_.keys[i], seen, lambda entry: self._acceptable(entry, validate))
 
     async def _direct(self, litellm) -> DirectHTTP | None:
         """The direct HTTP path, where the endpoint is OpenAI-compatible and the spec allows it."""
@@ -531,11 +553,10 @@ class LLMClient:
             return None
         return await DirectHTTP(litellm, o.model, o.api_base, self.api_key(), self.text).__aenter__()
 
-    async def _one(self, round_: _Round, i: int, seen: str | None, done) -> str | None:
-        """Request ``i``: asked by this process, or taken from the cache where another process answered it.
-        Returns the owner of another process's live claim on it, to be waited for."""
-        example, key, validate = round_.examples[i], round_.keys[i], round_.validate
-        state, found = await round_.claims.take(key, seen, lambda entry: self._acceptable(entry, validate))
+    async def _answered(self, round_: _Round, i: int, state: str, found: Any, done) -> str | None:
+        """Request ``i``, claimed (``state``): asked by this process, or taken from the cache where another
+        process answered it. Returns the owner of another process's live claim on it, to be waited for."""
+        example, validate = round_.examples[i], round_.validate
         if state == "held":
             return found["owner"]
         if state == "ours":
@@ -564,7 +585,7 @@ class LLMClient:
         finally:
             if budgeted:
                 await self.budget.release(need)
-        if not await self._stored(key, completion, claims):
+        if not self._stored(key, completion, claims):
             claims.give_up(key, completion.error)
         return completion
 
