@@ -166,6 +166,10 @@ def scale(bench: Bench) -> None:
         large = paced(bench, server, SCALE_N, SCALE_CONCURRENCY)
         bench.report(f"client peak RSS, {SCALE_N} prompts", large["peak_rss_mb"], "MB",
                      baseline=f"{SLOW_N} prompts", baseline_value=small["peak_rss_mb"], higher_is_better=False)
+        # What the client adds while it answers, the caller's prompts (built before it starts) left out.
+        growth = {n: r["peak_rss_mb"] - r["rss_before_mb"] for n, r in ((SCALE_N, large), (SLOW_N, small))}
+        bench.report(f"client RSS growth while answering, {SCALE_N} prompts", growth[SCALE_N], "MB",
+                     baseline=f"{SLOW_N} prompts", baseline_value=growth[SLOW_N], higher_is_better=False)
         with tempfile.TemporaryDirectory() as tmp:
             server.ask("reset")
             proc = subprocess.Popen([sys.executable, "-c", CLIENT, server.url, MODEL, str(SCALE_N),

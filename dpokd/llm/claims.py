@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import queue
 import secrets
@@ -166,17 +167,21 @@ class Claims:
             self._mine.add(key)
         return state, found
 
-    def store(self, key: str, value: dict[str, Any]) -> None:
+    def store(self, key: str, value: dict[str, Any], then: Callable[[], None]) -> None:
         """Store the answer and release the claim, in one transaction, queued now: committed before anything
-        queued after it (the asker's next claim), without the asker waiting for it. A failure is raised by
-        the next ``take`` or by ``stored``."""
+        queued after it (the asker's next claim), without the asker waiting for it; ``then()`` is called
+        once it is. A failure is raised by the next ``take`` or by ``stored``."""
         future = self._do(self._store, key, value)
         self._storing.add(future)
-        future.add_done_callback(self._settled_store)
+        future.add_done_callback(functools.partial(self._settled_store, then))
 
-    def _settled_store(self, future: asyncio.Future) -> None:
+    def _settled_store(self, then: Callable[[], None], future: asyncio.Future) -> None:
         self._storing.discard(future)
-        if not future.cancelled() and future.exception() is not None and self._store_failed is None:
+        if future.cancelled():
+            return
+        if future.exception() is None:
+            then()
+        elif self._store_failed is None:
             self._store_failed = future.exception()
 
     async def stored(self) -> None:

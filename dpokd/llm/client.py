@@ -378,12 +378,12 @@ class LLMClient:
             self.context.cache.put(key, value)
         return value is not None
 
-    def _stored(self, key: str, completion: Completion, claims: Claims) -> bool:
-        """``store``, releasing the request's claim in the same transaction, off the event loop (queued, and
-        committed before the asker's next claim)."""
+    def _stored(self, key: str, completion: Completion, claims: Claims, then) -> bool:
+        """``store``, releasing the request's claim in the same transaction, off the event loop: queued,
+        committed before the asker's next claim, and ``then()`` called once it is."""
         value = self._entry(completion)
         if value is not None:
-            claims.store(key, value)
+            claims.store(key, value, then)
         return value is not None
 
     def _entry(self, completion: Completion) -> dict[str, Any] | None:
@@ -524,7 +524,7 @@ class LLMClient:
                         waiting.append((i, held))
             finally:
                 if ahead is not None:
-                    ahead[1].cancel()
+                    _abandon(ahead[1])
             while waiting:
                 i, seen = waiting.pop()
                 await round_.claims.freed(round_.keys[i])
@@ -560,7 +560,7 @@ class LLMClient:
         if state == "held":
             return found["owner"]
         if state == "ours":
-            done(i, await self._asked(round_, i))
+            await self._asked(round_, i, done)
         elif state == "answered":
             self.usage.shared += 1
             self.budget.record_shared(found.get("cost_usd") or 0.0)
@@ -569,13 +569,15 @@ class LLMClient:
             done(i, Completion.failed(example, found["failed"]))
         return None
 
-    async def _asked(self, round_: _Round, i: int) -> Completion | None:
+    async def _asked(self, round_: _Round, i: int, done) -> None:
+        """Ask request ``i``; ``done`` has its answer once the answer is stored (counted, it is on disk)."""
         prompt, key, claims = round_.prompts[i], round_.keys[i], round_.claims
         budgeted = self.options.max_usd is not None
         need = self.worst_case(round_.litellm, prompt) if budgeted else 0.0
         if budgeted and not await self.budget.reserve(need):
             claims.give_up(key)
-            return None
+            done(i, None)
+            return
         try:
             completion = await self._ask(round_.litellm, round_.limiter, round_.examples[i], prompt, round_.validate,
                                          round_.http)
@@ -585,9 +587,9 @@ class LLMClient:
         finally:
             if budgeted:
                 await self.budget.release(need)
-        if not self._stored(key, completion, claims):
+        if not self._stored(key, completion, claims, functools.partial(done, i, completion)):
             claims.give_up(key, completion.error)
-        return completion
+            done(i, completion)
 
     async def _ask(self, litellm, limiter: Limiter, example: Example, prompt: str, validate,
                    http: DirectHTTP | None = None) -> Completion:
@@ -684,3 +686,9 @@ class _Round:
     examples: list[Example]
     prompts: list[Any]
     keys: list[str]
+
+
+def _abandon(task: asyncio.Future) -> None:
+    """Cancel a task whose outcome is no longer wanted; one that has ended is read, so no error is left unread."""
+    if not task.cancel() and not task.cancelled():
+        task.exception()
