@@ -8,8 +8,9 @@ baseline measured in the same run.
    teacher) and the same job replayed from the cache.
 2. A real teacher's pace: 2,000 prompts at 1 s per answer, at concurrency 64 and 256, each in a fresh
    client process, against the ideal N x latency / concurrency, and bare litellm at 256 in the same way.
-3. Scale: 20,000 prompts at 1 s, concurrency 512: share of ideal and the client's peak memory; then
-   a run killed (SIGKILL) halfway and resumed, counting at the server what the resume asks.
+3. Scale: 20,000 prompts at 1 s, concurrency 512: share of ideal, the client's peak memory and what it
+   adds while answering, against 2,000 prompts; then a run killed (SIGKILL) halfway and resumed,
+   counting at the server what the resume asks.
 
 The server runs in a process of its own, so it does not share the client's GIL. Best of
 ``REPEATS`` alternating runs for the overhead figures: on a shared machine the noise is one-sided.
