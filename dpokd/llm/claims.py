@@ -168,9 +168,9 @@ class Claims:
         return state, found
 
     def store(self, key: str, value: dict[str, Any], then: Callable[[], None]) -> None:
-        """Store the answer and release the claim, in one transaction, queued now: committed before anything
-        queued after it (the asker's next claim), without the asker waiting for it; ``then()`` is called
-        once it is. A failure is raised by the next ``take`` or by ``stored``."""
+        """Store the answer and release the claim, in one transaction, queued now: committed with the cache
+        thread's next transaction, without the asker waiting for it; ``then()`` is called once it is. A
+        failure is raised by every ``take`` after it and by ``stored``."""
         future = self._do(self._store, key, value)
         self._storing.add(future)
         future.add_done_callback(functools.partial(self._settled_store, then))

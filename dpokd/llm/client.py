@@ -379,8 +379,8 @@ class LLMClient:
         return value is not None
 
     def _stored(self, key: str, completion: Completion, claims: Claims, then) -> bool:
-        """``store``, releasing the request's claim in the same transaction, off the event loop: queued,
-        committed before the asker's next claim, and ``then()`` called once it is."""
+        """``store``, releasing the request's claim in the same transaction, off the event loop: queued at
+        once, not waited for, and ``then()`` called once it is committed."""
         value = self._entry(completion)
         if value is not None:
             claims.store(key, value, then)
@@ -541,6 +541,7 @@ class LLMClient:
         return None if i is None else (i, asyncio.ensure_future(self._claim(round_, i, None)))
 
     def _claim(self, round_: _Round, i: int, seen: str | None):
+        """Claim request ``i`` (``Claims.take``), unless the cache answers it."""
         validate = round_.validate
         return round_.claims.take(round_.keys[i], seen, lambda entry: self._acceptable(entry, validate))
 
