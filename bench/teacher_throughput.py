@@ -8,8 +8,9 @@ baseline measured in the same run.
    teacher) and the same job replayed from the cache.
 2. A real teacher's pace: 2,000 prompts at 1 s per answer, at concurrency 64 and 256, each in a fresh
    client process, against the ideal N x latency / concurrency, and bare litellm at 256 in the same way.
-3. Scale: 20,000 prompts at 1 s, concurrency 512: share of ideal and the client's peak memory; then
-   a run killed (SIGKILL) halfway and resumed, counting at the server what the resume asks.
+3. Scale: 20,000 prompts at 1 s, concurrency 512: share of ideal, the client's peak memory and what it
+   adds while answering, against 2,000 prompts; then a run killed (SIGKILL) halfway and resumed,
+   counting at the server what the resume asks.
 
 The server runs in a process of its own, so it does not share the client's GIL. Best of
 ``REPEATS`` alternating runs for the overhead figures: on a shared machine the noise is one-sided.
@@ -166,6 +167,10 @@ def scale(bench: Bench) -> None:
         large = paced(bench, server, SCALE_N, SCALE_CONCURRENCY)
         bench.report(f"client peak RSS, {SCALE_N} prompts", large["peak_rss_mb"], "MB",
                      baseline=f"{SLOW_N} prompts", baseline_value=small["peak_rss_mb"], higher_is_better=False)
+        # What the client adds while it answers, the caller's prompts (built before it starts) left out.
+        growth = {n: r["peak_rss_mb"] - r["rss_before_mb"] for n, r in ((SCALE_N, large), (SLOW_N, small))}
+        bench.report(f"client RSS growth while answering, {SCALE_N} prompts", growth[SCALE_N], "MB",
+                     baseline=f"{SLOW_N} prompts", baseline_value=growth[SLOW_N], higher_is_better=False)
         with tempfile.TemporaryDirectory() as tmp:
             server.ask("reset")
             proc = subprocess.Popen([sys.executable, "-c", CLIENT, server.url, MODEL, str(SCALE_N),

@@ -34,6 +34,7 @@ SAMPLING_KEYS = ("temperature", "top_p", "max_tokens", "stop", "seed", "n")
 KEY_PATTERN = re.compile(r"^v1:[0-9a-f]{64}$")
 CLAIM = "claim:"  # prefix of an in-flight marker's key
 JOURNAL = "cache_keys.txt"
+PAGE_CACHE_PAGES = 256  # SQLite pages (4 KB each) a connection to the store keeps in memory
 # What reading a damaged entry raises: SQLite's errors, and JSON's (a ValueError) on a garbled value.
 _UNREADABLE = (sqlite3.DatabaseError, ValueError, TypeError)
 
@@ -74,7 +75,10 @@ def json_disk():
 def _open(path: Path):
     import diskcache
 
-    return diskcache.Cache(str(path), disk=json_disk())
+    # SQLite's page cache and memory map per connection, kept small: with diskcache's defaults (32 MB
+    # and 64 MB) a process holds a growing share of a large store, and its memory grows with the number
+    # of answers. The OS caches the file either way.
+    return diskcache.Cache(str(path), disk=json_disk(), sqlite_cache_size=PAGE_CACHE_PAGES, sqlite_mmap_size=0)
 
 
 def upgrade(cache_dir: str | Path) -> tuple[int, int]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -210,13 +211,15 @@ class Engine:
             if free < 200 * 2**20:
                 raise ConfigError(f"only {free / 2**20:.0f} MB free at {path}; free some space or move `run.cache_dir`/`run.output_dir`")
 
-    def teach(self, train: list[Example]) -> list[Completion]:
+    def teach(self, train: list[Example]) -> Sequence[Completion]:
         path = self.run.path / "teacher.jsonl"
         if self.run.is_done("teacher"):
             return read_records(path, Completion)
         with self.stage("teacher"):
+            # The client's answers read back from the cache one at a time: streamed to the file, never
+            # all in memory at once.
             answers = _joined(train, self.teacher.answer(train), f"teacher {self.teacher.name!r}")
-            write_jsonl(path, [a.model_dump(mode="json") for a in answers])
+            write_jsonl(path, (a.model_dump(mode="json") for a in answers))
         return answers
 
     def _iter_dir(self, k: int) -> Path:
@@ -251,7 +254,7 @@ class Engine:
     def _may_stop_early(self) -> bool:
         return self.spec.run.mode == "online" and self.spec.run.stop_when_no_pairs
 
-    def pairs(self, k: int, train: list[Example], chosen: list[Completion], rejected: list[Completion]) -> dict[str, Any]:
+    def pairs(self, k: int, train: list[Example], chosen: Sequence[Completion], rejected: Sequence[Completion]) -> dict[str, Any]:
         """Write ``iter_k/pairs.jsonl`` (TRL's preference format) and the counts of what was dropped;
         returns the counts, ``ends_loop`` set where no new pair ends an online loop."""
         path = self._iter_dir(k) / "pairs.jsonl"
@@ -334,7 +337,7 @@ class Engine:
             record_checksums(out / "adapter")
             write_json(out / "train_metrics.json", metrics)
 
-    def evaluate(self, chosen: list[Completion]) -> list[Score]:
+    def evaluate(self, chosen: Sequence[Completion]) -> list[Score]:
         if self.run.is_done("evaluate"):
             return self.run.results()
         with self.stage("evaluate"):
@@ -426,14 +429,13 @@ def _weights(student: Student, adapter: Path | None, loaded: _OneStudentLoaded):
     return call
 
 
-def _joined(examples: list[Example], answers: list[Completion], who: str) -> list[Completion]:
+def _joined(examples: list[Example], answers: Sequence[Completion], who: str) -> Sequence[Completion]:
     """``answers`` in the order of ``examples``, matched by ``example_id``, one per example.
 
     Repeated samples of one prompt share an id; they are matched in the order they came.
     """
     want = [e.id for e in examples]
-    got = [a.example_id for a in answers]
-    if got == want:
+    if len(answers) == len(want) and all(a.example_id == i for a, i in zip(answers, want)):
         return answers
     queues: dict[str, list[Completion]] = defaultdict(list)
     for answer in answers:
@@ -457,7 +459,7 @@ def _aligned(answer, who: str):
     return call
 
 
-def _by_id(answers: list[Completion], examples: list[Example], path: Path) -> dict[str, Completion]:
+def _by_id(answers: Sequence[Completion], examples: list[Example], path: Path) -> dict[str, Completion]:
     """One answer per example, by id: a missing, repeated or unknown answer means ``path`` is damaged."""
     out: dict[str, Completion] = {}
     for answer in answers:
@@ -517,14 +519,17 @@ def _disk_full_names_the_file():
         raise
 
 
-def _usage(answers: list[Completion]) -> dict[str, float | None]:
+def _usage(answers: Sequence[Completion]) -> dict[str, float | None]:
     """Tokens and dollars of the teacher's answers, those a previous process paid for and the cache
     replays included: ``Teacher.usage()`` counts only what this process spent. Dollars are None
     where a model has no known price: unknown is not free. ``truncated``: the answers that
     max_tokens cut off, which the pairs leave out unless ``run.keep_truncated``."""
-    return {"tokens": float(sum(a.prompt_tokens + a.completion_tokens for a in answers)),
-            "cost_usd": None if any(a.cost_usd is None for a in answers) else float(sum(a.cost_usd for a in answers)),
-            "truncated": float(sum(a.ok and a.truncated for a in answers))}
+    tokens, cost, truncated = 0, 0.0, 0
+    for a in answers:  # once: the teacher's answers may be read back from the cache
+        tokens += a.prompt_tokens + a.completion_tokens
+        cost = None if cost is None or a.cost_usd is None else cost + a.cost_usd
+        truncated += a.ok and a.truncated
+    return {"tokens": float(tokens), "cost_usd": cost, "truncated": float(truncated)}
 
 
 def train_once(spec: Spec, pairs_path: Path, output: Path, adapter: Path | None = None) -> dict[str, Any]:

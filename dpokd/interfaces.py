@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
@@ -111,7 +112,9 @@ class Teacher(Plugin):
     kind = "teacher"
 
     @abstractmethod
-    def answer(self, examples: list[Example]) -> list[Completion]:
+    def answer(self, examples: list[Example]) -> Sequence[Completion]:
+        """One answer per example, in order: a list, or any sequence (the shared client's reads its answers
+        back from the cache)."""
         raise NotImplementedError
 
     def usage(self) -> dict[str, float]:

@@ -15,7 +15,7 @@ import platform
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -315,19 +315,20 @@ def is_disk_full(exc: OSError) -> bool:
     return exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """A killed process or a full disk leaves the old file or the new one, never half of one."""
+def _write_atomic(path: Path, text: str | Iterable[str]) -> None:
+    """A killed process, a full disk or a failure while ``text``'s pieces are made leaves the old file or
+    the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     try:
         with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
+            fh.writelines([text] if isinstance(text, str) else text)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except OSError as exc:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        if is_disk_full(exc):
+        if isinstance(exc, OSError) and is_disk_full(exc):
             raise DiskFull(path) from None
         raise
 
@@ -336,8 +337,9 @@ def write_json(path: Path, data: Any) -> None:
     _write_atomic(path, json.dumps(data, indent=2, default=str))
 
 
-def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    _write_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
+def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    """One JSON line per row, written as the rows come (a generator's rows are never all in memory)."""
+    _write_atomic(path, (json.dumps(r) + "\n" for r in rows))
 
 
 # -- checksums of what a stage saved --------------------------------------------------------------

@@ -32,6 +32,7 @@ LAZY = {
     "huggingface_hub": "only `dpokd push`, model cards and hub lookups",
     "httpx": "only a vLLM server's checks and the direct HTTP path's errors",
     "aiohttp": "only the loopback test server and the direct HTTP path to OpenAI-compatible endpoints",
+    "yarl": "aiohttp's URLs: only the direct HTTP path's proxy lookup",
     "openai": "only the direct HTTP path's errors, mapped as litellm maps them (litellm imports it anyway)",
     "certifi": "only the direct HTTP path's TLS certificates, those httpx trusts under litellm",
     "filelock": "only a run's lock",

@@ -95,3 +95,20 @@ def test_answers_and_prices_are_litellms(server, tmp_path, text, model):
         assert ours.cost_usd == pytest.approx(theirs.cost_usd) and ours.cost_usd > 0
     bodies = sorted(json.dumps(r, sort_keys=True) for r in server.requests)
     assert len(bodies) == 12 and bodies[0::2] == bodies[1::2]  # the same bodies on the wire
+
+
+def test_the_environments_proxy_carries_the_requests(tmp_path, monkeypatch):
+    """HTTP_PROXY and NO_PROXY, read once for the whole round, as a session trusting the environment reads them."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://localhost:{s.getsockname()[1]}/v1"  # nothing listens: only a proxy can answer
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    options = LLMOptions(model=MODEL, api_base=closed, max_retries=0, max_failure_share=1.0)
+    with LoopbackServer() as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url.removesuffix("/v1"))
+        [answer] = LLMClient(options, Context(cache_dir=tmp_path / "proxied")).complete([Example(id="a", prompt="hi")])
+        assert answer.text == "echo: hi" and len(proxy.requests) == 1
+        monkeypatch.setenv("NO_PROXY", "localhost")
+        [answer] = LLMClient(options, Context(cache_dir=tmp_path / "direct")).complete([Example(id="a", prompt="hi")])
+        assert not answer.ok and "connection refused" in answer.error and len(proxy.requests) == 1

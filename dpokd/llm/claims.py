@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import queue
 import secrets
@@ -92,6 +93,8 @@ class Claims:
         self._thread = threading.Thread(target=self._work, name="dpokd-cache", daemon=True)
         self._waiting: dict[str, list[asyncio.Future]] = {}
         self._watcher: asyncio.Task | None = None
+        self._storing: set[asyncio.Future] = set()
+        self._store_failed: BaseException | None = None
 
     def __enter__(self) -> Self:
         self._thread.start()
@@ -151,8 +154,11 @@ class Claims:
 
     # -- one request ------------------------------------------------------------------------------
     async def take(self, key: str, seen: str | None, accept: Callable[[dict[str, Any]], bool]) -> tuple[str, Any]:
-        """``ResponseCache.claim`` for this process; a claim taken is renewed until stored or given up."""
+        """``ResponseCache.claim`` for this process; a claim taken is renewed until stored or given up.
+        Raises the failure of an answer's storing, so no request is asked after one."""
+        self._check_stored()
         state, found = await self._do(self._claim, key, seen, accept)
+        self._check_stored()
         return state, found
 
     def _claim(self, key, seen, accept):
@@ -161,9 +167,32 @@ class Claims:
             self._mine.add(key)
         return state, found
 
-    async def store(self, key: str, value: dict[str, Any]) -> None:
-        """Store the answer and release the claim, in one transaction."""
-        await self._do(self._store, key, value)
+    def store(self, key: str, value: dict[str, Any], then: Callable[[], None]) -> None:
+        """Store the answer and release the claim, in one transaction, queued now: committed with the cache
+        thread's next transaction, without the asker waiting for it; ``then()`` is called once it is. A
+        failure is raised by every ``take`` after it and by ``stored``."""
+        future = self._do(self._store, key, value)
+        self._storing.add(future)
+        future.add_done_callback(functools.partial(self._settled_store, then))
+
+    def _settled_store(self, then: Callable[[], None], future: asyncio.Future) -> None:
+        self._storing.discard(future)
+        if future.cancelled():
+            return
+        if future.exception() is None:
+            then()
+        elif self._store_failed is None:
+            self._store_failed = future.exception()
+
+    async def stored(self) -> None:
+        """Wait until every answer queued by ``store`` is committed; raise the first failure."""
+        if self._storing:
+            await asyncio.wait(set(self._storing))
+        self._check_stored()
+
+    def _check_stored(self) -> None:
+        if self._store_failed is not None:
+            raise self._store_failed
 
     def _store(self, key, value):
         self.cache.put(key, value, owner=self.owner)

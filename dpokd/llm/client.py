@@ -27,6 +27,7 @@ from ..errors import ConfigError, OfflineCacheMiss, StageFailed
 from ..interfaces import Context, Options
 from ..progress_bar import progress
 from ..records import Completion, Example
+from .answers import Answers, entry_fields
 from .batch import BATCH_PROVIDERS, BatchRunner
 from .budget import Budget
 from .claims import Claims
@@ -280,24 +281,29 @@ class LLMClient:
 
     # -- answers ---------------------------------------------------------------------------------
     def complete(self, examples: list[Example], prompts: list[str] | None = None, *, label: str | None = None,
-                 validate=None) -> list[Completion]:
+                 validate=None) -> Answers:
         """One Completion per example, in order: cached where possible, else asked for.
 
         ``validate(text) -> reason | None`` can reject an answer (e.g. an unparseable verdict):
         a rejected answer is a failure and is not cached. A cached refusal comes back as the failed
-        answer it was, unless the context asks to retry refusals.
+        answer it was, unless the context asks to retry refusals. The answers are a read-only sequence
+        that reads each answer back from the cache where it is used: memory stays flat in their number.
         """
         prompts = prompts if prompts is not None else [e.prompt if self.text or not e.messages else e.messages
                                                         for e in examples]
         keys = [request_key(self.request(p, e)) for p, e in zip(prompts, examples)]
-        results = [self._cached(e, key, validate) for e, key in zip(examples, keys)]
-        todo = [i for i, r in enumerate(results) if r is None]
+        answers = Answers(self.context.cache, examples, keys)
+        todo = []
+        for i, (example, key) in enumerate(zip(examples, keys)):
+            if (completion := self._cached(example, key, validate)) is None:
+                todo.append(i)
+            else:
+                answers.put(i, completion)
         if todo and self.context.offline:
             raise OfflineCacheMiss(len(todo), [examples[i].id for i in todo])
         if todo:
-            for i, completion in self._ask_all(examples, prompts, keys, todo, label or self.field, validate).items():
-                results[i] = completion
-        return self._checked(results)
+            self._ask_all(examples, prompts, keys, todo, label or self.field, validate, answers)
+        return self._checked(answers)
 
     def _cached(self, example: Example, key: str, validate) -> Completion | None:
         """The cached answer (or refusal) to this request, or None when it must be asked."""
@@ -318,10 +324,10 @@ class LLMClient:
 
     def _from_entry(self, example: Example, entry: dict[str, Any], validate) -> Completion:
         if is_refusal(entry):
-            return Completion.failed(example, entry["error"], **_fields(entry), cached=True)
-        return Completion.of(example, entry["text"], **_fields(entry), cached=True)
+            return Completion.failed(example, entry["error"], **entry_fields(entry), cached=True)
+        return Completion.of(example, entry["text"], **entry_fields(entry), cached=True)
 
-    def _ask_all(self, examples, prompts, keys, todo, label, validate) -> dict[int, Completion]:
+    def _ask_all(self, examples, prompts, keys, todo, label, validate, answers: Answers) -> None:
         check_key(self.options, self.field, offline=False)
         litellm = import_litellm()
         batch = self.options.batch and not self.text  # text completions have no batch path
@@ -330,28 +336,29 @@ class LLMClient:
         if batch:
             runner = BatchRunner(self, litellm, label, validate)
             try:
-                return asyncio.run(runner.run(examples, prompts, keys, todo))
+                for i, completion in asyncio.run(runner.run(examples, prompts, keys, todo)).items():
+                    answers.put(i, completion)  # each stored by the runner before it is put here
             finally:
                 self.usage.failed += runner.failed
-        return asyncio.run(self._run(litellm, examples, prompts, keys, todo, label, validate))
+            return
+        asyncio.run(self._run(litellm, examples, prompts, keys, todo, label, validate, answers))
 
-    def _checked(self, results: list[Completion | None]) -> list[Completion]:
+    def _checked(self, answers: Answers) -> Answers:
         """The answers, unless the budget stopped them or too many failed."""
-        done = [r for r in results if r is not None]
-        failed = [r for r in done if not r.ok]
-        if len(done) < len(results):
-            raise self.budget.exceeded(len(done) - len(failed), len(results))
-        if failed and len(failed) / len(results) > self.options.max_failure_share:
+        failed = answers.failures()
+        if missing := answers.missing():
+            raise self.budget.exceeded(len(answers) - missing - len(failed), len(answers))
+        if failed and len(failed) / len(answers) > self.options.max_failure_share:
             reasons = sorted({f.error or "?" for f in failed})[:3]
             refused = sum(r.finish_reason in FAILED_FINISH_REASONS for r in failed)
             again = (f"; {refused} are the provider's refusals, cached as such: --retry-refused asks again"
                      if refused else "")
             raise StageFailed(
-                f"{self.field}: {len(failed)} of {len(results)} answers failed ({'; '.join(reasons)}), more than "
+                f"{self.field}: {len(failed)} of {len(answers)} answers failed ({'; '.join(reasons)}), more than "
                 f"max_failure_share = {self.options.max_failure_share}; successful answers are cached, re-run to "
                 f"retry the rest{again}"
             )
-        return done
+        return answers
 
     def api_key(self) -> str | None:
         key = os.environ.get(key_env(self.options)) or None  # an empty variable is no key
@@ -371,11 +378,12 @@ class LLMClient:
             self.context.cache.put(key, value)
         return value is not None
 
-    async def _stored(self, key: str, completion: Completion, claims: Claims) -> bool:
-        """``store``, releasing the request's claim in the same transaction, off the event loop."""
+    def _stored(self, key: str, completion: Completion, claims: Claims, then) -> bool:
+        """``store``, releasing the request's claim in the same transaction, off the event loop: queued at
+        once, not waited for, and ``then()`` called once it is committed."""
         value = self._entry(completion)
         if value is not None:
-            await claims.store(key, value)
+            claims.store(key, value, then)
         return value is not None
 
     def _entry(self, completion: Completion) -> dict[str, Any] | None:
@@ -466,19 +474,21 @@ class LLMClient:
             return None
 
     # -- the live path ---------------------------------------------------------------------------
-    async def _run(self, litellm, examples, prompts, keys, todo, label, validate) -> dict[int, Completion]:
+    async def _run(self, litellm, examples, prompts, keys, todo, label, validate, answers: Answers) -> None:
         self.budget.open()
         self._since = time.time()
-        results: dict[int, Completion] = {}
+        asked = 0
         failed_before, shared_before = self.usage.failed, self.usage.shared
         with Claims(self.context.cache) as claims, progress(self.context, label, len(todo)) as advance:
             round_ = _Round(litellm, await self._direct(litellm), claims, Limiter(self.options.rpm, self.options.tpm),
                             validate, examples, prompts, keys)
 
             def done(i: int, completion: Completion | None) -> None:
+                nonlocal asked
                 if completion is None:  # the budget cannot cover it
                     return
-                results[i] = completion
+                answers.put(i, completion)
+                asked += 1
                 if not completion.ok:
                     self.usage.failed += 1
                 advance(1, status=f"failed {self.usage.failed}  ${self.usage.cost_usd:.4f}")
@@ -489,12 +499,11 @@ class LLMClient:
                 if round_.http is not None:
                     await round_.http.__aexit__(None, None, None)
         shared = self.usage.shared - shared_before
-        self.context.log(f"{label}: {len(results)}/{len(todo)} asked, {self.usage.failed - failed_before} failed, "
+        self.context.log(f"{label}: {asked}/{len(todo)} asked, {self.usage.failed - failed_before} failed, "
                          f"{len(examples) - len(todo)} cached, "
                          + (f"{shared} answered by another run on this cache, " if shared else "")
                          + f"${self.usage.cost_usd:.4f} spent"
                          + (f" ({self.usage.unpriced} answers of a model with no known price)" if self.usage.unpriced else ""))
-        return results
 
     async def _workers(self, round_: _Round, todo: list[int], done) -> None:
         """``max_concurrency`` workers take the requests in turn (memory stays flat in their number); one
@@ -503,16 +512,38 @@ class LLMClient:
         waiting: list[tuple[int, str]] = []
 
         async def worker() -> None:
-            for i in pending:
-                if (held := await self._one(round_, i, None, done)) is not None:
-                    waiting.append((i, held))
+            # Each worker claims its next request while it asks the current one: the claim's round trip
+            # through the cache's thread is off the request's path.
+            ahead = self._claim_next(round_, pending)
+            try:
+                while ahead is not None:
+                    i, claim = ahead
+                    state, found = await claim
+                    ahead = self._claim_next(round_, pending)
+                    if (held := await self._answered(round_, i, state, found, done)) is not None:
+                        waiting.append((i, held))
+            finally:
+                if ahead is not None:
+                    _abandon(ahead[1])
             while waiting:
                 i, seen = waiting.pop()
                 await round_.claims.freed(round_.keys[i])
-                if (held := await self._one(round_, i, seen, done)) is not None:
+                state, found = await self._claim(round_, i, seen)
+                if (held := await self._answered(round_, i, state, found, done)) is not None:
                     waiting.append((i, held))
 
         await asyncio.gather(*(worker() for _ in range(min(self.options.max_concurrency, len(todo)))))
+        await round_.claims.stored()
+
+    def _claim_next(self, round_: _Round, pending) -> tuple[int, asyncio.Future] | None:
+        """The next request, and its claim taken in the background; None when every request is taken."""
+        i = next(pending, None)
+        return None if i is None else (i, asyncio.ensure_future(self._claim(round_, i, None)))
+
+    def _claim(self, round_: _Round, i: int, seen: str | None):
+        """Claim request ``i`` (``Claims.take``), unless the cache answers it."""
+        validate = round_.validate
+        return round_.claims.take(round_.keys[i], seen, lambda entry: self._acceptable(entry, validate))
 
     async def _direct(self, litellm) -> DirectHTTP | None:
         """The direct HTTP path, where the endpoint is OpenAI-compatible and the spec allows it."""
@@ -523,15 +554,14 @@ class LLMClient:
             return None
         return await DirectHTTP(litellm, o.model, o.api_base, self.api_key(), self.text).__aenter__()
 
-    async def _one(self, round_: _Round, i: int, seen: str | None, done) -> str | None:
-        """Request ``i``: asked by this process, or taken from the cache where another process answered it.
-        Returns the owner of another process's live claim on it, to be waited for."""
-        example, key, validate = round_.examples[i], round_.keys[i], round_.validate
-        state, found = await round_.claims.take(key, seen, lambda entry: self._acceptable(entry, validate))
+    async def _answered(self, round_: _Round, i: int, state: str, found: Any, done) -> str | None:
+        """Request ``i``, claimed (``state``): asked by this process, or taken from the cache where another
+        process answered it. Returns the owner of another process's live claim on it, to be waited for."""
+        example, validate = round_.examples[i], round_.validate
         if state == "held":
             return found["owner"]
         if state == "ours":
-            done(i, await self._asked(round_, i))
+            await self._asked(round_, i, done)
         elif state == "answered":
             self.usage.shared += 1
             self.budget.record_shared(found.get("cost_usd") or 0.0)
@@ -540,13 +570,15 @@ class LLMClient:
             done(i, Completion.failed(example, found["failed"]))
         return None
 
-    async def _asked(self, round_: _Round, i: int) -> Completion | None:
+    async def _asked(self, round_: _Round, i: int, done) -> None:
+        """Ask request ``i``; ``done`` has its answer once the answer is stored (counted, it is on disk)."""
         prompt, key, claims = round_.prompts[i], round_.keys[i], round_.claims
         budgeted = self.options.max_usd is not None
         need = self.worst_case(round_.litellm, prompt) if budgeted else 0.0
         if budgeted and not await self.budget.reserve(need):
             claims.give_up(key)
-            return None
+            done(i, None)
+            return
         try:
             completion = await self._ask(round_.litellm, round_.limiter, round_.examples[i], prompt, round_.validate,
                                          round_.http)
@@ -556,9 +588,9 @@ class LLMClient:
         finally:
             if budgeted:
                 await self.budget.release(need)
-        if not await self._stored(key, completion, claims):
+        if not self._stored(key, completion, claims, functools.partial(done, i, completion)):
             claims.give_up(key, completion.error)
-        return completion
+            done(i, completion)
 
     async def _ask(self, litellm, limiter: Limiter, example: Example, prompt: str, validate,
                    http: DirectHTTP | None = None) -> Completion:
@@ -657,8 +689,7 @@ class _Round:
     keys: list[str]
 
 
-def _fields(hit: dict[str, Any]) -> dict[str, Any]:
-    """A cached entry's fields as a Completion's."""
-    return dict(finish_reason=hit.get("finish_reason"), model=hit.get("model"),
-                prompt_tokens=hit.get("prompt_tokens", 0), completion_tokens=hit.get("completion_tokens", 0),
-                cost_usd=hit.get("cost_usd", 0.0))
+def _abandon(task: asyncio.Future) -> None:
+    """Cancel a task whose outcome is no longer wanted; one that has ended is read, so no error is left unread."""
+    if not task.cancel() and not task.cancelled():
+        task.exception()

@@ -31,6 +31,25 @@ def _certificates():
     return ssl.create_default_context(cafile=os.environ.get("SSL_CERT_FILE") or certifi.where())
 
 
+def _from_environment(url: str, authorized: bool) -> dict[str, Any]:
+    """The proxy a request to ``url`` goes through, with its login, and the login ``.netrc`` gives the host
+    where the request carries no key of its own: as an aiohttp session trusting the environment finds them."""
+    from aiohttp.helpers import basicauth_from_netrc, get_env_proxy_for_url, netrc_from_env
+    from yarl import URL
+
+    routing: dict[str, Any] = {}
+    try:
+        routing["proxy"], routing["proxy_auth"] = get_env_proxy_for_url(URL(url))
+    except LookupError:  # no proxy for this URL
+        pass
+    if not authorized:
+        try:
+            routing["auth"] = basicauth_from_netrc(netrc_from_env(), URL(url).host)
+        except LookupError:
+            pass
+    return routing
+
+
 def direct_text(litellm, model: str) -> bool:
     """Whether litellm sends a text completion of ``model`` to ``/completions`` as it is: it turns one for
     a known chat model, or a provider other than openai/, into a chat request."""
@@ -48,13 +67,17 @@ class DirectHTTP:
         self.url = api_base.rstrip("/") + ("/completions" if text else "/chat/completions")
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.session = None
+        self.routing: dict[str, Any] = {}  # the proxy, or the .netrc login, each request goes with
 
     async def __aenter__(self) -> Self:
         import aiohttp  # litellm's own dependency
 
         # No connection limit of the session's own: the client's workers bound the requests in flight.
         connector = aiohttp.TCPConnector(limit=0, ssl=_certificates())
-        self.session = aiohttp.ClientSession(connector=connector, trust_env=True)  # HTTPS_PROXY, as httpx
+        # The environment's proxy (HTTPS_PROXY, NO_PROXY, as httpx reads them) and .netrc are read once
+        # here: a session that trusts the environment reads both again, in a thread, for every request.
+        self.routing = _from_environment(self.url, bool(self.headers))
+        self.session = aiohttp.ClientSession(connector=connector)
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -66,7 +89,7 @@ class DirectHTTP:
 
         body = {"model": self.name, **{k: v for k, v in params.items() if v is not None}}
         try:
-            async with self.session.post(self.url, json=body, headers=self.headers,
+            async with self.session.post(self.url, json=body, headers=self.headers, **self.routing,
                                          timeout=aiohttp.ClientTimeout(total=timeout)) as response:
                 data = await response.read()
                 status, headers = response.status, dict(response.headers)

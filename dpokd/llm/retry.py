@@ -15,7 +15,7 @@ import random
 import socket
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, Awaitable, Callable, Iterator
 from urllib.parse import urlsplit
@@ -195,28 +195,43 @@ def _finite(seconds: float) -> float:
 WINDOW = 60.0  # seconds: the minute of rpm and tpm
 
 
-@dataclass
 class Limiter:
-    """Requests-per-minute and tokens-per-minute over a sliding 60 s window."""
+    """Requests-per-minute and tokens-per-minute over a sliding 60 s window.
 
-    rpm: int | None
-    tpm: int | None
-    starts: deque = field(default_factory=deque)
-    tokens: deque = field(default_factory=deque)
+    Only a limit that is set keeps its window's requests (a start time, or a start time and a token
+    estimate), with a running total of the tokens: each request costs the same however many are in
+    the window, and nothing is kept where no limit is set."""
+
+    def __init__(self, rpm: int | None, tpm: int | None):
+        self.rpm = rpm
+        self.tpm = tpm
+        self.starts: deque[float] = deque()
+        self.tokens: deque[tuple[float, int]] = deque()
+        self.in_window = 0  # the tokens of ``tokens``
 
     async def acquire(self, estimate: int) -> None:
+        if not (self.rpm or self.tpm):
+            return
         while True:
             now = time.monotonic()
-            for q in (self.starts, self.tokens):
-                while q and now - q[0][0] >= WINDOW:
-                    q.popleft()
+            self._forget(now)
             waits = []
             if self.rpm and len(self.starts) >= self.rpm:
-                waits.append(WINDOW - (now - self.starts[0][0]))
-            if self.tpm and self.tokens and sum(t for _, t in self.tokens) + estimate > self.tpm:
+                waits.append(WINDOW - (now - self.starts[0]))
+            if self.tpm and self.tokens and self.in_window + estimate > self.tpm:
                 waits.append(WINDOW - (now - self.tokens[0][0]))
             if not waits:
-                self.starts.append((now, 1))
-                self.tokens.append((now, estimate))
+                if self.rpm:
+                    self.starts.append(now)
+                if self.tpm:
+                    self.tokens.append((now, estimate))
+                    self.in_window += estimate
                 return
             await asyncio.sleep(max(0.01, min(waits)))
+
+    def _forget(self, now: float) -> None:
+        """Drop the requests that have left the window."""
+        while self.starts and now - self.starts[0] >= WINDOW:
+            self.starts.popleft()
+        while self.tokens and now - self.tokens[0][0] >= WINDOW:
+            self.in_window -= self.tokens.popleft()[1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 
 import dpokd
 from dpokd import Completion, Example
@@ -26,7 +27,7 @@ class LiteLLMTeacher(dpokd.Teacher):
         check_key(self.options, self.field, self.context.offline)
         check_server(self.options, self.field, self.context.offline)
 
-    def answer(self, examples: list[Example]) -> list[Completion]:
+    def answer(self, examples: list[Example]) -> Sequence[Completion]:
         return self.client.complete(examples, label=self.field)
 
     def usage(self) -> dict[str, float]:
