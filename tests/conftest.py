@@ -30,6 +30,18 @@ def pytest_configure(config):
         compileall.compile_dir(ROOT / "dpokd", quiet=1)
 
 
+# The longest files, longest first (each a minute or more of CPU): xdist's --dist loadfile hands files
+# out in collection order, so a long file collected last would run alone while the other worker idles.
+LONGEST_FIRST = ["test_own_data.py", "test_replay.py", "test_engine.py", "test_integrity.py", "test_cli.py",
+                 "test_seeds.py", "test_docs_outputs.py", "test_systems.py", "test_convergence.py",
+                 "test_sandbox_attacks.py", "test_plugins.py", "test_samples_file.py", "test_lm_eval.py"]
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file's tests keep their order
+
+
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 600,
             fresh: bool = False) -> subprocess.CompletedProcess:
     """Run ``dpokd`` in a process of its own, as a user would: forked from an interpreter with the heavy
