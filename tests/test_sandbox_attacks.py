@@ -219,10 +219,8 @@ while True:
     assert results[1].passed, results[1]
 
 
-@pytest.mark.parametrize("mode", ["root", "user"])
-def test_a_double_fork_does_not_outlive_its_sample(mode):
-    box = make_box(mode, Limits(timeout=3.0), workers=1, uid=user_uid(offset=1))  # no other box's processes
-    survivor = attack("""
+# A grandchild in a session of its own, left sleeping after its sample ended.
+DOUBLE_FORK = """
 import os, time
 if os.fork() == 0:
     try:
@@ -233,7 +231,13 @@ if os.fork() == 0:
         time.sleep(60)
     os._exit(0)
 time.sleep(0.2)
-""")
+"""
+
+
+@pytest.mark.parametrize("mode", ["root", "user"])
+def test_a_double_fork_does_not_outlive_its_sample(mode):
+    box = make_box(mode, Limits(timeout=3.0), workers=1, uid=user_uid(offset=1))  # no other box's processes
+    survivor = attack(DOUBLE_FORK)
     uids = set(getattr(box, "_leases", {})) or {getattr(box, "uid", os.getuid())}
     try:
         assert box.run(survivor).status == "failed"

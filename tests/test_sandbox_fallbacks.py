@@ -15,6 +15,7 @@ from dpokd.sandbox.runner import _WITHOUT_ENV
 
 from .as_user import UserSandbox, user_uid
 from .test_sandbox_attacks import (  # noqa: F401
+    DOUBLE_FORK,
     HONEST,
     PROMPT,
     TESTS,
@@ -117,18 +118,7 @@ for pid in (os.getppid(), -1, {dpokd}):
 
 def test_without_user_namespaces_a_double_fork_does_not_outlive_its_sample():
     box = user_box("user-namespaces", Limits(timeout=3.0), workers=1, offset=3)
-    survivor = attack("""
-import os, time
-if os.fork() == 0:
-    try:
-        os.setsid()
-    except OSError:
-        pass
-    if os.fork() == 0:
-        time.sleep(60)
-    os._exit(0)
-time.sleep(0.2)
-""")
+    survivor = attack(DOUBLE_FORK)
     try:
         assert box.run(Job(HONEST, TESTS, "add_one", PROMPT)).passed
         idle = set(live_processes({box.uid}))  # dpokd and its harness, waiting
