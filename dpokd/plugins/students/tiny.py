@@ -40,18 +40,27 @@ def python_corpus(chars: int = PRETRAIN["chars"]) -> list[str]:
     return found
 
 
-def tiny_model_dir(models_dir: Path, corpus: list[str], *, hidden: int, layers: int, vocab: int, seed: int,
-                   pretrain_steps: int = 0) -> Path:
-    """Build (once) and return the directory of the tiny model for this corpus and size, in ``models_dir``
-    (a context's ``layout.models``). With ``pretrain_steps``, the model is then trained that many steps
-    on ``corpus`` as a language model (the tokenizer is always trained on it)."""
+def tiny_recipe(corpus: list[str], *, hidden: int, layers: int, vocab: int, seed: int, pretrain_steps: int = 0) -> dict:
+    """Everything the tiny model is built from; its hash names the model's directory."""
     recipe = {"hidden": hidden, "layers": layers, "vocab": vocab, "seed": seed, "version": 5, "lm_head_scale": LM_HEAD_SCALE,
               "corpus": hashlib.sha256("\x00".join(corpus).encode()).hexdigest()}
     if pretrain_steps:
         recipe["pretrain"] = {**PRETRAIN, "steps": pretrain_steps}
         del recipe["lm_head_scale"]
-    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
-    directory = Path(models_dir) / f"tiny-{digest}"
+    return recipe
+
+
+def tiny_dir_name(recipe: dict) -> str:
+    return "tiny-" + hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def tiny_model_dir(models_dir: Path, corpus: list[str], *, hidden: int, layers: int, vocab: int, seed: int,
+                   pretrain_steps: int = 0) -> Path:
+    """Build (once) and return the directory of the tiny model for this corpus and size, in ``models_dir``
+    (a context's ``layout.models``). With ``pretrain_steps``, the model is then trained that many steps
+    on ``corpus`` as a language model (the tokenizer is always trained on it)."""
+    recipe = tiny_recipe(corpus, hidden=hidden, layers=layers, vocab=vocab, seed=seed, pretrain_steps=pretrain_steps)
+    directory = Path(models_dir) / tiny_dir_name(recipe)
     if (directory / "config.json").exists():
         return directory
     # Built aside, then renamed into place: a killed build leaves nothing half-written, and ranks
