@@ -32,7 +32,7 @@ def pytest_configure(config):
 
 # The longest files, longest first (each a minute or more of CPU): xdist's --dist loadfile hands files
 # out in collection order, so a long file collected last would run alone while the other worker idles.
-LONGEST_FIRST = ["test_own_data.py", "test_replay.py", "test_engine.py", "test_integrity.py", "test_cli.py",
+LONGEST_FIRST = ["test_methods.py", "test_own_data.py", "test_replay.py", "test_engine.py", "test_integrity.py", "test_cli.py",
                  "test_seeds.py", "test_docs_outputs.py", "test_systems.py", "test_convergence.py",
                  "test_sandbox_attacks.py", "test_plugins.py", "test_samples_file.py", "test_lm_eval.py"]
 
