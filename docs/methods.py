@@ -107,7 +107,10 @@ def table(path: Path = SUMMARY) -> str:
     teacher = [v for m in found["methods"].values() for v in m["teacher"]]
     ends = (f"The base student scored {min(base):.3f}–{max(base):.3f} and the teacher "
             f"{min(teacher):.3f}–{max(teacher):.3f} on every run's held-out problems.")
-    lines += ["", ends]
+    # The harder task's aim: a student in the middle of the scale, with room above and below it.
+    middle = ", ".join(f"{name} {sum(0.2 <= v <= 0.8 for v in m['pass@1']['by_seed'].values())} of {n}"
+                       for name, m in found["methods"].items())
+    lines += ["", ends, f"Seeds on which a method's student scored between 0.2 and 0.8: {middle}."]
     return "\n".join(lines)
 
 
