@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .scoring.rows import (EXTRAS, SPREAD, metric_columns, convergence_notes, delta_metric, plain_rows,
-                           main_metric, reference_names, verdicts)
+                           main_metric, reference_names, truth_names, verdicts)
 from .scoring.seeds import plain_seed_rows, seed_groups, seed_rows
 
 # What a run spent, and how many of the teacher's answers max_tokens cut off: counts of the run,
@@ -194,14 +194,14 @@ def _extra_headers(rows: list[dict[str, Any]]) -> list[str]:
     if any(r.get("vs_prev") for r in rows):
         headers.append(f"Δ{delta_metric(rows)} vs previous")
     if any(r.get("judge_calibration") for r in rows):
-        headers.append("judge vs execution")
+        headers.append(f"judge vs {truth_names(rows)}")
     return headers
 
 
 def _md_extra(r: dict[str, Any], headers: list[str]) -> list[str]:
     cells = []
     for header in headers:
-        if header == "judge vs execution":
+        if header.startswith("judge vs "):
             accuracy, kappa, pairs = fmt_calibration(r.get("judge_calibration"))
             cells.append(f"accuracy {accuracy}, κ {kappa} ({pairs} pairs)" if pairs else "")
         else:
@@ -275,8 +275,9 @@ def _table(rows: list[dict[str, Any]], columns: list[str], best: dict[str, int],
                        f"{reference_names(rows)} and, for each checkpoint, the one before it (prev)")
     if judged:
         _note(console, "judge acc, κ: where exactly one of a system's and its baseline's answers passes the tests, "
-                       "how often the LLM judge prefers the passing one, and Cohen's κ against execution (a grading "
-                       "judge: how often a grade of at least half the scale agrees with each answer's pass or fail)")
+                       "how often the LLM judge prefers the passing one, and Cohen's κ against "
+                       f"{truth_names(rows)} (a grading judge: how often a grade of at least half the scale agrees "
+                       "with each answer's pass or fail)")
 
 
 def _metric_group(column: str, rows: list[dict[str, Any]], best: dict[str, int]) -> ColumnGroup:

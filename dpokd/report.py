@@ -28,7 +28,8 @@ from .records import TRUNCATED_FINISH_REASONS, Example, Outcome, PreferencePair
 from .runs import RunDir, read_json, read_jsonl, write_jsonl
 from .scoring.outcomes import AGAIN, eval_path, passed
 from .scoring.rows import (EXTRAS, SPREAD, convergence_notes, delta_metric, load_rows, metric_columns, paired_shares,
-                           plain_rows, previous_checkpoint, reference_names, run_labels, run_outcomes, verdicts)
+                           plain_rows, previous_checkpoint, reference_names, run_labels, run_outcomes, truth_names,
+                           verdicts)
 from .scoring.groups import SEEDED, Side, group_delta, parse_side
 from .scoring.seeds import plain_seed_rows, seed_groups, seed_rows
 
@@ -86,7 +87,8 @@ def render_report(run_dirs: list[Path], against: str | None = None, versus: str 
         title="dpokd report: " + ", ".join(run.name for run in runs),
         columns=metric_columns(rows), rows=plain, runs=runs, systems=systems, statuses=statuses,
         fmt_delta=fmt_delta, fmt_calibration=fmt_calibration, short_name=short_name, extras=EXTRAS,
-        has=lambda key: any(r.get(key) for r in plain), reference=reference_names(rows), delta_metric=delta_metric(rows),
+        has=lambda key: any(r.get(key) for r in plain), reference=reference_names(rows), truth=truth_names(rows),
+        delta_metric=delta_metric(rows),
         data={"previous": {run.name: run.previous for run in runs}}, script=script, script_hash=script_hash,
         notes=convergence_notes(rows) + skipped, seeds=by_seed, seed_columns=metric_columns(by_seed), spread_key=SPREAD,
         spread_headers=spread_headers, fmt_spread=fmt_spread, seed_title=seed_title(by_seed) if by_seed else "",

@@ -204,6 +204,13 @@ def test_a_grading_judge_is_calibrated_against_a_pass_or_fail_judge(tmp_path):
     # Cohen's κ of [p, p, f, f, p, f] against [p, p, f, p, f, f]: observed 4/6, chance 1/2.
     assert found["kappa"] == pytest.approx((4 / 6 - 0.5) / 0.5)
     assert rows["s"]["match"] == 0.5 and rows["s"]["rubric"] == pytest.approx(sum(grades) / 6)
+    # Every format names the judge it is calibrated against: match here, not execution.
+    markdown = run_cli("leaderboard", str(run.path), "--format", "md").stdout
+    assert "judge vs match" in markdown and "execution" not in markdown
+    terminal = " ".join(run_cli("leaderboard", str(run.path), env={"COLUMNS": "200"}).stdout.split())
+    assert "Cohen's κ against match" in terminal and "execution" not in terminal
+    assert run_cli("view", str(run.path)).returncode == 0
+    assert "Cohen's κ against match (undefined" in (run.path / "report.html").read_text()
 
 
 def test_what_was_not_measured_is_missing_in_every_format_never_zero(tmp_path):

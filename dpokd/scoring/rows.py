@@ -228,6 +228,12 @@ def reference_names(rows: list[dict[str, Any]]) -> str:
     return " / ".join(names) or REFERENCE
 
 
+def truth_names(rows: list[dict[str, Any]]) -> str:
+    """The pass or fail judge(s) the rows' judge calibration is against (``execution``, ``match``, ...)."""
+    names = sorted({r["judge_calibration"]["execution"] for r in rows if r.get("judge_calibration")})
+    return " / ".join(names) or "execution"
+
+
 def delta_metric(rows: list[dict[str, Any]]) -> str:
     """The metric the rows' Δ are of."""
     found = [r[key]["metric"] for r in rows for key in ("vs_ref", "vs_prev") if r.get(key)]
