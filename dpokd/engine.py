@@ -84,9 +84,19 @@ class Engine:
         models.preflight(self.spec, self.context)  # retired or unpriced API models
         for plugin in (self.teacher, *self.judges, self.student, self.task, *self.extra.values()):
             if plugin is not None:
-                plugin.preflight()
+                with self._spec_named():
+                    plugin.preflight()
         if self.spec.run.verified_pairs and not self.eval_only:
             check_isolation()  # verified pairs run the answers' code
+
+    @contextmanager
+    def _spec_named(self):
+        """A data, model or server error, prefixed with the spec that asked for it, as a spec's own errors are."""
+        try:
+            yield
+        except ConfigError as exc:
+            prefix = f"{self.spec.path}: "
+            raise ConfigError(str(exc) if str(exc).startswith(prefix) else prefix + str(exc)) from None
 
     def _check_named_systems(self) -> None:
         names = self.system_names()
@@ -146,12 +156,10 @@ class Engine:
     def prepare(self) -> list[Example]:
         """Everything that can fail cheaply fails here, before the first paid call or file."""
         train = self.task.examples("train")
-        try:
+        with self._spec_named():
             self._check_data(train)
             for student in self.students():
                 student.prepare(train)  # checks what needs the tokenizer (max_length); dpokd:tiny is built from it
-        except ConfigError as exc:
-            raise ConfigError(f"{self.spec.path}: {exc}") from None
         data = self._fingerprints(train)
         if not self.fresh:
             self.run.check_data(data)

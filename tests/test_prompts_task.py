@@ -265,4 +265,5 @@ plugin = "teacher-likelihood"
         out = run_cli("run", "spec.toml", cwd=tmp_path, env={"OPENAI_API_KEY": "sk-loopback"})
         assert server.requests == []
     assert out.returncode == 2 and message.format(path=path) in out.stderr, out.stderr
+    assert "error: spec.toml: task.dataset: " in out.stderr  # named by the spec, as its own errors are
     assert "Traceback" not in out.stderr and not (tmp_path / "runs" / "mine").exists()
