@@ -18,9 +18,16 @@ def _grams(text: str) -> set[tuple[str, ...]]:
     return {tuple(words[i : i + N]) for i in range(len(words) - N + 1)}
 
 
+def _task_input(example: Example) -> str:
+    """The task input, not the prompt: a shared prompt template is not contamination, and neither is a
+    conversation's system prompt, which a dataset's records share as they would a template."""
+    if example.messages:
+        return "\n".join(m["content"] for m in example.messages if m["role"] != "system")
+    return example.input or example.prompt
+
+
 def _texts(example: Example) -> list[str]:
-    # The task input, not the prompt: a shared prompt template is not contamination.
-    return [t for t in (example.input or example.prompt, example.reference) if t]
+    return [t for t in (_task_input(example), example.reference) if t]
 
 
 def overlapping(train: list[Example], evaluation: list[Example]) -> list[str]:
@@ -39,7 +46,7 @@ def overlapping(train: list[Example], evaluation: list[Example]) -> list[str]:
     whole.discard("")
     hits = []
     for example in evaluation:
-        task_input = " ".join(_words(example.input or example.prompt))
+        task_input = " ".join(_words(_task_input(example)))
         if task_input in whole or any(_grams(t) & seen for t in _texts(example)):
             hits.append(example.id)
     return hits

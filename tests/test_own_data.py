@@ -54,11 +54,11 @@ def test_the_api_teacher_and_rubric_spec_runs_against_a_loopback_server_and_repl
     from dpokd.testing import LoopbackServer
 
     rows = [json.loads(line) for line in (ROOT / "specs" / "data" / "chat.jsonl").read_text().splitlines()]
-    replies = {r["messages"][-1]["content"]: r["reference"] for r in rows}
+    replies = {tuple(m["content"] for m in r["messages"]): r["reference"] for r in rows}
 
     def respond(body):
-        last = body["messages"][-1]["content"]
-        return replies[last] if last in replies else "A fair reply.\nRating: [[7]]"  # else it grades
+        conversation = tuple(m["content"] for m in body["messages"] if m["role"] != "system")
+        return replies.get(conversation, "A fair reply.\nRating: [[7]]")  # else it grades
 
     shutil.copytree(ROOT / "specs" / "data", tmp_path / "specs" / "data")
     spec = tmp_path / "specs" / "own_rubric.toml"

@@ -154,3 +154,19 @@ def test_contamination_ignores_short_identical_references_and_keeps_short_identi
     long = "the function returns the sum of the squares of every odd number in the list it is given"
     assert overlapping([Example(id="t", prompt="Sum odd squares.", reference=long)],
                        [Example(id="e", prompt="Write it.", reference="In short: " + long)]) == ["e"]
+
+
+def test_contamination_reads_a_conversation_without_the_system_prompt_its_records_share():
+    system = {"role": "system", "content": "You are a careful assistant who answers every question in one short sentence."}
+
+    def chat(i: str, *turns: str) -> Example:
+        messages = [system, *({"role": "user", "content": t} for t in turns)]
+        return Example(id=i, prompt="\n\n".join(m["content"] for m in messages), messages=messages)
+
+    train = [chat("t1", "I saw a bee today."), chat("t2", "Tell me about the weather in Oslo in the spring.")]
+    # Shared with a training conversation, only the system prompt: no leak.
+    assert overlapping(train, [chat("e1", "I saw a cow today.")]) == []
+    # A training conversation word for word, or one of 13 words shared in the turns, still is.
+    assert overlapping(train, [chat("e2", "I saw a bee today.")]) == ["e2"]
+    said = "the weather in oslo in the spring is cold and wet and windy most days"
+    assert overlapping(train + [chat("t3", said)], [chat("e3", "Is it true that " + said + "?")]) == ["e3"]
