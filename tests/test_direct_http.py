@@ -3,6 +3,7 @@
 import asyncio
 import json
 import socket
+import time
 
 import pytest
 
@@ -112,3 +113,30 @@ def test_the_environments_proxy_carries_the_requests(tmp_path, monkeypatch):
         monkeypatch.setenv("NO_PROXY", "localhost")
         [answer] = LLMClient(options, Context(cache_dir=tmp_path / "direct")).complete([Example(id="a", prompt="hi")])
         assert not answer.ok and "connection refused" in answer.error and len(proxy.requests) == 1
+
+
+def test_a_callback_registered_with_litellm_sees_every_request(server, tmp_path, monkeypatch):
+    """A logging integration hooked into litellm would miss the direct path's requests: with one
+    registered, the requests go through litellm, which calls it."""
+    from litellm.integrations.custom_logger import CustomLogger
+
+    class Seen(CustomLogger):
+        def __init__(self):
+            super().__init__()
+            self.models: list[str] = []
+
+        async def async_log_success_event(self, kwargs, response_obj, start_time, end_time):
+            self.models.append(kwargs["model"])
+
+    litellm = import_litellm()
+    seen = Seen()
+    monkeypatch.setattr(litellm, "callbacks", [seen])
+    prompts = [Example(id=f"p{i}", prompt=f"prompt number {i}") for i in range(4)]
+    options = LLMOptions(model=MODEL, api_base=server.url, max_tokens=50)
+    answers = LLMClient(options, Context(cache_dir=tmp_path / "logged")).complete(prompts)
+    assert [a.text for a in answers] == [f"echo: prompt number {i}" for i in range(4)]
+    for _ in range(50):  # litellm calls its success callbacks in tasks of their own, just after the answer
+        if len(seen.models) == 4:
+            break
+        time.sleep(0.1)
+    assert len(seen.models) == 4

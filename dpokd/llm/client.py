@@ -59,6 +59,9 @@ DEFAULT_API_BASES = {
     "together_ai": ("https://api.together.ai", ("TOGETHER_AI_API_BASE",)),
     "ollama": ("http://localhost:11434", ("OLLAMA_API_BASE",)),
 }
+# litellm's registries of callbacks: where any is set, requests go through litellm, which calls them.
+LITELLM_CALLBACKS = ("callbacks", "input_callback", "success_callback", "failure_callback", "_async_input_callback",
+                     "_async_success_callback", "_async_failure_callback")
 CONNECT_TIMEOUT = 2.0  # seconds the preflight waits for a connection to the model's server
 FAILED_FINISH_REASONS = {"content_filter", "safety", "recitation", "blocked"}
 PRICES_KEPT = 100_000  # prices of (prompt, completion) token counts remembered per client
@@ -95,7 +98,8 @@ class LLMOptions(Options):
     usd_per_million_output: float | None = Field(None, ge=0, description="price override, for models litellm has no price for")
     direct_http: bool = Field(True, description="send the requests to an OpenAI-compatible api_base (openai/ or "
                               "hosted_vllm/ models) as plain HTTP, without litellm's CPU per call; errors, retries and "
-                              "prices are litellm's as on its own path. false: every request through litellm")
+                              "prices are litellm's as on its own path. false, or any litellm callback registered: "
+                              "every request through litellm")
     batch: bool = Field(False, description="send uncached requests through the provider's batch API: about half "
                         "the price, answers within 24 h; an interrupted run resumes its batches, and max_usd is "
                         "checked between batches, which then go one at a time")
@@ -552,6 +556,8 @@ class LLMClient:
             return None
         if self.text and not direct_text(litellm, o.model):
             return None
+        if any(getattr(litellm, name, None) for name in LITELLM_CALLBACKS):
+            return None  # callbacks someone registered with litellm (a logging integration) see every request
         return await DirectHTTP(litellm, o.model, o.api_base, self.api_key(), self.text).__aenter__()
 
     async def _answered(self, round_: _Round, i: int, state: str, found: Any, done) -> str | None:
