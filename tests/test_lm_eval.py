@@ -109,6 +109,7 @@ def run(tmp_path_factory):
     env = {"PYTHONPATH": str(home / "site"), "LM_EVAL_CALLS": str(calls)}
     out = run_cli("run", "bench.toml", cwd=home, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
+    assert "not a git repository" not in out.stderr  # lm-eval's `git describe`, outside a repository
     return home, home / "runs" / "bench", env, calls
 
 

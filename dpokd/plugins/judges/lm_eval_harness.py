@@ -13,6 +13,7 @@ dpokd[lm-eval]``).
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import hashlib
@@ -232,13 +233,29 @@ class LMEvalJudge(dpokd.Judge):
         o = self.options
         _quiet()
         manager = TaskManager(include_defaults=not all(map(is_yaml, entries)))
-        output = lm_eval.simple_evaluate(
-            model="hf", model_args=self.model_args(checkpoint), tasks=[self._spec(e) for e in entries],
-            task_manager=manager, num_fewshot=o.num_fewshot, limit=o.limit, batch_size=o.batch_size,
-            gen_kwargs=o.gen_kwargs or None, log_samples=True)
+        with _no_git_describe():
+            output = lm_eval.simple_evaluate(
+                model="hf", model_args=self.model_args(checkpoint), tasks=[self._spec(e) for e in entries],
+                task_manager=manager, num_fewshot=o.num_fewshot, limit=o.limit, batch_size=o.batch_size,
+                gen_kwargs=o.gen_kwargs or None, log_samples=True)
         if output is None:  # lm-eval returns nothing on ranks other than the first
             raise dpokd.PluginError("lm-eval returned no results (a process other than the first of a launch?)")
         return output
+
+
+@contextlib.contextmanager
+def _no_git_describe():
+    """lm-eval records the git commit of the current folder by running ``git describe``, which prints
+    "fatal: not a git repository" on the user's terminal outside one. dpokd keeps its own provenance
+    (manifest.json), and the hash is not read back."""
+    import lm_eval.evaluator
+
+    found = lm_eval.evaluator.get_git_commit_hash
+    lm_eval.evaluator.get_git_commit_hash = lambda: None
+    try:
+        yield
+    finally:
+        lm_eval.evaluator.get_git_commit_hash = found
 
 
 def _quiet() -> None:
