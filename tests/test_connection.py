@@ -103,6 +103,18 @@ def test_without_api_base_the_providers_server_is_checked_where_the_environment_
         check_server(LLMOptions(model="gemini/gemini-2.0-flash"), "teacher", offline=False)
 
 
+def test_a_provider_dpokd_does_not_list_is_checked_where_litellm_sends_it(closed_url, monkeypatch):
+    from dpokd.llm.client import server_of
+
+    monkeypatch.delenv("CEREBRAS_API_BASE", raising=False)
+    assert server_of(LLMOptions(model="cerebras/llama3.1-8b"), "teacher")[0] == "https://api.cerebras.ai/v1"
+    assert server_of(LLMOptions(model="bedrock/anthropic.claude-v2"), "teacher") is None  # litellm signs its own
+    monkeypatch.setenv("CEREBRAS_API_BASE", closed_url)
+    with pytest.raises(ConfigError, match=r"^teacher.model: could not connect to .* \(from \$CEREBRAS_API_BASE\): "
+                                          "connection refused"):
+        check_server(LLMOptions(model="cerebras/llama3.1-8b"), "teacher", offline=False)
+
+
 def test_a_server_behind_a_proxy_is_the_proxys_to_reach(closed_url, monkeypatch):
     options = LLMOptions(model="openai/x", api_base=closed_url)
     monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")

@@ -205,13 +205,29 @@ def server_of(options: LLMOptions, field: str) -> tuple[str, str, str] | None:
     if options.api_base:
         return options.api_base, f"{field}.api_base", ""
     provider = provider_of(options.model)
-    if "/" not in options.model or provider not in DEFAULT_API_BASES:
+    if "/" not in options.model:
         return None  # a bare name is litellm's to place (gpt-4o at OpenAI, claude-3 at Anthropic)
+    if provider not in DEFAULT_API_BASES:
+        return _litellms_api_base(options.model, provider, field)
     default, names = DEFAULT_API_BASES[provider]
     for name in names:
         if os.environ.get(name):
             return os.environ[name], f"{field}.model", f" (from ${name})"
     return default, f"{field}.model", f" ({provider}'s API)"
+
+
+def _litellms_api_base(model: str, provider: str, field: str) -> tuple[str, str, str] | None:
+    """Where litellm sends an OpenAI-compatible provider's requests (Fireworks, xAI, Cerebras, NVIDIA NIM, ...,
+    or its ``*_API_BASE`` variable); None for a provider litellm reaches through its own SDK or signing."""
+    try:
+        api_base = import_litellm().get_llm_provider(model)[3]
+    except Exception:  # noqa: BLE001 - a provider litellm does not know fails at the first request, with its words
+        return None
+    if not api_base:
+        return None
+    variable = f"{provider.upper()}_API_BASE"  # litellm's name for the variable that moves a provider
+    note = f" (from ${variable})" if os.environ.get(variable) == api_base else f" ({provider}'s API)"
+    return api_base, f"{field}.model", note
 
 
 def _proxied(scheme: str, host: str) -> bool:
