@@ -23,7 +23,7 @@ def task():
 
 
 def make_student(tmp_path, task, **options):
-    opts = dict(model="dpokd:tiny", generation="vllm", max_new_tokens=24, stop=["\ndef "], **options)
+    opts = {"model": "dpokd:tiny", "generation": "vllm", "max_new_tokens": 24, "stop": ["\ndef "], **options}
     student = HFQLoRAStudent(HFQLoRAStudent.Options(**opts), Context(cache_dir=tmp_path / "cache"))
     student.prepare(task.examples("train"))
     return student
@@ -107,3 +107,34 @@ def test_an_unreachable_server_fails_before_any_work(tmp_path, task):
         url = server.url
     with pytest.raises(ConfigError, match="no vLLM server answers"):
         make_student(tmp_path, task, vllm_url=url).preflight()
+
+
+def test_a_chat_template_that_writes_the_bos_gives_vllm_one_bos_as_generation_here_has(tmp_path, task):
+    """vLLM adds the tokenizer's special tokens to a completion's prompt: a Llama-style template that writes
+    the BOS itself must not give the model a second one there."""
+    from tokenizers import processors
+    from transformers import AutoTokenizer
+
+    from dpokd.plugins.students.tiny import CHAT_TEMPLATE
+
+    built = Path(make_student(tmp_path / "tiny", task).model_path)
+    llama_like = tmp_path / "llama-like"
+    tok = AutoTokenizer.from_pretrained(built)
+    tok.add_special_tokens({"bos_token": "<s>"})
+    bos = tok.convert_tokens_to_ids("<s>")
+    tok._tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", bos)])
+    tok.chat_template = "{{ bos_token }}" + CHAT_TEMPLATE
+    tok.save_pretrained(llama_like)
+    for name in ("config.json", "model.safetensors"):
+        (llama_like / name).write_bytes((built / name).read_bytes())
+    tok = AutoTokenizer.from_pretrained(llama_like)
+    assert tok("x")["input_ids"][0] == bos  # the tokenizer adds a BOS, as Llama's does
+
+    examples = task.examples("train")
+    with LoopbackServer(lambda body: "  return 1", served_model="llama-like") as server:
+        student = make_student(tmp_path, task, model=str(llama_like), vllm_url=server.url)
+        student.generate(examples)
+        here = student.encode_prompts(examples, student.tokenizer_for_prompts())
+        assert all(ids[0] == bos and ids[1] != bos for ids in here)
+        by_prompt = {r["prompt"]: tok(r["prompt"], add_special_tokens=True)["input_ids"] for r in server.requests}
+        assert sorted(by_prompt.values()) == sorted(here)  # what vLLM tokenizes is what generation here reads
