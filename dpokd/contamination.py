@@ -21,9 +21,11 @@ def _grams(text: str) -> set[tuple[str, ...]]:
 def _task_input(example: Example) -> str:
     """The task input, not the prompt: a shared prompt template is not contamination, and neither is a
     conversation's system prompt, which a dataset's records share as they would a template."""
+    if example.input:
+        return example.input
     if example.messages:
         return "\n".join(m["content"] for m in example.messages if m["role"] != "system")
-    return example.input or example.prompt
+    return example.prompt
 
 
 def _texts(example: Example) -> list[str]:

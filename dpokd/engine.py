@@ -94,9 +94,11 @@ class Engine:
         """A data, model or server error, prefixed with the spec that asked for it, as a spec's own errors are."""
         try:
             yield
-        except ConfigError as exc:
+        except ConfigError as exc:  # its own class and exit code kept
             prefix = f"{self.spec.path}: "
-            raise ConfigError(str(exc) if str(exc).startswith(prefix) else prefix + str(exc)) from None
+            if not str(exc).startswith(prefix):
+                exc.args = (prefix + str(exc), *exc.args[1:])
+            raise
 
     def _check_named_systems(self) -> None:
         names = self.system_names()
@@ -155,8 +157,8 @@ class Engine:
 
     def prepare(self) -> list[Example]:
         """Everything that can fail cheaply fails here, before the first paid call or file."""
-        train = self.task.examples("train")
         with self._spec_named():
+            train = self.task.examples("train")
             self._check_data(train)
             for student in self.students():
                 student.prepare(train)  # checks what needs the tokenizer (max_length); dpokd:tiny is built from it

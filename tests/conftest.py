@@ -32,8 +32,8 @@ def pytest_configure(config):
 
 # The longest files, longest first (each a minute or more of CPU): xdist's --dist loadfile hands files
 # out in collection order, so a long file collected last would run alone while the other worker idles.
-LONGEST_FIRST = ["test_methods.py", "test_own_data.py", "test_replay.py", "test_engine.py", "test_integrity.py", "test_cli.py",
-                 "test_seeds.py", "test_docs_outputs.py", "test_systems.py", "test_convergence.py",
+LONGEST_FIRST = ["test_methods.py", "test_own_data.py", "test_replay.py", "test_engine.py", "test_integrity.py",
+                 "test_cli.py", "test_seeds.py", "test_docs_outputs.py", "test_systems.py", "test_convergence.py",
                  "test_sandbox_attacks.py", "test_plugins.py", "test_samples_file.py", "test_lm_eval.py"]
 
 
@@ -42,12 +42,16 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file's tests keep their order
 
 
-def pytest_runtest_setup(item):
-    """A variable an earlier test or an import left set in this worker would send every later command to
-    a fresh interpreter (seconds each) without a word: named here instead."""
+@pytest.fixture(autouse=True)
+def _environment_kept():
+    """A variable a test or an import leaves set in this worker would send every later command to a fresh
+    interpreter (seconds each) without a word: the test that left it fails, naming it, and the variable is
+    put back. Set up first, so torn down last, after monkeypatch has undone what it set."""
+    yield
     if preloaded.started() and (changed := preloaded.differences(dict(os.environ))):
-        pytest.fail(f"the worker's environment changed since its fork server started: {changed}. A test must "
-                    "restore what it sets; a variable a library sets on import goes in preloaded.SET_BY_LIBRARIES")
+        preloaded.restore(changed)
+        pytest.fail(f"this test left the environment changed: {changed}. A test must restore what it sets; a "
+                    "variable a library sets on import goes in preloaded.SET_BY_LIBRARIES")
 
 
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 600,

@@ -62,6 +62,15 @@ def started() -> bool:
     return _server_env is not None
 
 
+def restore(names: list[str]) -> None:
+    """Put these variables back as the fork server has them."""
+    for name in names:
+        if name in _server_env:
+            os.environ[name] = _server_env[name]
+        else:
+            os.environ.pop(name, None)
+
+
 def _child(args: list[str], env: dict[str, str], cwd: str, out_path: str, err_path: str, sys_path: list[str]) -> None:
     import atexit
     import gc

@@ -57,6 +57,14 @@ def test_one_batch_answers_every_prompt_at_half_the_live_price(server, tmp_path)
     assert len(PendingBatches(tmp_path / "batch")) == 0
 
 
+def test_extra_body_fields_are_on_each_batch_lines_body_as_live_requests_have_them(server, tmp_path):
+    extra = {"top_k": 5, "chat_template_kwargs": {"enable_thinking": False}}
+    teacher(server, tmp_path / "batch", extra_body=extra).answer(examples(3))
+    teacher(server, tmp_path / "live", extra_body=extra, batch=False).answer(examples(3))
+    assert len(server.requests) == 6
+    assert all({k: r.get(k) for k in extra} == extra and "extra_body" not in r for r in server.requests)
+
+
 def test_failed_lines_are_resubmitted_alone_and_refusals_replayed(server, tmp_path):
     server.when(lambda body: body["messages"][-1]["content"].endswith(" 3"), {"blocked": True})
     server.when(lambda body: body["messages"][-1]["content"].endswith(" 5"), {"status": 500})

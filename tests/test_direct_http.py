@@ -9,6 +9,7 @@ import pytest
 
 from dpokd.interfaces import Context
 from dpokd.llm import LLMClient, LLMOptions, import_litellm
+from dpokd.llm.client import LITELLM_CALLBACKS
 from dpokd.llm.direct import DirectHTTP
 from dpokd.llm.retry import classify, retry_after
 from dpokd.records import Example
@@ -80,7 +81,9 @@ PRICED = {"usd_per_million_input": 1.0, "usd_per_million_output": 2.0}
     (False, {"model": "hosted_vllm/served-model", **PRICED}),
     # A text completion goes to /completions for a base model litellm does not know (a vLLM server's).
     (True, {"model": "openai/base-model", **PRICED}),
-], ids=["chat", "vllm-chat", "text"])
+    # What a server takes beyond the OpenAI API goes on the body's top level, on either path.
+    (True, {"model": "hosted_vllm/served-model", "extra_body": {"add_special_tokens": False, "top_k": 5}, **PRICED}),
+], ids=["chat", "vllm-chat", "text", "vllm-text-extra"])
 def test_answers_and_prices_are_litellms(server, tmp_path, text, model):
     prompts = [Example(id=f"p{i}", prompt=f"prompt number {i}") for i in range(6)]
     answers = {}
@@ -96,6 +99,8 @@ def test_answers_and_prices_are_litellms(server, tmp_path, text, model):
         assert ours.cost_usd == pytest.approx(theirs.cost_usd) and ours.cost_usd > 0
     bodies = sorted(json.dumps(r, sort_keys=True) for r in server.requests)
     assert len(bodies) == 12 and bodies[0::2] == bodies[1::2]  # the same bodies on the wire
+    extra = model.get("extra_body", {})
+    assert all(r.get(k) == v for r in server.requests for k, v in extra.items()) and "extra_body" not in bodies[0]
 
 
 def test_the_environments_proxy_carries_the_requests(tmp_path, monkeypatch):
@@ -130,7 +135,10 @@ def test_a_callback_registered_with_litellm_sees_every_request(server, tmp_path,
 
     litellm = import_litellm()
     seen = Seen()
-    monkeypatch.setattr(litellm, "callbacks", [seen])
+    # litellm copies `callbacks` into its other registries in place: each gets a copy of its own, restored after.
+    for name in LITELLM_CALLBACKS:
+        monkeypatch.setattr(litellm, name, list(getattr(litellm, name)))
+    litellm.callbacks.append(seen)
     prompts = [Example(id=f"p{i}", prompt=f"prompt number {i}") for i in range(4)]
     options = LLMOptions(model=MODEL, api_base=server.url, max_tokens=50)
     answers = LLMClient(options, Context(cache_dir=tmp_path / "logged")).complete(prompts)

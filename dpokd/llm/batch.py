@@ -108,8 +108,9 @@ class BatchRunner:
         lines = []
         for key in chunk:
             i = self.indices[key][0]
-            body = {"model": self.model_name, "messages": self.client.messages(self.prompts[i]),
-                    **self.client.sampling(self.prompts[i], self.examples[i])}
+            sampling = self.client.sampling(self.prompts[i], self.examples[i])
+            extra = sampling.pop("extra_body", None) or {}  # on the body's top level
+            body = {"model": self.model_name, "messages": self.client.messages(self.prompts[i]), **sampling, **extra}
             lines.append(json.dumps({"custom_id": key, "method": "POST", "url": ENDPOINT, "body": body}))
         data = ("\n".join(lines) + "\n").encode()
         file = await self._call(self.litellm.acreate_file, file=("dpokd-batch.jsonl", data), purpose="batch")

@@ -83,6 +83,9 @@ class LLMOptions(Options):
                                       "[run] seed: unset, none is sent); `seed` is its old name")
     stop: list[str] | None = Field(None, description="stop sequences")
     system_prompt: str | None = Field(None, description="system message put before every prompt")
+    extra_body: dict[str, Any] | None = Field(None, description="fields added to each request's body as they are, "
+                                              "for what a server takes beyond the OpenAI API (vLLM's top_k or "
+                                              "chat_template_kwargs); part of the cache key")
     max_concurrency: int = Field(16, ge=1, description="requests in flight at once")
     rpm: int | None = Field(None, ge=1, description="most requests started per minute")
     tpm: int | None = Field(None, ge=1, description="most tokens (estimated before, counted after) per minute")
@@ -225,9 +228,9 @@ def _litellms_api_base(model: str, provider: str, field: str) -> tuple[str, str,
         return None
     if not api_base:
         return None
-    variable = f"{provider.upper()}_API_BASE"  # litellm's name for the variable that moves a provider
-    note = f" (from ${variable})" if os.environ.get(variable) == api_base else f" ({provider}'s API)"
-    return api_base, f"{field}.model", note
+    # litellm names the variable that moves a provider as it likes (FIREWORKS_API_BASE for fireworks_ai).
+    moved = sorted(name for name, value in os.environ.items() if name.endswith("_API_BASE") and value == api_base)
+    return api_base, f"{field}.model", f" (from ${moved[0]})" if moved else f" ({provider}'s API)"
 
 
 def _proxied(scheme: str, host: str) -> bool:
@@ -291,6 +294,8 @@ class LLMClient:
             request = text_request(o.model, o.api_base, prompt, **sampling)
         else:
             request = chat_request(o.model, o.api_base, self.messages(prompt), **sampling)
+        if o.extra_body:
+            request["extra_body"] = o.extra_body
         if sample:
             request["sample"] = sample
         return request

@@ -87,7 +87,8 @@ class DirectHTTP:
         """The answer's JSON; an error raised as litellm raises it for this provider."""
         import aiohttp
 
-        body = {"model": self.name, **{k: v for k, v in params.items() if v is not None}}
+        extra = params.pop("extra_body", None) or {}  # on the body's top level, as litellm's client puts it
+        body = {"model": self.name, **{k: v for k, v in params.items() if v is not None}, **extra}
         try:
             async with self.session.post(self.url, json=body, headers=self.headers, **self.routing,
                                          timeout=aiohttp.ClientTimeout(total=timeout)) as response:

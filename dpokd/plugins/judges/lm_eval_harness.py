@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -243,6 +244,9 @@ class LMEvalJudge(dpokd.Judge):
         return output
 
 
+_GIT_DESCRIBE = threading.Lock()
+
+
 @contextlib.contextmanager
 def _no_git_describe():
     """lm-eval records the git commit of the current folder by running ``git describe``, which prints
@@ -250,12 +254,13 @@ def _no_git_describe():
     (manifest.json), and the hash is not read back."""
     import lm_eval.evaluator
 
-    found = lm_eval.evaluator.get_git_commit_hash
-    lm_eval.evaluator.get_git_commit_hash = lambda: None
-    try:
-        yield
-    finally:
-        lm_eval.evaluator.get_git_commit_hash = found
+    with _GIT_DESCRIBE:  # evaluations in two threads would otherwise restore each other's stand-in
+        found = lm_eval.evaluator.get_git_commit_hash
+        lm_eval.evaluator.get_git_commit_hash = lambda: None
+        try:
+            yield
+        finally:
+            lm_eval.evaluator.get_git_commit_hash = found
 
 
 def _quiet() -> None:

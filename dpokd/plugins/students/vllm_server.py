@@ -150,27 +150,21 @@ class VLLMServer:
     def generate(self, examples: list[Example]) -> list[Completion]:
         s, o = self.student, self.student.options
         self.ensure()
+        # The prompt as the student reads it in training: through its chat template where it uses one.
+        tok = s.tokenizer_for_prompts()
+        prompts = [s.prompt_text(e, tok) for e in examples]
+        # vLLM adds the tokenizer's special tokens (a BOS) to a prompt unless told not to: a chat template
+        # brings its own, and is tokenized here without them (encode_prompts).
         options = LLMOptions(model=f"hosted_vllm/{self.served_name()}", api_base=self.url,
                              temperature=o.temperature, max_tokens=o.max_new_tokens, top_p=o.top_p,
                              stop=o.stop or None, provider_seed=s.seed, max_concurrency=o.vllm_max_concurrency,
-                             timeout=o.vllm_timeout, max_failure_share=0.0)
+                             timeout=o.vllm_timeout, max_failure_share=0.0,
+                             extra_body={"add_special_tokens": False} if s.chat else None)
         client = LLMClient(options, s.context, field="student", text=True, empty_ok=True)
         model = f"student:{s.fingerprint()}"
-        # The prompt as the student reads it in training: through its chat template where it uses one.
-        tok = s.tokenizer_for_prompts()
-        prompts = [_without_templates_bos(s.prompt_text(e, tok), tok, s.chat) for e in examples]
         out = []
         for example, completion in zip(examples, client.complete(examples, prompts, label="student generates (vLLM)")):
             text, _ = clean_generation(completion.text, example.prompt, o.stop)
             out.append(completion.model_copy(update={"text": text, "model": model}))
         return out
 
-
-def _without_templates_bos(prompt: str, tok, chat: bool) -> str:
-    """vLLM's completions endpoint tokenizes a prompt with the tokenizer's special tokens, as a plain prompt
-    is tokenized in this process. A chat template that writes the BOS itself (Llama's, Gemma's) would then
-    give the model two; its BOS is left for vLLM to add, so the model reads the tokens it reads here."""
-    bos = tok.bos_token
-    if not (chat and bos and prompt.startswith(bos)):
-        return prompt
-    return prompt[len(bos):] if tok("", add_special_tokens=True)["input_ids"][:1] == [tok.bos_token_id] else prompt
