@@ -166,3 +166,24 @@ def test_the_shipped_settings_leave_the_distilled_student_between_the_base_and_t
         assert max(method["base"]) <= 0.1 and min(method["teacher"]) == 1.0
     distilled = summary["methods"]["dpokd-static"]["pass@1"]["by_seed"].values()
     assert sum(0.2 <= score <= 0.8 for score in distilled) >= 3
+
+
+def test_the_figures_the_methods_page_quotes_by_hand_are_its_summarys():
+    """The words under the table are written by hand: each figure they quote must still be one of
+    docs/methods.json's, rounded as quoted, or `make methods` has left them behind."""
+    summary = json.loads((ROOT / "docs" / "methods.json").read_text())
+
+    def values(node):
+        if isinstance(node, dict):
+            return [v for child in node.values() for v in values(child)]
+        if isinstance(node, list):
+            return [v for child in node for v in values(child)]
+        return [abs(node)] if isinstance(node, (int, float)) and not isinstance(node, bool) else []
+
+    held = values(summary)
+    page = (ROOT / "docs" / "methods.md").read_text()
+    words = page[page.index("**What it shows.**"):page.index("### How the settings were chosen")]
+    quoted = re.findall(r"(?<![\d.])[−-]?(0\.\d{2,3})(?!\d)", words)
+    assert len(quoted) >= 20
+    stale = [q for q in quoted if not any(abs(v - float(q)) <= 0.5 * 10 ** (2 - len(q)) + 1e-9 for v in held)]
+    assert not stale, f"docs/methods.md quotes figures docs/methods.json does not hold: {stale}"
