@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from dpokd.plugins.students.tiny import python_corpus, tiny_dir_name, tiny_recipe
+from dpokd.plugins.students.hf_qlora import HFQLoRAStudent
+from dpokd.plugins.students.tiny import tiny_dir_name, tiny_recipe
 from dpokd.plugins.tasks.compose import SyntheticCompose
 
 from .conftest import FIXTURES, ROOT, run_cli
@@ -129,9 +130,9 @@ PRETRAINED = FIXTURES / "tiny-pretrained"
 def pretrained_base_in_cache(spec: Path, cache: Path) -> None:
     """Put the committed pretrained base where ``spec``'s student looks for it, after checking that it was
     built from the recipe the spec asks for (all but the corpus's hash, which follows the Python version)."""
-    student = tomllib.loads(spec.read_text())["student"]
-    wanted = tiny_recipe(python_corpus(), hidden=student["tiny_hidden"], layers=student["tiny_layers"],
-                         vocab=student.get("tiny_vocab", 512), seed=0, pretrain_steps=student["tiny_pretrain_steps"])
+    table = {k: v for k, v in tomllib.loads(spec.read_text())["student"].items() if k != "plugin"}
+    corpus, build = HFQLoRAStudent(HFQLoRAStudent.Options(**table)).tiny_build([])
+    wanted = tiny_recipe(corpus, **build)
     built = json.loads((PRETRAINED / "dpokd_recipe.json").read_text())
     assert {k: v for k, v in built.items() if k != "corpus"} == {k: v for k, v in wanted.items() if k != "corpus"}
     shutil.copytree(PRETRAINED, cache / "models" / tiny_dir_name(wanted))

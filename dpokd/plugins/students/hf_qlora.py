@@ -209,14 +209,20 @@ class HFQLoRAStudent(dpokd.Student):
     def _tiny_dir(self, examples: list[Example]) -> Path:
         """The dpokd:tiny model: from the task's text, or pretrained on the standard library (one model for
         every task and seed, as a hub model would be, so seed groups differ only in the adapter)."""
+        if self.options.tiny_pretrain_steps:
+            self.context.log(f"dpokd:tiny: pretrained on the Python standard library "
+                             f"({self.options.tiny_pretrain_steps} steps, once)")
+        corpus, build = self.tiny_build(examples)
+        return tiny_model_dir(self.context.layout.models, corpus, **build)
+
+    def tiny_build(self, examples: list[Example]) -> tuple[list[str], dict[str, int]]:
+        """The dpokd:tiny model's corpus and its build's arguments (``tiny_model_dir``'s)."""
         o = self.options
+        sizes = {"hidden": o.tiny_hidden, "layers": o.tiny_layers, "vocab": o.tiny_vocab}
         if o.tiny_pretrain_steps:
-            self.context.log(f"dpokd:tiny: pretrained on the Python standard library ({o.tiny_pretrain_steps} steps, once)")
-            return tiny_model_dir(self.context.layout.models, python_corpus(), hidden=o.tiny_hidden, layers=o.tiny_layers,
-                                  vocab=o.tiny_vocab, seed=0, pretrain_steps=o.tiny_pretrain_steps)
+            return python_corpus(), {**sizes, "seed": 0, "pretrain_steps": o.tiny_pretrain_steps}
         corpus = [e.prompt for e in examples] + [e.reference or "" for e in examples]
-        return tiny_model_dir(self.context.layout.models, corpus, hidden=o.tiny_hidden, layers=o.tiny_layers,
-                              vocab=o.tiny_vocab, seed=self.seed)
+        return corpus, {**sizes, "seed": self.seed}
 
     def _check_target_modules(self) -> None:
         """peft refuses modules the model lacks only when the model loads, in the student's first
