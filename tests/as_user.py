@@ -42,23 +42,19 @@ def user_uid(offset: int = 0) -> int:
     """A uid for this test process alone (and ``offset``), so process counts and clean-ups see only its
     own: the first of its hundred that no other test process holds, by a lock kept while this one
     lives, as suites from two checkouts may run at once."""
-    import fcntl
     import tempfile
 
-    if offset in _HELD:
-        return _HELD[offset]
-    folder = Path(tempfile.gettempdir()) / "dpokd-test-uids"
-    folder.mkdir(exist_ok=True)
-    for uid in range(60500 + 100 * offset, 60600 + 100 * offset):
-        fd = os.open(folder / str(uid), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            continue
-        _HELD[offset] = uid  # the descriptor stays open: the lock lasts as long as this process
-        return uid
-    raise RuntimeError(f"all test uids from {60500 + 100 * offset} are held by other test processes")
+    from dpokd.sandbox.runner import hold_free
+
+    if offset not in _HELD:
+        folder = Path(tempfile.gettempdir()) / "dpokd-test-uids"
+        folder.mkdir(exist_ok=True)
+        # The descriptor stays open: the lock lasts as long as this process.
+        [uid] = hold_free(folder, range(60500 + 100 * offset, 60600 + 100 * offset), 1) or [None]
+        if uid is None:
+            raise RuntimeError(f"all test uids from {60500 + 100 * offset} are held by other test processes")
+        _HELD[offset] = uid
+    return _HELD[offset]
 
 
 def closed_above(path: Path) -> Path | None:

@@ -115,9 +115,8 @@ def host_socket():
     path.unlink()
 
 
-def test_a_host_unix_socket_cannot_be_reached(any_sandbox, host_socket):
-    path, accepted = host_socket
-    reach = attack("""
+# Sends a byte to a host Unix socket at {path}.
+SOCKET_REACH = """
 import socket
 try:
     s = socket.socket(socket.AF_UNIX)
@@ -126,7 +125,12 @@ try:
     won = True
 except OSError:
     pass
-""", path=str(path))
+"""
+
+
+def test_a_host_unix_socket_cannot_be_reached(any_sandbox, host_socket):
+    path, accepted = host_socket
+    reach = attack(SOCKET_REACH, path=str(path))
     assert any_sandbox.run(reach).status == "failed"
     time.sleep(0.3)
     assert accepted == []

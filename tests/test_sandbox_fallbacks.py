@@ -18,6 +18,7 @@ from .test_sandbox_attacks import (  # noqa: F401
     DOUBLE_FORK,
     HONEST,
     PROMPT,
+    SOCKET_REACH,
     TESTS,
     attack,
     host_socket,
@@ -67,16 +68,7 @@ try:
 except OSError:
     pass
 """, path=HUMAN_EVAL)
-    reach = attack("""
-import socket
-try:
-    s = socket.socket(socket.AF_UNIX)
-    s.connect({path})
-    s.sendall(b"hello")
-    won = True
-except OSError:
-    pass
-""", path=str(path))
+    reach = attack(SOCKET_REACH, path=str(path))
     assert [r.status for r in no_userns.run_many([read, reach])] == ["failed", "failed"]
     time.sleep(0.3)
     assert accepted == []

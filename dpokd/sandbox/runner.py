@@ -478,27 +478,35 @@ def _lease_uids(count: int) -> dict[int, int]:
     Two dpokd processes on one machine must not share a uid: a uid's process cap is shared, and
     one's clean-up (kill every process of the uid) would kill the other's samples.
     """
-    import fcntl
-
     run = Path("/run")
     folder = (run if os.access(run, os.W_OK) else Path(tempfile.gettempdir())) / "dpokd-sandbox-uids"
     folder.mkdir(mode=0o700, exist_ok=True)
     if folder.stat().st_uid != os.geteuid():
         raise ConfigError(f"sandbox: {folder} belongs to another user; remove it")
-    leases: dict[int, int] = {}
-    for uid in range(UID_BASE, UID_BASE + UID_RANGE):
-        fd = os.open(folder / str(uid), os.O_RDWR | os.O_CREAT, 0o600)
+    leases = hold_free(folder, range(UID_BASE, UID_BASE + UID_RANGE), count)
+    if len(leases) < count:
+        _release(list(leases.values()))
+        raise ConfigError(f"sandbox: all {UID_RANGE} sandbox uids are in use by other dpokd processes")
+    return leases
+
+
+def hold_free(folder: Path, ids: range, count: int) -> dict[int, int]:
+    """Up to ``count`` of ``ids`` that no other process holds: each held by a lock on its file in ``folder``
+    for as long as its descriptor (the value) stays open."""
+    import fcntl
+
+    held: dict[int, int] = {}
+    for i in ids:
+        fd = os.open(folder / str(i), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             continue
-        leases[uid] = fd
-        if len(leases) == count:
-            return leases
-    for fd in leases.values():
-        os.close(fd)
-    raise ConfigError(f"sandbox: all {UID_RANGE} sandbox uids are in use by other dpokd processes")
+        held[i] = fd
+        if len(held) == count:
+            break
+    return held
 
 
 def _release(fds: list[int]) -> None:
